@@ -53,6 +53,9 @@ class NodeRef:
             check_name("node", self.name)
             if self.name == SERVICE_HOST:
                 raise AddressError(f"{SERVICE_HOST!r} is reserved and cannot name a node")
+            if _HEX_ID_RE.fullmatch(self.name):
+                # Its text would parse back as a node id: one spelling must mean one node.
+                raise AddressError(f"node name {self.name!r} looks like a node id (32 hex digits)")
 
     def __str__(self) -> str:
         return self.name if self.name is not None else (self.node_id or b"").hex()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+import itertools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -212,7 +213,10 @@ class ReplayGuard:
         self.capacity = capacity
         self.evicted = 0
         self._expiry: dict[tuple[AgentAddress, bytes], int] = {}
-        self._heap: list[tuple[int, AgentAddress, bytes]] = []
+        # The sequence number breaks ties between equal expiries, so the heap never compares two
+        # addresses (they have no order: that raised TypeError out of `decode`).
+        self._heap: list[tuple[int, int, AgentAddress, bytes]] = []
+        self._seq = itertools.count()
 
     def __len__(self) -> int:
         return len(self._expiry)
@@ -228,15 +232,15 @@ class ReplayGuard:
         if key in self._expiry:
             raise Replay(f"message {message.message_id.hex()} from {message.sender} seen before")
         self._expiry[key] = message.expires_at
-        heapq.heappush(self._heap, (message.expires_at, *key))
+        heapq.heappush(self._heap, (message.expires_at, next(self._seq), *key))
         while len(self._expiry) > self.capacity:
-            _, sender, mid = heapq.heappop(self._heap)
+            _, _, sender, mid = heapq.heappop(self._heap)
             if self._expiry.pop((sender, mid), None) is not None:
                 self.evicted += 1
 
     def prune(self, now: int) -> None:
         while self._heap and self._heap[0][0] < now:
-            expiry, sender, mid = heapq.heappop(self._heap)
+            expiry, _, sender, mid = heapq.heappop(self._heap)
             if self._expiry.get((sender, mid)) == expiry:
                 del self._expiry[(sender, mid)]
 

@@ -21,9 +21,9 @@ import nacl.exceptions
 import nacl.signing
 from coincurve import PrivateKey, PublicKeyXOnly
 
-from kai_mesh.core.address import NODE_ID_BYTES, check_name
+from kai_mesh.core.address import NODE_ID_BYTES, NodeRef
 from kai_mesh.core.codec import digest, pack, split_format, unpack_exact
-from kai_mesh.core.errors import BadSignature, Malformed
+from kai_mesh.core.errors import AddressError, BadSignature, Malformed
 
 SECRETS_FORMAT = 1
 MEMBER_FORMAT = 1
@@ -58,7 +58,12 @@ class NodeSecrets:
     _signing: nacl.signing.SigningKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if len(self.ed25519_seed) != 32 or len(self.rns_private) != 64:
+        # coincurve pads a short secret and accepts a long one with leading zeros: check here.
+        if (
+            len(self.ed25519_seed) != 32
+            or len(self.rns_private) != 64
+            or len(self.nostr_secret) != 32
+        ):
             raise Malformed("node secrets have the wrong lengths")
         try:
             PrivateKey(self.nostr_secret)
@@ -145,13 +150,22 @@ class MemberRecord:
 
     KIND = "member"
 
+    def __post_init__(self) -> None:
+        NodeRef(name=self.name)  # a name no address can hold ("svc", an id's hex) is refused
+
     @property
     def node_id(self) -> bytes:
         return node_id_of(self.verify_key)
 
     @classmethod
     def create(cls, secrets: NodeSecrets, name: str, mesh_id: bytes) -> MemberRecord:
-        check_name("node", name)
+        """Sign a record for `name` in `mesh_id`.
+
+        Raises:
+            AddressError: `name` could not name a node in an address (bad characters, "svc",
+                32 hex digits).
+        """
+        NodeRef(name=name)  # raises AddressError before anything is signed
         body = _member_body(name, secrets.verify_key, secrets.rns_public, secrets.nostr_public)
         sigs = (
             secrets.sign(cls.KIND, mesh_id, body),
@@ -191,7 +205,10 @@ class MemberRecord:
         name, vk, rns, nostr, s1, s2, s3 = fields
         if len(vk) != 32 or len(rns) != 64 or len(nostr) != 32:
             raise Malformed("member record: key of the wrong length")
-        return cls(name, vk, rns, nostr, (s1, s2, s3))
+        try:
+            return cls(name, vk, rns, nostr, (s1, s2, s3))
+        except AddressError as exc:
+            raise Malformed(f"member record: {exc}") from None
 
 
 def _member_body(name: str, verify_key: bytes, rns_public: bytes, nostr_public: bytes) -> bytes:
