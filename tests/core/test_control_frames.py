@@ -173,7 +173,14 @@ def test_server_messages_parse() -> None:
         {"id": None, "error": {"code": "bad_request", "message": "no"}}
     ) == ErrorReply(id=None, code="bad_request", message="no")
     assert parse_server_message({"event": "peers", "data": [1]}) == Push(topic="peers", data=[1])
-    for bad in ([], {"id": None, "result": 1}, {"id": 1}, {"event": 5}, {"id": 1, "error": "x"}):
+    bad_messages: list[Any] = [
+        [],
+        {"id": None, "result": 1},
+        {"id": 1},
+        {"event": 5},
+        {"id": 1, "error": "x"},
+    ]
+    for bad in bad_messages:
         with pytest.raises(Malformed):
             parse_server_message(bad)
 

@@ -1,0 +1,7 @@
+"""`python -m kai_mesh` is the `kai-mesh` command."""
+
+import sys
+
+from kai_mesh.cli import main
+
+sys.exit(main())

@@ -1,0 +1,377 @@
+"""The `kai-mesh` command.
+
+A thin `main()` in the manner of httpie's: parse arguments, run one command, map its outcome to an
+exit code (`ExitCode`), Ctrl-C to 130. `run` is the daemon; every other command except `init` is a
+client of the daemon's control socket. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import enum
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from kai_mesh import __version__
+from kai_mesh.client import ControlClient, ControlError, NodeNotRunning
+from kai_mesh.config import NodePaths, default_config_text, load_config
+from kai_mesh.core.address import check_name, parse_address
+from kai_mesh.core.envelope import Priority
+from kai_mesh.core.errors import ConfigError, KaiMeshError, StoreError, UsageError
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of every `kai-mesh` command (also listed in the README)."""
+
+    OK = 0
+    FAILURE = 1  # an unexpected failure; the message says what
+    USAGE = 2  # bad arguments, a broken config file, a malformed address or payload
+    NOT_RUNNING = 3  # no daemon is running on this home
+    CONFLICT = 4  # a node already exists (init) or already runs (run) on this home
+    REMOTE_ERROR = 5  # the message was delivered and answered with an error
+    TIMEOUT = 6  # no reply in time
+    INTERRUPTED = 130  # Ctrl-C
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: ExitCode) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes):
+        return {"$bytes": base64.b64encode(value).decode()}
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, default=_json_default, ensure_ascii=False))
+
+
+def _paths(args: argparse.Namespace) -> NodePaths:
+    return NodePaths.resolve(args.home)
+
+
+def _client(args: argparse.Namespace, timeout: float | None = 10.0) -> ControlClient:
+    paths = _paths(args)
+    try:
+        return ControlClient(paths.socket, timeout=timeout)
+    except NodeNotRunning:
+        home = f" --home {args.home}" if args.home else ""
+        raise CliError(
+            f"no node is running on {paths.config_file.parent} "
+            f"(no control socket at {paths.socket}); start one with: kai-mesh{home} run",
+            ExitCode.NOT_RUNNING,
+        ) from None
+
+
+def _default_name() -> str:
+    raw = socket.gethostname().split(".")[0].lower()
+    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in raw).strip("-_")[:32]
+    try:
+        return check_name("node", name)
+    except UsageError:
+        return "node"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write atomically with mode 0600: a crash leaves the old file or the new, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def cmd_init(args: argparse.Namespace) -> ExitCode:
+    from kai_mesh.core.genesis import Genesis
+    from kai_mesh.core.identity import MemberRecord, NodeSecrets
+
+    paths = _paths(args)
+    if paths.secrets.exists() and not args.force:
+        raise CliError(
+            f"a node already exists at {paths.data_dir}; `kai-mesh init --force` replaces it "
+            "and its keys are lost",
+            ExitCode.CONFLICT,
+        )
+    if paths.lock.exists() and _lock_held(paths):
+        raise CliError("the node on this home is running; stop it first", ExitCode.CONFLICT)
+    name = check_name("node", args.name) if args.name else None
+    if name is None and paths.config_file.exists() and not args.force:
+        name = load_config(paths.config_file).name
+    name = name or _default_name()
+    mesh = check_name("mesh", args.mesh or name)
+    secrets = NodeSecrets.generate(os.urandom)
+    genesis = Genesis.of_one(secrets, mesh, os.urandom(16))
+    member = MemberRecord.create(secrets, name, genesis.mesh_id)
+    paths.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths.config_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if args.force or not paths.config_file.exists():
+        _write_private(paths.config_file, default_config_text(name).encode())
+    _write_private(paths.genesis, genesis.to_bytes())
+    _write_private(paths.member, member.to_bytes())
+    _write_private(paths.secrets, secrets.to_bytes())  # last: its presence means "initialised"
+    result = {
+        "name": name,
+        "node_id": secrets.node_id.hex(),
+        "mesh": mesh,
+        "mesh_id": genesis.mesh_id.hex(),
+        "config": str(paths.config_file),
+        "data": str(paths.data_dir),
+    }
+    if args.json:
+        print_json(result)
+    else:
+        print(f"created node {name} ({result['node_id']}) in a mesh of one, {mesh!r}")
+        print(f"config: {paths.config_file}\ndata:   {paths.data_dir}")
+        home = f" --home {args.home}" if args.home else ""
+        print(f"start it with: kai-mesh{home} run")
+    return ExitCode.OK
+
+
+def _lock_held(paths: NodePaths) -> bool:
+    import fcntl
+
+    with open(paths.lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+
+def cmd_run(args: argparse.Namespace) -> ExitCode:
+    import trio
+
+    from kai_mesh.runtime.node import AlreadyRunning, Node, NodeFiles
+
+    paths = _paths(args)
+    config = load_config(paths.config_file, log_level=args.log_level)
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    files = NodeFiles.load(paths)
+    try:
+        trio.run(Node(paths, config, files).run)
+    except AlreadyRunning as exc:
+        raise CliError(str(exc), ExitCode.CONFLICT) from None
+    return ExitCode.OK
+
+
+def cmd_stop(args: argparse.Namespace) -> ExitCode:
+    paths = _paths(args)
+    with _client(args) as client:
+        try:
+            pid = client.call("shutdown").get("pid")
+        except (ConnectionError, EOFError, OSError):
+            pid = None  # the daemon may close the connection as it goes: that is success
+    deadline = time.monotonic() + args.timeout
+    while paths.socket.exists() or _lock_held(paths):
+        if time.monotonic() > deadline:
+            raise CliError(
+                f"the node (pid {pid}) did not stop within {args.timeout}s", ExitCode.TIMEOUT
+            )
+        time.sleep(0.05)
+    if args.json:
+        print_json({"stopped": True, "pid": pid})
+    else:
+        print(f"node stopped (pid {pid})")
+    return ExitCode.OK
+
+
+def cmd_status(args: argparse.Namespace) -> ExitCode:
+    with _client(args) as client:
+        status = client.call("status")
+    if args.json:
+        print_json(status)
+        return ExitCode.OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None)
+    rows = [
+        ("node", f"{status['name']}  {status['node_id']}"),
+        (
+            "mesh",
+            f"{status['mesh_name']}  {status['mesh_id'][:32]}…  "
+            f"({status['threshold']} of {status['admins']} admins)",
+        ),
+        ("uptime", f"{status['uptime_s']:.0f} s"),
+        ("memory", f"{status['rss_bytes'] / 2**20:.1f} MiB RSS"),
+        ("agents", ", ".join(f"{a['name']} ({a['state']})" for a in status["agents"]) or "none"),
+        ("transports", ", ".join(t["name"] for t in status["transports"]) or "none (local only)"),
+        ("messages", ", ".join(f"{k} {v}" for k, v in status["bus"].items() if k != "queued")),
+        ("refused input", ", ".join(f"{k} {v}" for k, v in status["refused"].items()) or "none"),
+    ]
+    for key, value in rows:
+        table.add_row(f"[bold]{key}[/]", value)
+    Console().print(table)
+    return ExitCode.OK
+
+
+def cmd_agents(args: argparse.Namespace) -> ExitCode:
+    with _client(args) as client:
+        agents = client.call("agents")
+    if args.json:
+        print_json(agents)
+        return ExitCode.OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("agent", "intents", "isolation", "state", "served", "errors", "restarts")
+    for a in agents:
+        table.add_row(
+            a["name"],
+            ", ".join(a["intents"]),
+            a["isolation"],
+            a["state"],
+            str(a["served"]),
+            str(a["errors"]),
+            str(a["restarts"]),
+        )
+    Console().print(table)
+    return ExitCode.OK
+
+
+def cmd_send(args: argparse.Namespace) -> ExitCode:
+    parse_address(args.address)  # a malformed address is a usage error before any connection
+    priority = Priority.parse(args.priority)
+    try:
+        payload = json.loads(args.payload) if args.payload is not None else None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"payload is not valid JSON: {exc}") from None
+    params = {
+        "to": args.address,
+        "intent": args.intent,
+        "payload": payload,
+        "priority": priority.name.lower(),
+        "timeout": args.timeout,
+    }
+    if args.ttl is not None:
+        params["ttl"] = args.ttl
+    with _client(args, timeout=args.timeout + 5) as client:
+        try:
+            reply = client.call("send", params)
+        except ControlError as exc:
+            if args.json:
+                print_json({"error": {"code": exc.code, "message": exc.message}})
+            code = ExitCode.TIMEOUT if exc.code == "timeout" else ExitCode.REMOTE_ERROR
+            if exc.code == "bad_request":
+                code = ExitCode.USAGE
+            raise CliError(f"{exc.code}: {exc.message}", code) from None
+    print_json(reply if args.json else reply["payload"])
+    return ExitCode.OK
+
+
+def cmd_events(args: argparse.Namespace) -> ExitCode:
+    with _client(args, timeout=None) as client:
+        client.subscribe(args.topics or ["messages", "agents", "logs"])
+        for topic, data in client.events():
+            print_json({"event": topic, "data": data})
+            sys.stdout.flush()
+    return ExitCode.OK
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--home",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="keep config, data and the control socket under DIR "
+        "(default: $KAI_MESH_HOME, else the XDG locations)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="kai-mesh",
+        description="A peer-to-peer mesh node. `kai-mesh init` creates a node (a mesh of one), "
+        "`kai-mesh run` starts it; the other commands talk to the running node.",
+        epilog="Exit codes: 0 ok, 1 failure, 2 usage or config error, 3 no node running, "
+        "4 node exists or already runs, 5 error reply, 6 timeout, 130 interrupted.",
+    )
+    parser.add_argument("--home", metavar="DIR", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--version", action="version", version=f"kai-mesh {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], ExitCode], text: str, json_flag: bool = True
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=text, description=text)
+        p.set_defaults(fn=fn)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print JSON for scripts")
+        return p
+
+    p = add("init", cmd_init, "create this node's keys, a mesh of one, and a commented config")
+    p.add_argument("--name", help="the node's display name (default: the host name)")
+    p.add_argument("--mesh", help="the mesh's name (default: the node's name)")
+    p.add_argument("--force", action="store_true", help="replace an existing node and its keys")
+    p = add("run", cmd_run, "run the node daemon in the foreground (logs to stderr)", False)
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p = add("stop", cmd_stop, "stop the running node and wait until it has exited")
+    p.add_argument("--timeout", type=_positive, default=15.0, help="seconds to wait (15)")
+    add("status", cmd_status, "show the node: ids, mesh, uptime, agents, transports, counters")
+    add("agents", cmd_agents, "list the agents this node hosts and their health")
+    p = add("send", cmd_send, "send a message to an agent and print its reply")
+    p.add_argument("address", help="kai://NODE/AGENT or kai://svc/SERVICE")
+    p.add_argument("intent", help="what to ask of the agent, e.g. echo")
+    p.add_argument("payload", nargs="?", help="the payload as JSON (default: null)")
+    p.add_argument("--priority", default="normal", help="low, normal, high or critical")
+    p.add_argument("--timeout", type=_positive, default=10.0, help="seconds to wait (10)")
+    p.add_argument("--ttl", type=int, help="seconds the message lives (default: from config)")
+    p = add("events", cmd_events, "follow the node's events as JSON lines until Ctrl-C", False)
+    p.add_argument("topics", nargs="*", help="messages, agents, logs (default: all)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+    except CliError as exc:
+        _fail(str(exc))
+        return exc.code
+    except (ConfigError, UsageError) as exc:
+        _fail(str(exc))
+        return ExitCode.USAGE
+    except StoreError as exc:
+        _fail(str(exc))
+        return ExitCode.USAGE
+    except ControlError as exc:
+        _fail(f"{exc.code}: {exc.message}")
+        return ExitCode.FAILURE
+    except KaiMeshError as exc:
+        _fail(str(exc))
+        return ExitCode.FAILURE
+    except BrokenPipeError:
+        return ExitCode.OK
+
+
+def _fail(message: str) -> None:
+    print(f"kai-mesh: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

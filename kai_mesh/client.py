@@ -1,0 +1,235 @@
+"""A blocking client of the node's control socket, for the CLI.
+
+The CLI is synchronous and short-lived, so this is a plain `socket` client with no trio: one
+request at a time, each answered before the next is sent. Frames arrive in the order the server
+writes them, so event pushes may come between a request and its reply; `call` keeps them for
+`events()`. A reply whose id is not the one awaited is a late answer to an earlier call that timed
+out, and is dropped.
+
+The exceptions both ends share (`ControlError`, `NodeNotRunning`, `SocketPathTooLong`) live here,
+because the server may import this module but this module must not import trio.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from types import EllipsisType, TracebackType
+from typing import Any, Final
+
+from kai_mesh.core.control_frames import (
+    ErrorReply,
+    FrameDecoder,
+    FrameInvalid,
+    FrameReceived,
+    FrameTooLarge,
+    Push,
+    Reply,
+    Request,
+    encode_frame,
+    parse_server_message,
+)
+from kai_mesh.core.errors import KaiMeshError, Malformed, UsageError
+
+#: Longest socket path, in bytes, that fits `sockaddr_un.sun_path` with its NUL (Linux has 108
+#: bytes, macOS and the BSDs 104).
+MAX_SOCKET_PATH: Final = 107 if sys.platform.startswith("linux") else 103
+
+#: Replies may be larger than requests (a status dump, a log backlog), so the client accepts more.
+CLIENT_MAX_FRAME: Final = 64 << 20
+
+
+class ControlError(KaiMeshError):
+    """The node answered a control request with an error.
+
+    Handlers on the node raise it to send that error; clients receive it from `call`.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{message} ({code})")
+        self.code = code
+        self.message = message
+
+
+class NodeNotRunning(KaiMeshError):
+    """No node answers on the control socket: start one with `kai-mesh run`."""
+
+
+class ControlConnectionLost(KaiMeshError):
+    """The node closed the control connection, or sent something that is not the protocol."""
+
+
+class ControlTimeout(KaiMeshError, TimeoutError):
+    """The node did not answer in time."""
+
+
+class SocketPathTooLong(UsageError):
+    """The control socket path does not fit in a Unix socket address."""
+
+
+def check_socket_path(path: Path, *, spare: int = 0) -> None:
+    """Raise `SocketPathTooLong`, naming the path, if it cannot be a Unix socket address.
+
+    `spare` reserves bytes for a longer sibling name the caller binds first.
+    """
+    size = len(os.fsencode(path))
+    allowed = MAX_SOCKET_PATH - spare
+    if size > allowed:
+        raise SocketPathTooLong(
+            f"control socket path {str(path)!r} is {size} bytes; it must be at most {allowed} "
+            "to fit in a Unix socket address. Use a shorter --home."
+        )
+
+
+class ControlClient:
+    """A connection to a running node's control socket.
+
+    Raises (from the constructor):
+        NodeNotRunning: the socket file is missing or nothing listens on it.
+        SocketPathTooLong: the path cannot be a Unix socket address.
+        ControlTimeout: connecting took longer than `timeout`.
+        OSError: anything else, e.g. PermissionError when the socket belongs to another user.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        timeout: float | None = 10.0,
+        *,
+        max_frame: int = CLIENT_MAX_FRAME,
+    ) -> None:
+        check_socket_path(path)
+        self.path = path
+        self.timeout = timeout
+        self._decoder = FrameDecoder(max_frame)
+        self._pending: deque[Reply | ErrorReply | Push] = deque()
+        self._events: deque[tuple[str, Any]] = deque()
+        self._next_id = 1
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.settimeout(timeout)
+            self._sock.connect(os.fspath(path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            self._sock.close()
+            raise NodeNotRunning(
+                f"no kai-mesh node is running (control socket {str(path)!r}: {exc.strerror}); "
+                "start one with `kai-mesh run`"
+            ) from None
+        except TimeoutError:
+            self._sock.close()
+            raise ControlTimeout(f"connecting to {str(path)!r} timed out") from None
+        except BaseException:
+            self._sock.close()
+            raise
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection; safe to call twice."""
+        self._sock.close()
+
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        timeout: float | EllipsisType | None = ...,
+    ) -> Any:
+        """Send one request and wait for its reply; `timeout=...` means the client's default.
+
+        Raises:
+            ControlError: the node answered with an error.
+            ControlTimeout: no answer within the timeout.
+            ControlConnectionLost: the node closed the connection or broke the protocol.
+        """
+        limit = self.timeout if isinstance(timeout, EllipsisType) else timeout
+        deadline = None if limit is None else time.monotonic() + limit
+        request_id = self._next_id
+        self._next_id += 1
+        frame = encode_frame(Request(id=request_id, method=method, params=params or {}).to_wire())
+        self._send(frame, deadline)
+        while True:
+            message = self._receive(deadline)
+            if isinstance(message, Push):
+                self._events.append((message.topic, message.data))
+            elif isinstance(message, ErrorReply) and message.id in (request_id, None):
+                # An id-less error answers the frame we just sent: nothing else is in flight.
+                raise ControlError(message.code, message.message)
+            elif isinstance(message, Reply) and message.id == request_id:
+                return message.result
+
+    def subscribe(self, topics: list[str]) -> None:
+        """Ask for pushes on `topics`; read them with `events()`."""
+        self.call("subscribe", {"topics": topics})
+
+    def unsubscribe(self, topics: list[str]) -> None:
+        """Stop pushes on `topics`."""
+        self.call("unsubscribe", {"topics": topics})
+
+    def events(self, timeout: float | None = None) -> Iterator[tuple[str, Any]]:
+        """Yield `(topic, data)` pushes as they arrive, waiting up to `timeout` for each.
+
+        Raises:
+            ControlTimeout: no event arrived within `timeout`.
+            ControlConnectionLost: the node closed the connection.
+        """
+        while True:
+            while self._events:
+                yield self._events.popleft()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            message = self._receive(deadline)
+            if isinstance(message, Push):
+                yield message.topic, message.data
+
+    def _send(self, frame: bytes, deadline: float | None) -> None:
+        self._sock.settimeout(_remaining(deadline))
+        try:
+            self._sock.sendall(frame)
+        except TimeoutError:
+            raise ControlTimeout("sending to the node timed out") from None
+        except OSError as exc:
+            if exc.errno in (errno.EPIPE, errno.ECONNRESET, errno.EBADF):
+                raise ControlConnectionLost("the node closed the control connection") from None
+            raise
+
+    def _receive(self, deadline: float | None) -> Reply | ErrorReply | Push:
+        while not self._pending:
+            self._sock.settimeout(_remaining(deadline))
+            try:
+                data = self._sock.recv(1 << 16)
+            except TimeoutError:
+                raise ControlTimeout("the node did not answer in time") from None
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                raise ControlConnectionLost("the node closed the control connection")
+            for event in self._decoder.feed(data):
+                if isinstance(event, FrameReceived):
+                    try:
+                        self._pending.append(parse_server_message(event.value))
+                    except Malformed as exc:
+                        raise ControlConnectionLost(f"the node sent a bad message: {exc}") from None
+                elif isinstance(event, FrameInvalid | FrameTooLarge):
+                    raise ControlConnectionLost(f"the node sent a bad frame: {event}")
+        return self._pending.popleft()
+
+
+def _remaining(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    # Zero would switch the socket to non-blocking mode; a tiny positive value times out instead.
+    return max(deadline - time.monotonic(), 1e-6)

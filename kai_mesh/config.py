@@ -1,0 +1,276 @@
+"""Where a node keeps its files, and its TOML configuration.
+
+Lookup order, as httpie does it: a command-line flag, then the environment (`KAI_MESH_HOME`,
+`KAI_MESH_LOG_LEVEL`), then the config file, then the defaults below. `--home DIR` puts config,
+data and the control socket under one directory (tests and the harness use it); without it the
+XDG locations apply (platformdirs).
+
+Every key is checked against `_SCHEMA`: a typo or a wrong type is a `ConfigError` naming the file,
+the key and what is wrong, never a traceback later.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from kai_mesh.core.address import check_name
+from kai_mesh.core.errors import AddressError, ConfigError
+
+APP = "kai-mesh"
+CONFIG_NAME = "config.toml"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    """The files of one node. `home` set: all under it; unset: XDG locations."""
+
+    config_file: Path
+    data_dir: Path
+    runtime_dir: Path
+
+    @classmethod
+    def resolve(cls, home: str | os.PathLike[str] | None = None) -> NodePaths:
+        home = home or os.environ.get("KAI_MESH_HOME") or None
+        if home is not None:
+            root = Path(home).expanduser().absolute()
+            return cls(root / CONFIG_NAME, root / "data", root / "run")
+        xdg_runtime = os.environ.get("XDG_RUNTIME_DIR")
+        if xdg_runtime and Path(xdg_runtime).is_dir():
+            runtime = Path(platformdirs.user_runtime_dir(APP))
+        else:  # no per-user runtime dir (containers, cron, root over SSH): not a shared /tmp
+            runtime = Path(platformdirs.user_data_dir(APP)) / "run"
+        return cls(
+            Path(platformdirs.user_config_dir(APP)) / CONFIG_NAME,
+            Path(platformdirs.user_data_dir(APP)),
+            runtime,
+        )
+
+    @property
+    def socket(self) -> Path:
+        return self.runtime_dir / "control.sock"
+
+    @property
+    def lock(self) -> Path:
+        return self.runtime_dir / "node.lock"
+
+    @property
+    def secrets(self) -> Path:
+        return self.data_dir / "node.key"
+
+    @property
+    def genesis(self) -> Path:
+        return self.data_dir / "genesis.kai"
+
+    @property
+    def member(self) -> Path:
+        return self.data_dir / "member.kai"
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "node.db"
+
+
+@dataclass(frozen=True)
+class ExtraAgent:
+    """An agent named in config rather than by entry point: a Python class or a program."""
+
+    name: str
+    class_path: str | None = None
+    command: tuple[str, ...] = ()
+    timeout: float | None = None
+    isolation: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """A node's settings. Defaults give a mesh of one that works offline."""
+
+    name: str = "node"
+    log_level: str = "info"
+    max_message_bytes: int = 64 * 1024
+    max_ttl: int = 7 * 24 * 3600
+    default_ttl: int = 300
+    queue_capacity: int = 256
+    max_frame_bytes: int = 1 << 20
+    agents: tuple[str, ...] = ("echo", "sysinfo")
+    agent_timeout: float = 10.0
+    extra_agents: tuple[ExtraAgent, ...] = field(default=())
+    source: Path | None = None
+
+
+def _positive_int(v: Any) -> str | None:
+    return None if type(v) is int and v > 0 else "expected a positive whole number"
+
+
+def _positive_number(v: Any) -> str | None:
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+    return None if ok else "expected a positive number"
+
+
+def _name(v: Any) -> str | None:
+    if not isinstance(v, str):
+        return "expected a string"
+    try:
+        check_name("node", v)
+    except AddressError as exc:
+        return str(exc)
+    return None
+
+
+def _level(v: Any) -> str | None:
+    return None if v in LOG_LEVELS else f"expected one of {', '.join(LOG_LEVELS)}"
+
+
+def _names(v: Any) -> str | None:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        return "expected a list of agent names"
+    return None
+
+
+# (section, key) -> (Config field, check)
+_SCHEMA: dict[tuple[str, str], tuple[str, Callable[[Any], str | None]]] = {
+    ("node", "name"): ("name", _name),
+    ("node", "log_level"): ("log_level", _level),
+    ("bus", "max_message_bytes"): ("max_message_bytes", _positive_int),
+    ("bus", "max_ttl"): ("max_ttl", _positive_int),
+    ("bus", "default_ttl"): ("default_ttl", _positive_int),
+    ("bus", "queue_capacity"): ("queue_capacity", _positive_int),
+    ("control", "max_frame_bytes"): ("max_frame_bytes", _positive_int),
+    ("agents", "enabled"): ("agents", _names),
+    ("agents", "timeout"): ("agent_timeout", _positive_number),
+}
+_SECTIONS = {section for section, _ in _SCHEMA}
+
+
+def _toml_line(exc: tomllib.TOMLDecodeError) -> str:
+    match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+    message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+    return f"line {match.group(1)}: {message}" if match else message
+
+
+def load_config(path: Path, *, log_level: str | None = None) -> Config:
+    """Read and check `path`. A missing file gives the defaults.
+
+    Raises:
+        ConfigError: one line naming the file, the key and what is wrong.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        data: dict[str, Any] = {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML at {_toml_line(exc)}") from None
+    values: dict[str, Any] = {"source": path}
+    for section, table in data.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"{path}: unknown section [{section}]")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
+        for key, value in table.items():
+            if section == "agents" and key == "extra":
+                values["extra_agents"] = _extra_agents(path, value)
+                continue
+            if (section, key) not in _SCHEMA:
+                known = ", ".join(k for s, k in _SCHEMA if s == section)
+                raise ConfigError(f"{path}: [{section}] {key}: unknown key (known: {known})")
+            field_name, check = _SCHEMA[(section, key)]
+            problem = check(value)
+            if problem:
+                raise ConfigError(f"{path}: [{section}] {key}: {problem}, got {value!r}")
+            values[field_name] = tuple(value) if isinstance(value, list) else value
+    env_level = os.environ.get("KAI_MESH_LOG_LEVEL")
+    for origin, level in (("KAI_MESH_LOG_LEVEL", env_level), ("--log-level", log_level)):
+        if level is not None:
+            if _level(level):
+                raise ConfigError(f"{origin}: {_level(level)}, got {level!r}")
+            values["log_level"] = level
+    config = Config(**values)
+    if config.default_ttl > config.max_ttl:
+        raise ConfigError(f"{path}: [bus] default_ttl is longer than max_ttl")
+    return config
+
+
+def _extra_agents(path: Path, tables: Any) -> tuple[ExtraAgent, ...]:
+    where = f"{path}: [agents.extra"
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{where}] must be a table of agents")
+    out = []
+    for name, spec in tables.items():
+        if _name(name) or not isinstance(spec, Mapping):
+            raise ConfigError(f"{where}.{name}]: invalid agent name or not a table")
+        unknown = set(spec) - {"class", "command", "timeout", "isolation"}
+        if unknown:
+            raise ConfigError(f"{where}.{name}] {sorted(unknown)[0]}: unknown key")
+        class_path, command = spec.get("class"), spec.get("command", [])
+        if (class_path is None) == (not command):
+            raise ConfigError(f"{where}.{name}]: give exactly one of class or command")
+        if class_path is not None and (not isinstance(class_path, str) or ":" not in class_path):
+            raise ConfigError(f"{where}.{name}] class: expected 'module:Class'")
+        if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
+            raise ConfigError(f"{where}.{name}] command: expected a list of strings")
+        timeout = spec.get("timeout")
+        if timeout is not None and _positive_number(timeout):
+            raise ConfigError(f"{where}.{name}] timeout: {_positive_number(timeout)}")
+        isolation = spec.get("isolation")
+        if isolation not in (None, "inline", "thread", "process"):
+            raise ConfigError(f"{where}.{name}] isolation: expected thread or process")
+        out.append(ExtraAgent(name, class_path, tuple(command), timeout, isolation))
+    return tuple(out)
+
+
+DEFAULT_CONFIG = """\
+# kai-mesh node configuration. Every key is optional; the values shown are the defaults.
+# Lookup order: command-line flag, then environment (KAI_MESH_*), then this file.
+
+[node]
+# Display name, unique in your mesh: 1-32 characters a-z 0-9 - _.
+name = "{name}"
+# debug, info, warning or error. Overridden by --log-level or KAI_MESH_LOG_LEVEL.
+log_level = "info"
+
+[bus]
+# Largest encoded message accepted, in bytes.
+max_message_bytes = 65536
+# Longest a message may live (expires_at - timestamp), in seconds. Longer requests are capped.
+max_ttl = 604800
+# Lifetime given to a message when the sender names none, in seconds.
+default_ttl = 300
+# Messages waiting per agent. When full, the lowest priority is shed with an error reply;
+# critical messages are never shed.
+queue_capacity = 256
+
+[control]
+# Largest frame accepted on the control socket, in bytes.
+max_frame_bytes = 1048576
+
+[agents]
+# Agents to run, by entry-point name (group kai_mesh.agents).
+enabled = ["echo", "sysinfo"]
+# Seconds an agent has to answer before the caller gets a timeout and the agent is restarted.
+timeout = 10.0
+
+# An agent of your own, as a Python class (run in its own process) or a program speaking
+# JSON lines on stdin/stdout (see docs/agents.md):
+# [agents.extra.weather]
+# class = "my_package.weather:WeatherAgent"
+# command = ["/usr/local/bin/weather-agent"]
+# timeout = 5.0
+"""
+
+
+def default_config_text(name: str) -> str:
+    return DEFAULT_CONFIG.format(name=name)

@@ -1,0 +1,762 @@
+"""The agent host: runs the node's agents, isolates them, times them out and restarts them.
+
+Every agent gets a supervisor task that loops through incarnations: build a runner (starting),
+serve until the runner reports itself broken (ready), tear it down, wait an exponential backoff
+(restarting) and go again; the backoff doubles from `backoff_initial` to `backoff_max` and is reset
+once an incarnation has stayed healthy for `healthy_after` seconds. An agent whose class or command
+cannot be found is "failed" and left alone; the other agents run regardless, and nothing an agent
+does propagates out of `AgentHost.run`.
+
+Three runners, chosen by the class's `isolation` (or the spec's override):
+
+- inline: `handle` runs in the caller's trio task. No timeout is possible, so this is for trusted
+  built-ins that never block (echo); the path is kept to a dict lookup and a call for the bus's
+  throughput.
+- thread: `handle` runs in `trio.to_thread` under a per-incarnation `CapacityLimiter`. A request
+  that overruns is abandoned (Python cannot kill a thread); the instance, which may be wedged, is
+  dropped with its limiter, whose tokens the abandoned threads still hold.
+- process: a worker process speaking JSON lines (`kai_mesh.runtime.agent_worker` for Python
+  classes, or any external command). A request that overruns gets the process SIGKILLed; garbage,
+  oversized lines and exits also end the incarnation.
+
+A request raising in `handle` is the request's failure, not the agent's: the caller gets
+`AgentCrashed` and the same instance serves the next request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import trio
+
+from kai_mesh.agents.base import Agent, AgentRejected, AgentRequest
+from kai_mesh.core.errors import KaiMeshError, UsageError
+from kai_mesh.runtime.agent_worker import load_class
+
+__all__ = [
+    "AgentCrashed",
+    "AgentError",
+    "AgentHost",
+    "AgentRejectedError",
+    "AgentSpec",
+    "AgentTimeout",
+    "AgentUnavailable",
+    "NoSuchAgent",
+    "UnknownIntent",
+]
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "kai_mesh.agents"
+#: A worker line longer than this is the worker misbehaving.
+MAX_LINE = 4 * 1024 * 1024
+#: Cap on the concurrency a worker may claim in its hello.
+MAX_CONCURRENCY = 256
+_ISOLATIONS = frozenset({"inline", "thread", "process"})
+
+
+class AgentError(KaiMeshError):
+    """A call to an agent did not produce a result; `code` says why, for the reply on the bus."""
+
+    code: ClassVar[str] = "agent_error"
+
+
+class NoSuchAgent(AgentError):
+    """No agent of that name runs on this node."""
+
+    code = "no_such_agent"
+
+
+class UnknownIntent(AgentError):
+    """The agent does not serve that intent; the message lists the ones it does."""
+
+    code = "unknown_intent"
+
+
+class AgentRejectedError(AgentError):
+    """The agent refused the request (it raised `AgentRejected`); the message is its reason."""
+
+    code = "rejected"
+
+
+class AgentCrashed(AgentError):
+    """The agent raised while serving the request, or its worker died under it."""
+
+    code = "agent_error"
+
+
+class AgentTimeout(AgentError):
+    """The request overran its time limit; the agent is being restarted."""
+
+    code = "timeout"
+
+
+class AgentUnavailable(AgentError):
+    """The agent is starting, restarting or failed."""
+
+    code = "unavailable"
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """How to run one agent.
+
+    `source` is "entry:<entry point name>", "class:<module>:<Class>" or "command" (then `command`
+    is the argv of an external JSON-lines program). `isolation` overrides the class's; `env` is
+    added to the environment of process agents. `timeout` is the default per-request limit.
+    """
+
+    name: str
+    source: str
+    command: tuple[str, ...] = ()
+    timeout: float = 10.0
+    isolation: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+class _StartFailed(Exception):
+    """An incarnation could not be built; `permanent` means retrying cannot help."""
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.permanent = permanent
+
+
+class _Runner(Protocol):
+    failed: trio.Event
+    reason: str
+
+    async def call(self, request: AgentRequest, limit: float) -> Any: ...
+
+
+class _Slot:
+    """One agent's identity, state and counters, shared by its supervisor and its callers."""
+
+    def __init__(self, spec: AgentSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.cls: type[Agent] | None = None
+        self.isolation = spec.isolation or ("process" if spec.source == "command" else "unknown")
+        self.intents: frozenset[str] = frozenset()
+        self.concurrency = 1
+        self.state = "starting"
+        self.reason = ""
+        self.restarts = 0
+        self.served = 0
+        self.errors = 0
+        self.timeouts = 0
+        self.in_flight = 0
+        self.pid: int | None = None
+        self.runner: _Runner | None = None
+        # Set for inline agents only, so `call` can serve them without a runner.
+        self.inline: Agent | None = None
+
+
+def _crashed(name: str, exc: Exception) -> AgentCrashed:
+    return AgentCrashed(f"agent {name} raised {type(exc).__name__}: {exc}")
+
+
+class _InlineRunner:
+    def __init__(self, instance: Agent) -> None:
+        self.instance = instance
+        self.failed = trio.Event()
+        self.reason = ""
+
+    async def call(self, request: AgentRequest, limit: float) -> Any:  # pragma: no cover
+        # Never reached: AgentHost.call serves inline agents itself, without awaiting.
+        return self.instance.handle(request)
+
+
+class _ThreadRunner:
+    def __init__(self, slot: _Slot, instance: Agent) -> None:
+        self._slot = slot
+        self._instance = instance
+        self._limiter = trio.CapacityLimiter(slot.concurrency)
+        self.failed = trio.Event()
+        self.reason = ""
+
+    async def call(self, request: AgentRequest, limit: float) -> Any:
+        name = self._slot.name
+        handle = self._instance.handle
+        started = False
+
+        def job() -> tuple[bool, Any]:
+            nonlocal started
+            # Tells the caller the limiter let us in, so a timeout means handle overran.
+            started = True
+            try:
+                return True, handle(request)
+            except BaseException as exc:  # an agent's sys.exit() must not end the node
+                return False, exc
+
+        with trio.move_on_after(limit):
+            ok, value = await trio.to_thread.run_sync(
+                job, abandon_on_cancel=True, limiter=self._limiter
+            )
+            if ok:
+                return value
+            if isinstance(value, AgentRejected):
+                raise AgentRejectedError(str(value))
+            raise AgentCrashed(f"agent {name} raised {type(value).__name__}: {value}")
+        if started and not self.failed.is_set():
+            self.reason = f"a request overran its {limit:g} s limit"
+            self.failed.set()
+        raise AgentTimeout(f"agent {name} did not answer within {limit:g} s")
+
+
+class _Pending:
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.result: Any = None
+        self.error: AgentError | None = None
+
+
+class _LineReader:
+    """Splits a byte stream into lines, refusing any longer than `limit`."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._buf = bytearray()
+        self._scanned = 0
+
+    async def next_line(self) -> bytes | None:
+        """The next line without its newline, or None at end of stream. Raises `_Misbehaved`."""
+        while True:
+            end = self._buf.find(b"\n", self._scanned)
+            if end >= 0:
+                if end > self._limit:
+                    raise _Misbehaved(f"sent a line longer than {self._limit} bytes")
+                line = bytes(self._buf[:end])
+                del self._buf[: end + 1]
+                self._scanned = 0
+                return line
+            if len(self._buf) > self._limit:
+                raise _Misbehaved(f"sent a line longer than {self._limit} bytes")
+            self._scanned = len(self._buf)
+            chunk = await self._stream.receive_some(65536)
+            if not chunk:
+                return None
+            self._buf += chunk
+
+
+class _Misbehaved(Exception):
+    """The worker broke the protocol; the text says how."""
+
+
+def _parse_line(line: bytes) -> dict[str, Any]:
+    try:
+        msg = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        raise _Misbehaved(f"sent a line that is not JSON: {line[:60]!r}") from None
+    if not isinstance(msg, dict):
+        raise _Misbehaved(f"sent JSON that is not an object: {line[:60]!r}")
+    return msg
+
+
+class _ProcessRunner:
+    """Talks to one worker process: many callers write requests, one reader task routes replies."""
+
+    def __init__(self, slot: _Slot, proc: trio.Process, reader: _LineReader) -> None:
+        self._slot = slot
+        self._proc = proc
+        self._reader = reader
+        self._pending: dict[int, _Pending] = {}
+        self._next_id = 0
+        self._send_lock = trio.Lock()
+        self._sem = trio.Semaphore(slot.concurrency)
+        self.failed = trio.Event()
+        self.reason = ""
+
+    def fail(self, reason: str, error: AgentError) -> None:
+        """End this incarnation: kill the worker and fail every pending call with `error`."""
+        if not self.failed.is_set():
+            self.reason = reason
+            self.failed.set()
+        with contextlib.suppress(OSError):
+            self._proc.kill()
+        for pending in self._pending.values():
+            if not pending.done.is_set():
+                pending.error = error
+                pending.done.set()
+        self._pending.clear()
+
+    def _restarted(self, reason: str) -> AgentUnavailable:
+        return AgentUnavailable(f"agent {self._slot.name} is restarting: {reason}")
+
+    async def read_loop(self) -> None:
+        """Route replies to their callers until the worker exits or misbehaves."""
+        name = self._slot.name
+        try:
+            while True:
+                line = await self._reader.next_line()
+                if line is None:
+                    break
+                msg = _parse_line(line)
+                request_id = msg.get("id")
+                pending = self._pending.pop(request_id, None) if type(request_id) is int else None
+                if pending is None:
+                    # A reply for a call its caller gave up on (cancelled from outside).
+                    log.debug("agent %s: reply for unknown id %r", name, request_id)
+                    continue
+                if "result" in msg:
+                    pending.result = msg["result"]
+                elif msg.get("code") == "rejected":
+                    pending.error = AgentRejectedError(str(msg.get("error", "rejected")))
+                else:
+                    pending.error = AgentCrashed(f"agent {name} raised {msg.get('error', '?')}")
+                pending.done.set()
+        except _Misbehaved as exc:
+            reason = f"worker {exc}"
+            self.fail(reason, AgentCrashed(f"agent {name}'s {reason}"))
+            return
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.debug("agent %s: stdout closed: %s", name, exc)
+        status = "unknown"
+        with trio.move_on_after(5):
+            status = str(await self._proc.wait())
+        reason = f"worker exited with status {status}"
+        if self.failed.is_set():  # we killed it
+            self.fail(self.reason, self._restarted(self.reason))
+        else:
+            self.fail(reason, AgentCrashed(f"agent {name}'s {reason}"))
+
+    async def call(self, request: AgentRequest, limit: float) -> Any:
+        name = self._slot.name
+        request_id = self._next_id
+        self._next_id += 1
+        try:
+            line = _encode_request(request_id, request)
+        except (TypeError, ValueError) as exc:
+            raise AgentRejectedError(_json_refusal(exc)) from None
+        sent = False
+        with trio.move_on_after(limit):
+            async with self._sem:
+                if self.failed.is_set():
+                    raise self._restarted(self.reason)
+                pending = _Pending()
+                self._pending[request_id] = pending
+                try:
+                    async with self._send_lock:
+                        sent = True
+                        try:
+                            await self._proc.stdin.send_all(line)  # type: ignore[union-attr]
+                        except trio.Cancelled:
+                            # Half a line may be in the pipe, so the stream is unusable now.
+                            reason = "a request was interrupted mid-write"
+                            self.fail(reason, self._restarted(reason))
+                            raise
+                    await pending.done.wait()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    raise self._restarted("its stdin is closed") from None
+                finally:
+                    self._pending.pop(request_id, None)
+            if pending.error is not None:
+                raise pending.error
+            return pending.result
+        if sent:
+            reason = f"a request overran its {limit:g} s limit"
+            self.fail(reason, self._restarted(reason))
+        raise AgentTimeout(f"agent {name} did not answer within {limit:g} s")
+
+
+def _encode_request(request_id: int, request: AgentRequest) -> bytes:
+    msg = {
+        "id": request_id,
+        "intent": request.intent,
+        "payload": request.payload,
+        "context": dict(request.context),
+        "from": request.sender,
+        "message_id": request.message_id,
+    }
+    return json.dumps(msg, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def _json_refusal(exc: Exception) -> str:
+    if "bytes" in str(exc):
+        return "payload holds bytes; process agents take JSON values"
+    return f"payload is not a JSON value ({exc}); process agents take JSON values"
+
+
+@dataclass
+class _Backoff:
+    initial: float
+    maximum: float
+    healthy_after: float
+    current: float = 0.0
+
+    def next(self, healthy_for: float) -> float:
+        if healthy_for >= self.healthy_after or self.current == 0.0:
+            self.current = self.initial
+        else:
+            self.current = min(self.current * 2, self.maximum)
+        return self.current
+
+
+class AgentHost:
+    """Owns the node's agents (see the module docstring). Use from the trio thread only."""
+
+    def __init__(
+        self,
+        specs: Sequence[AgentSpec],
+        *,
+        on_event: Callable[[str, dict[str, Any]], None],
+        backoff_initial: float = 0.2,
+        backoff_max: float = 30.0,
+        healthy_after: float = 60.0,
+        start_timeout: float = 15.0,
+    ) -> None:
+        """Raises `UsageError` if two specs share a name."""
+        self._slots: dict[str, _Slot] = {}
+        for spec in specs:
+            if spec.name in self._slots:
+                raise UsageError(f"two agents are named {spec.name!r}")
+            self._slots[spec.name] = _Slot(spec)
+        self._on_event = on_event
+        self._backoff = (backoff_initial, backoff_max, healthy_after)
+        self._start_timeout = start_timeout
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        """The configured agent names, in configuration order."""
+        return list(self._slots)
+
+    def info(self) -> list[dict[str, Any]]:
+        """One dict per agent: name, intents, isolation, state, reason, restarts, served, errors,
+        timeouts, in_flight, concurrency, pid (process agents, else None)."""
+        return [
+            {
+                "name": s.name,
+                "intents": sorted(s.intents),
+                "isolation": s.isolation,
+                "state": s.state,
+                "reason": s.reason,
+                "restarts": s.restarts,
+                "served": s.served,
+                "errors": s.errors,
+                "timeouts": s.timeouts,
+                "in_flight": s.in_flight,
+                "concurrency": s.concurrency,
+                "pid": s.pid,
+            }
+            for s in self._slots.values()
+        ]
+
+    def intents_of(self, name: str) -> frozenset[str] | None:
+        """The agent's intents (empty until an external program has said hello); None if no such
+        agent."""
+        slot = self._slots.get(name)
+        return None if slot is None else slot.intents
+
+    def concurrency_of(self, name: str) -> int:
+        """Requests the agent serves at once. Raises `NoSuchAgent`."""
+        slot = self._slots.get(name)
+        if slot is None:
+            raise NoSuchAgent(f"no agent named {name!r}")
+        return slot.concurrency
+
+    # -- calls --------------------------------------------------------------------------------
+
+    # The timeout is not the caller's cancellation: overrunning it gets the agent restarted, so
+    # it cannot be left to an enclosing fail_after.
+    async def call(
+        self,
+        name: str,
+        request: AgentRequest,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> Any:
+        """Serve `request` with agent `name` and return the reply payload.
+
+        `timeout` defaults to the spec's (inline agents cannot be timed out). Raises
+        `NoSuchAgent`, `UnknownIntent`, `AgentRejectedError`, `AgentCrashed`, `AgentTimeout` or
+        `AgentUnavailable`; never anything the agent itself raised.
+        """
+        slot = self._slots.get(name)
+        if slot is None:
+            raise NoSuchAgent(f"no agent named {name!r}")
+        if request.intent not in slot.intents and (slot.intents or slot.state == "ready"):
+            served = ", ".join(sorted(slot.intents)) or "none"
+            raise UnknownIntent(
+                f"agent {name} does not serve intent {request.intent!r} (it serves: {served})"
+            )
+        inline = slot.inline
+        if inline is not None:
+            # The hot path: no thread, no allocation beyond the agent's own. The one checkpoint
+            # (a few µs) keeps a caller looping on echo from starving the node, and lets a
+            # cancelled caller skip the work.
+            await trio.lowlevel.checkpoint()
+            try:
+                result = inline.handle(request)
+            except AgentRejected as exc:
+                slot.errors += 1
+                raise AgentRejectedError(str(exc)) from None
+            except Exception as exc:
+                slot.errors += 1
+                raise _crashed(name, exc) from None
+            slot.served += 1
+            return result
+        runner = slot.runner
+        if runner is None or runner.failed.is_set():
+            why = f": {slot.reason}" if slot.reason else ""
+            raise AgentUnavailable(f"agent {name} is {slot.state}{why}")
+        slot.in_flight += 1
+        try:
+            result = await runner.call(request, slot.spec.timeout if timeout is None else timeout)
+        except AgentTimeout:
+            slot.timeouts += 1
+            raise
+        except AgentError:
+            slot.errors += 1
+            raise
+        except AgentRejected as exc:
+            slot.errors += 1
+            raise AgentRejectedError(str(exc)) from None
+        except Exception as exc:
+            slot.errors += 1
+            raise _crashed(name, exc) from None
+        finally:
+            slot.in_flight -= 1
+        slot.served += 1
+        return result
+
+    # -- supervision --------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start every agent and supervise them until cancelled; worker processes are killed on
+        the way out. `task_status.started()` is called once every agent has finished its first
+        start (ready, failed or waiting to restart). Never raises because of an agent."""
+        first_starts = [trio.Event() for _ in self._slots]
+        async with trio.open_nursery() as nursery:
+            for slot, first in zip(self._slots.values(), first_starts, strict=True):
+                nursery.start_soon(self._supervise, slot, first, name=f"agent:{slot.name}")
+            for first in first_starts:
+                await first.wait()
+            task_status.started()
+
+    def _emit(self, slot: _Slot, event: str, **data: Any) -> None:
+        slot.state = {"started": "starting"}.get(event, event)
+        try:
+            self._on_event("agents", {"event": event, "agent": slot.name, **data})
+        except Exception:
+            log.exception("on_event callback failed for agent event %s", event)
+
+    async def _supervise(self, slot: _Slot, first_start: trio.Event) -> None:
+        backoff = _Backoff(*self._backoff)
+        try:
+            self._resolve(slot)
+        except _StartFailed as exc:
+            slot.reason = str(exc)
+            log.error("agent %s failed: %s", slot.name, exc)
+            self._emit(slot, "failed", reason=slot.reason)
+            first_start.set()
+            return
+        while True:
+            self._emit(slot, "started")
+            failure: _StartFailed | None = None
+            reason, healthy_for = "", 0.0
+            try:
+                # _StartFailed is caught inside the nursery, which would wrap it in a group.
+                async with trio.open_nursery() as nursery:
+                    try:
+                        runner = await self._start(slot, nursery)
+                    except _StartFailed as exc:
+                        failure = exc
+                        nursery.cancel_scope.cancel()
+                    else:
+                        slot.runner = runner
+                        slot.reason = ""
+                        ready_at = trio.current_time()
+                        self._emit(slot, "ready", intents=sorted(slot.intents), pid=slot.pid)
+                        first_start.set()
+                        await runner.failed.wait()
+                        reason = runner.reason
+                        healthy_for = trio.current_time() - ready_at
+                        nursery.cancel_scope.cancel()
+            except Exception as exc:  # a bug here must not take the node down
+                log.exception("agent %s: supervisor error", slot.name)
+                reason = f"{type(exc).__name__}: {exc}"
+            finally:
+                slot.runner = None
+                slot.inline = None
+                slot.pid = None
+            if failure is not None:
+                reason = str(failure)
+                if failure.permanent:
+                    slot.reason = reason
+                    log.error("agent %s failed: %s", slot.name, reason)
+                    self._emit(slot, "failed", reason=reason)
+                    first_start.set()
+                    return
+            delay = backoff.next(healthy_for)
+            slot.restarts += 1
+            slot.reason = reason
+            log.warning("agent %s restarting in %.1f s: %s", slot.name, delay, reason)
+            self._emit(slot, "restarting", reason=reason, backoff=delay, restarts=slot.restarts)
+            first_start.set()
+            await trio.sleep(delay)
+
+    def _resolve(self, slot: _Slot) -> None:
+        """Find the agent's class (or check its command) and settle its isolation."""
+        spec = slot.spec
+        kind, _, rest = spec.source.partition(":")
+        if spec.isolation is not None and spec.isolation not in _ISOLATIONS:
+            raise _StartFailed(f"unknown isolation {spec.isolation!r}", permanent=True)
+        if kind == "command":
+            if not spec.command:
+                raise _StartFailed("source is 'command' but no command is given", permanent=True)
+            slot.isolation = "process"
+            return
+        try:
+            if kind == "entry":
+                found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP, name=rest)
+                if not found:
+                    raise _StartFailed(f"no entry point {rest!r} in group {ENTRY_POINT_GROUP}")
+                ep = next(iter(found))
+                cls = load_class(ep.value)
+            elif kind == "class":
+                cls = load_class(rest)
+            else:
+                raise _StartFailed(f"unknown agent source {spec.source!r}")
+        except _StartFailed as exc:
+            raise _StartFailed(str(exc), permanent=True) from None
+        except Exception as exc:
+            raise _StartFailed(
+                f"cannot load {spec.source}: {type(exc).__name__}: {exc}", permanent=True
+            ) from None
+        slot.cls = cls
+        slot.isolation = spec.isolation or cls.isolation
+        slot.intents = frozenset(cls.intents)
+        slot.concurrency = max(1, min(int(cls.concurrency), MAX_CONCURRENCY))
+
+    async def _start(self, slot: _Slot, nursery: trio.Nursery) -> _Runner:
+        """Build one incarnation's runner; raises `_StartFailed`."""
+        cls = slot.cls
+        if slot.isolation == "process":
+            return await self._start_process(slot, nursery)
+        assert cls is not None
+        try:
+            if slot.isolation == "inline":
+                instance = cls()
+            else:
+                with trio.fail_after(self._start_timeout):
+                    instance = await trio.to_thread.run_sync(cls, abandon_on_cancel=True)
+        except trio.TooSlowError:
+            raise _StartFailed(f"constructor took longer than {self._start_timeout:g} s") from None
+        except Exception as exc:
+            raise _StartFailed(f"constructor raised {type(exc).__name__}: {exc}") from None
+        if slot.isolation == "inline":
+            slot.inline = instance
+            return _InlineRunner(instance)
+        return _ThreadRunner(slot, instance)
+
+    async def _start_process(self, slot: _Slot, nursery: trio.Nursery) -> _ProcessRunner:
+        spec = slot.spec
+        env = dict(os.environ)
+        if slot.cls is not None:
+            target = f"{slot.cls.__module__}:{slot.cls.__qualname__}"
+            argv: list[str] = [sys.executable, "-m", "kai_mesh.runtime.agent_worker", target]
+            # The worker must import what we imported, test modules included.
+            env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+        else:
+            argv = list(spec.command)
+        env.update(spec.env)
+        try:
+            proc = await trio.lowlevel.open_process(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
+        except OSError as exc:
+            raise _StartFailed(f"cannot start {argv[0]}: {exc}", permanent=True) from None
+        # From here on the process is ours: the reaper kills it when the incarnation ends.
+        nursery.start_soon(_reap_on_exit, proc, name=f"agent:{slot.name}:reaper")
+        slot.pid = proc.pid
+        assert proc.stdout is not None and proc.stderr is not None
+        nursery.start_soon(_pump_stderr, slot.name, proc.stderr, name=f"agent:{slot.name}:stderr")
+        reader = _LineReader(proc.stdout, MAX_LINE)
+        try:
+            intents, concurrency = await self._read_hello(reader)
+        except _StartFailed:
+            _kill(proc)
+            raise
+        if slot.cls is None:
+            slot.intents = intents
+        slot.concurrency = concurrency
+        runner = _ProcessRunner(slot, proc, reader)
+        nursery.start_soon(runner.read_loop, name=f"agent:{slot.name}:reader")
+        return runner
+
+    async def _read_hello(self, reader: _LineReader) -> tuple[frozenset[str], int]:
+        try:
+            with trio.fail_after(self._start_timeout):
+                line = await reader.next_line()
+            if line is None:
+                raise _Misbehaved("exited before saying hello")
+            hello = _parse_line(line)
+        except trio.TooSlowError:
+            raise _StartFailed(f"no hello within {self._start_timeout:g} s") from None
+        except _Misbehaved as exc:
+            raise _StartFailed(f"worker {exc}") from None
+        intents = hello.get("intents")
+        concurrency = hello.get("concurrency", 1)
+        if (
+            hello.get("ready") is not True
+            or not isinstance(intents, list)
+            or not intents
+            or not all(isinstance(i, str) for i in intents)
+            or type(concurrency) is not int
+            or concurrency < 1
+        ):
+            raise _StartFailed(f"worker sent a bad hello: {line[:200]!r}")
+        return frozenset(intents), min(concurrency, MAX_CONCURRENCY)
+
+
+def _kill(proc: trio.Process) -> None:
+    with contextlib.suppress(OSError):
+        proc.kill()
+
+
+async def _reap_on_exit(proc: trio.Process) -> None:
+    """Kill the worker when its incarnation ends (cancellation), and wait so it leaves no zombie."""
+    try:
+        await trio.sleep(math.inf)
+    finally:
+        _kill(proc)
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await proc.wait()
+
+
+async def _pump_stderr(name: str, stream: trio.abc.ReceiveStream) -> None:
+    """Log what the worker writes on stderr, so it neither fills the pipe nor vanishes."""
+    reader = _LineReader(stream, 64 * 1024)
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        while True:
+            try:
+                line = await reader.next_line()
+            except _Misbehaved:
+                log.warning("agent %s: stderr line too long, no longer logged", name)
+                await _drain(stream)
+                return
+            if line is None:
+                return
+            log.info("agent %s: %s", name, line.decode(errors="replace")[:1000])
+
+
+async def _drain(stream: trio.abc.ReceiveStream) -> None:
+    while await stream.receive_some(65536):
+        pass

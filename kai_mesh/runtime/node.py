@@ -1,0 +1,276 @@
+"""The node daemon: one trio nursery owning the store, the agents, the bus and the control socket.
+
+`Node.run` is the whole life of a `kai-mesh run`: take the home's lock (one daemon per home), open
+the store, start the agent host, the bus and the control server, say ready, and serve until
+SIGINT/SIGTERM or a `shutdown` request cancels the nursery; then close the store with its
+clean-shutdown marker. The control methods here translate between the socket's plain values and
+the core's types; they hold no protocol logic of their own.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+import psutil
+import trio
+
+import kai_mesh
+from kai_mesh.client import ControlError
+from kai_mesh.config import Config, NodePaths
+from kai_mesh.core.address import AgentAddress, NodeRef, parse_address
+from kai_mesh.core.envelope import Priority, StandardMessage
+from kai_mesh.core.errors import AddressError, KaiMeshError, StoreError, UsageError
+from kai_mesh.core.genesis import Genesis
+from kai_mesh.core.identity import MemberRecord, NodeSecrets
+from kai_mesh.runtime.agents import AgentHost, AgentSpec
+from kai_mesh.runtime.bus import Bus, new_message
+from kai_mesh.runtime.control import ControlServer, EventHub
+from kai_mesh.runtime.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class AlreadyRunning(KaiMeshError):
+    """Another daemon holds this home's lock."""
+
+
+@dataclass(frozen=True)
+class NodeFiles:
+    """What `init` wrote: the node's secrets, its mesh's genesis and its member record."""
+
+    secrets: NodeSecrets
+    genesis: Genesis
+    member: MemberRecord
+
+    @classmethod
+    def load(cls, paths: NodePaths) -> NodeFiles:
+        """Raises `StoreError` naming the file when the node is missing or its files are bad."""
+        if not paths.secrets.exists():
+            raise StoreError(f"no node at {paths.data_dir}: create one with `kai-mesh init`")
+        try:
+            secrets = NodeSecrets.from_bytes(paths.secrets.read_bytes())
+            genesis = Genesis.from_bytes(paths.genesis.read_bytes())
+            genesis.check()
+            member = MemberRecord.from_bytes(paths.member.read_bytes())
+            member.check(genesis.mesh_id)
+        except (OSError, KaiMeshError) as exc:
+            raise StoreError(f"{paths.data_dir}: node files unreadable or damaged: {exc}") from None
+        if member.verify_key != secrets.verify_key:
+            raise StoreError(f"{paths.member}: member record is not this node's")
+        return cls(secrets, genesis, member)
+
+
+def take_lock(paths: NodePaths) -> IO[str]:
+    """Hold an exclusive lock on the home for the daemon's life; raise `AlreadyRunning` if held."""
+    paths.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    handle = open(paths.lock, "a+")  # noqa: SIM115 - held open for the daemon's whole life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or "?"
+        handle.close()
+        raise AlreadyRunning(
+            f"a node is already running on {paths.config_file.parent} (pid {pid}); "
+            "stop it with `kai-mesh stop`"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def agent_specs(config: Config) -> list[AgentSpec]:
+    specs = [
+        AgentSpec(name=name, source=f"entry:{name}", timeout=config.agent_timeout)
+        for name in config.agents
+    ]
+    for extra in config.extra_agents:
+        specs.append(
+            AgentSpec(
+                name=extra.name,
+                source=f"class:{extra.class_path}" if extra.class_path else "command",
+                command=extra.command,
+                timeout=extra.timeout or config.agent_timeout,
+                isolation=extra.isolation,
+            )
+        )
+    return specs
+
+
+class _HubLogHandler(logging.Handler):
+    """Log records as `logs` events, so `kai-mesh events logs` and the TUI can follow them."""
+
+    def __init__(self, hub: EventHub) -> None:
+        super().__init__()
+        self.hub = hub
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            event = {
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": record.getMessage(),
+                "time": record.created,
+            }
+            self.hub.publish_threadsafe("logs", event)
+        except Exception:  # a log handler must never raise into the code that logged
+            self.handleError(record)
+
+
+class Node:
+    """One mesh node. `run()` is the daemon; the rest answers control requests."""
+
+    def __init__(self, paths: NodePaths, config: Config, files: NodeFiles) -> None:
+        self.paths = paths
+        self.config = config
+        self.files = files
+        self.name = files.member.name
+        self.node_id = files.secrets.node_id
+        self.mesh_id = files.genesis.mesh_id
+        self.hub = EventHub()
+        self.agents = AgentHost(agent_specs(config), on_event=self.hub.publish)
+        self.bus = Bus(
+            node_id=self.node_id,
+            name=self.name,
+            agents=self.agents,
+            queue_capacity=config.queue_capacity,
+            on_event=self.hub.publish,
+        )
+        self.control = ControlServer(
+            paths.socket, self.handle, self.hub, max_frame=config.max_frame_bytes
+        )
+        self.started_at = time.time()
+        self.store: Store | None = None
+        self._cancel: trio.CancelScope | None = None
+        self._methods: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "status": self._status,
+            "agents": lambda params: self.agents.info(),
+            "shutdown": self._shutdown,
+        }
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until SIGINT/SIGTERM or `shutdown`. Raises `AlreadyRunning`, `StoreError`."""
+        lock = take_lock(self.paths)
+        handler = _HubLogHandler(self.hub)
+        logging.getLogger().addHandler(handler)
+        try:
+            self.store = await trio.to_thread.run_sync(Store, self.paths.database)
+            if not self.store.was_clean and self.store.runs > 1:
+                log.warning("the previous run did not shut down cleanly")
+            with trio.CancelScope() as self._cancel:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._watch_signals, nursery.cancel_scope)
+                    await nursery.start(self.agents.run)
+                    await nursery.start(self.bus.serve)
+                    await nursery.start(self.control.serve)
+                    self.started_at = time.time()
+                    log.info(
+                        "node %s ready: id %s, mesh %s, control socket %s",
+                        self.name,
+                        self.node_id.hex(),
+                        self.mesh_id.hex()[:16],
+                        self.paths.socket,
+                    )
+                    task_status.started()
+        finally:
+            logging.getLogger().removeHandler(handler)
+            if self.store is not None:
+                self.store.close()
+            lock.close()
+            log.info("node %s stopped", self.name)
+
+    async def _watch_signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                scope.cancel()
+                return
+
+    def _shutdown(self, params: dict[str, Any]) -> dict[str, Any]:
+        assert self._cancel is not None
+        # Cancel after this reply is written: the server sends replies before the next checkpoint.
+        trio.lowlevel.current_trio_token().run_sync_soon(self._cancel.cancel)
+        return {"stopping": True, "pid": os.getpid()}
+
+    async def handle(self, method: str, params: dict[str, Any]) -> Any:
+        """The control socket's handler for every method the server does not answer itself."""
+        if method == "send":
+            return await self._send(params)
+        fn = self._methods.get(method)
+        if fn is None:
+            raise ControlError("unknown_method", f"unknown method {method!r}")
+        return fn(params)
+
+    def _status(self, params: dict[str, Any]) -> dict[str, Any]:
+        refused = {f"control.{k}": v for k, v in self.control.refused.items()}
+        return {
+            "version": kai_mesh.__version__,
+            "pid": os.getpid(),
+            "name": self.name,
+            "node_id": self.node_id.hex(),
+            "mesh_id": self.mesh_id.hex(),
+            "mesh_name": self.files.genesis.mesh_name,
+            "admins": len(self.files.genesis.admins),
+            "threshold": self.files.genesis.threshold,
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "rss_bytes": psutil.Process().memory_info().rss,
+            "agents": [
+                {"name": a["name"], "state": a["state"], "restarts": a["restarts"]}
+                for a in self.agents.info()
+            ],
+            "transports": [],
+            "bus": {**self.bus.counters, "queued": self.bus.queue_depths()},
+            "refused": refused,
+            "control_clients": self.control.clients,
+            "home": str(self.paths.config_file.parent),
+            "socket": str(self.paths.socket),
+        }
+
+    async def _send(self, params: dict[str, Any]) -> dict[str, Any]:
+        message = self._message_from(params)
+        timeout = params.get("timeout")
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+            raise ControlError("bad_request", "timeout: expected a positive number of seconds")
+        started = time.perf_counter()
+        reply = await self.bus.request(message, timeout)
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+        if reply.intent == "error":
+            raise ControlError(reply.payload["code"], reply.payload["message"])
+        return {
+            "from": str(reply.sender),
+            "intent": reply.intent,
+            "payload": reply.payload,
+            "message_id": message.message_id.hex(),
+            "reply_id": reply.message_id.hex(),
+            "elapsed_ms": elapsed_ms,
+        }
+
+    def _message_from(self, params: dict[str, Any]) -> StandardMessage:
+        try:
+            to = parse_address(params.get("to"))  # type: ignore[arg-type]
+            priority = Priority.parse(str(params.get("priority", "normal")))
+            ttl = params.get("ttl", self.config.default_ttl)
+            if type(ttl) is not int or ttl <= 0:
+                raise UsageError("ttl: expected a positive whole number of seconds")
+            context = params.get("context") or {}
+            return new_message(
+                sender=AgentAddress(NodeRef(node_id=self.node_id), "control"),
+                to=to,
+                intent=str(params.get("intent", "")),
+                payload=params.get("payload"),
+                priority=priority,
+                ttl=ttl,
+                max_ttl=self.config.max_ttl,
+                context=context,
+            )
+        except (AddressError, UsageError, KaiMeshError) as exc:
+            raise ControlError("bad_request", str(exc)) from None

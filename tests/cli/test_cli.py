@@ -1,0 +1,187 @@
+"""The `kai-mesh` command end to end: real daemons in subprocesses, real control socket."""
+
+from __future__ import annotations
+
+import json
+import signal
+import stat
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from kai_mesh.cli import ExitCode
+from kai_mesh.config import NodePaths
+from kai_mesh.runtime.store import Store
+from tests.cli.helpers import KAI_MESH, Home, _env, fresh_home, stop
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def home() -> Iterator[Home]:
+    with fresh_home() as h:
+        done = h.run("init", "--name", "pi1")
+        assert done.returncode == 0, done.stderr
+        yield h
+
+
+@pytest.fixture
+def running(home: Home) -> Iterator[Home]:
+    proc = home.start()
+    try:
+        yield home
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        stop(proc)
+
+
+def test_init_writes_private_files_and_refuses_to_overwrite(home: Home) -> None:
+    paths = NodePaths.resolve(home.path)
+    for path in (paths.secrets, paths.genesis, paths.member, paths.config_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert 'name = "pi1"' in paths.config_file.read_text()
+    key_before = paths.secrets.read_bytes()
+    again = home.run("init", "--name", "other")
+    assert again.returncode == ExitCode.CONFLICT
+    assert "--force" in again.stderr and "Traceback" not in again.stderr
+    assert paths.secrets.read_bytes() == key_before
+    forced = home.json("init", "--name", "other", "--force")
+    assert forced["name"] == "other" and paths.secrets.read_bytes() != key_before
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[bus]\nmax_ttl = 'a week'\n", "[bus] max_ttl"),
+        ("[node]\nname = 'Bad Name!'\n", "[node] name"),
+        ("[bus]\nmax_tll = 5\n", "[bus] max_tll: unknown key"),
+        ("[node\nname = 'x'\n", "line 1"),
+        ("[weird]\n", "unknown section [weird]"),
+        ("[agents.extra.x]\nclass = 'nocolon'\n", "class"),
+    ],
+)
+def test_broken_config_is_one_line_naming_file_and_key(
+    home: Home, text: str, expected: str
+) -> None:
+    config = NodePaths.resolve(home.path).config_file
+    config.write_text(text)
+    done = home.run("run")
+    assert done.returncode == ExitCode.USAGE
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert str(config) in lines[0] and expected in lines[0]
+
+
+def test_client_commands_without_a_daemon_say_how_to_start_one(home: Home) -> None:
+    for command in (["status"], ["agents"], ["stop"], ["send", "kai://pi1/echo", "echo"]):
+        done = home.run(*command)
+        assert done.returncode == ExitCode.NOT_RUNNING, command
+        assert len(done.stderr.strip().splitlines()) == 1
+        assert f"kai-mesh --home {home.path} run" in done.stderr
+
+
+def test_run_without_init_is_a_clear_error() -> None:
+    with fresh_home() as empty:
+        done = empty.run("run")
+    assert done.returncode == ExitCode.USAGE
+    assert "kai-mesh init" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_send_echo_status_agents_and_stop(home: Home) -> None:
+    proc = home.start()
+    try:
+        sent = home.run("send", "kai://pi1/echo", "echo", '{"x": 1}')
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout) == {"x": 1}
+        status = home.json("status")
+        assert status["name"] == "pi1" and len(status["node_id"]) == 32
+        assert status["bus"]["delivered"] >= 1
+        by_id = home.run("send", f"kai://{status['node_id']}/echo", "echo", "[1, 2]")
+        assert json.loads(by_id.stdout) == [1, 2]
+        names = {a["name"]: a for a in home.json("agents")}
+        assert names["echo"]["state"] == "ready" and "sysinfo" in names
+        info = home.run("send", "kai://pi1/sysinfo", "sysinfo")
+        assert "memory" in json.loads(info.stdout)
+        human = home.run("status")
+        assert human.returncode == 0 and "pi1" in human.stdout
+        stopped = home.run("stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert Store(NodePaths.resolve(home.path).database).was_clean
+
+
+def test_second_run_on_the_same_home_refuses(running: Home) -> None:
+    second = running.run("run", timeout=20)
+    assert second.returncode == ExitCode.CONFLICT
+    assert "already running" in second.stderr and "kai-mesh stop" in second.stderr
+    assert running.run("status", "--json").returncode == 0  # the first one is unharmed
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signals_shut_down_cleanly(home: Home, signum: int) -> None:
+    proc = home.start()
+    proc.send_signal(signum)
+    assert stop(proc) == 0
+    paths = NodePaths.resolve(home.path)
+    assert not paths.socket.exists()
+    assert Store(paths.database).was_clean
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["send", "http://pi1/echo", "echo"], ExitCode.USAGE, "must start with 'kai://'"),
+        (["send", "kai://pi1", "echo"], ExitCode.USAGE, "expected kai://NODE/AGENT"),
+        (["send", "kai://pi1/echo", "echo", "{x: 1"], ExitCode.USAGE, "not valid JSON"),
+        (
+            ["send", "kai://pi1/echo", "echo", "1", "--priority", "urgent"],
+            ExitCode.USAGE,
+            "unknown priority",
+        ),
+        (["send", "kai://pi1/echo", "Bad Intent"], ExitCode.USAGE, "intent"),
+        (["send", "kai://pi1/nobody", "echo"], ExitCode.REMOTE_ERROR, "no_such_agent"),
+        (["send", "kai://pi1/echo", "shout"], ExitCode.REMOTE_ERROR, "unknown_intent"),
+        (["send", "kai://elsewhere/echo", "echo"], ExitCode.REMOTE_ERROR, "unknown_node"),
+    ],
+)
+def test_bad_input_on_the_command_line(
+    running: Home, args: list[str], code: ExitCode, needle: str
+) -> None:
+    done = running.run(*args)
+    assert done.returncode == code, done.stderr
+    assert needle in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_events_follows_messages(running: Home) -> None:
+    follower = subprocess.Popen(
+        [*KAI_MESH, "--home", str(running.path), "events", "messages"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        # The subscription may not be in place before the first send: send until one shows.
+        for _ in range(50):
+            assert running.run("send", "kai://pi1/echo", "echo", '"hi"').returncode == 0
+            line = _readline_within(follower, 0.5)
+            if line:
+                break
+        event = json.loads(line)
+        assert event["event"] == "messages" and event["data"]["intent"] == "echo"
+        assert event["data"]["outcome"] == "reply"
+    finally:
+        follower.kill()
+        follower.wait()
+
+
+def _readline_within(proc: subprocess.Popen[str], seconds: float) -> str:
+    import select
+
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], seconds)
+    return proc.stdout.readline() if ready else ""
