@@ -70,7 +70,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="km-bench-", dir="/tmp"))
     try:
         subprocess.run(
-            [*KAI_MESH, "--home", str(home), "init", "--name", "bench"],
+            [*KAI_MESH, "--home", str(home), "init", "--name", "bench", "--local-only"],
             check=True,
             capture_output=True,
         )

@@ -18,14 +18,20 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kai_mesh import __version__
 from kai_mesh.client import ControlClient, ControlError, NodeNotRunning
-from kai_mesh.config import NodePaths, default_config_text, load_config
+from kai_mesh.config import Config, NodePaths, default_config_text, load_config
 from kai_mesh.core.address import check_name, parse_address
 from kai_mesh.core.envelope import Priority
 from kai_mesh.core.errors import ConfigError, KaiMeshError, StoreError, UsageError
+from kai_mesh.harness.cli import add_harness_parser
+
+if TYPE_CHECKING:
+    from kai_mesh.runtime.node import NodeFiles
+    from transports.base import Transport
+    from transports.reticulum import ReticulumTransport
 
 
 class ExitCode(enum.IntEnum):
@@ -118,7 +124,8 @@ def cmd_init(args: argparse.Namespace) -> ExitCode:
     paths.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     paths.config_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if args.force or not paths.config_file.exists():
-        _write_private(paths.config_file, default_config_text(name).encode())
+        text = default_config_text(name, local_only=args.local_only)
+        _write_private(paths.config_file, text.encode())
     _write_private(paths.genesis, genesis.to_bytes())
     _write_private(paths.member, member.to_bytes())
     _write_private(paths.secrets, secrets.to_bytes())  # last: its presence means "initialised"
@@ -154,7 +161,7 @@ def _lock_held(paths: NodePaths) -> bool:
 def cmd_run(args: argparse.Namespace) -> ExitCode:
     import trio
 
-    from kai_mesh.runtime.node import AlreadyRunning, Node, NodeFiles
+    from kai_mesh.runtime.node import AlreadyRunning, Node, NodeFiles, take_lock
 
     paths = _paths(args)
     config = load_config(paths.config_file, log_level=args.log_level)
@@ -165,9 +172,88 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
     )
     files = NodeFiles.load(paths)
     try:
-        trio.run(Node(paths, config, files).run)
+        lock = take_lock(paths)  # before Reticulum binds any port: a second daemon stops here
     except AlreadyRunning as exc:
         raise CliError(str(exc), ExitCode.CONFLICT) from None
+    transports: list[Transport] = []
+    reticulum = None
+    try:
+        if config.reticulum.enabled:
+            reticulum = _reticulum(paths, config, files)
+            transports.append(reticulum)
+        trio.run(Node(paths, config, files, transports, lock=lock).run)
+    finally:
+        if reticulum is not None:
+            reticulum.shutdown_rns()
+    return ExitCode.OK
+
+
+def _reticulum(paths: NodePaths, config: Config, files: NodeFiles) -> ReticulumTransport:
+    from kai_mesh.core.identity import node_id_of
+    from kai_mesh.interfaces import check_rnode_ports, render_rns_config
+    from transports.reticulum import ReticulumTransport
+
+    check_rnode_ports(config.interfaces)
+    levels = {"debug": 5, "info": 3, "warning": 2, "error": 1}
+    transport = ReticulumTransport(
+        configdir=paths.data_dir / "reticulum",
+        config_text=render_rns_config(
+            config.reticulum, config.interfaces, loglevel=levels[config.log_level]
+        ),
+        rns_private=files.secrets.rns_private,
+        mesh_id=files.genesis.mesh_id,
+        node_id=files.secrets.node_id,
+        member=files.member,
+        trusted_keys={node_id_of(key): key for key in files.genesis.trusted_nodes},
+        announce_interval=config.reticulum.announce_interval,
+    )
+    transport.start_rns()
+    return transport
+
+
+def cmd_peers(args: argparse.Namespace) -> ExitCode:
+    with _client(args) as client:
+        peers = client.call("peers")
+    if args.json:
+        print_json(peers)
+        return ExitCode.OK
+    if not peers:
+        print("no peers heard yet")
+        return ExitCode.OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "node id", "hops", "interface", "last heard", "rtt")
+    for p in peers:
+        rtt = "-" if p["rtt_ms"] is None else f"{p['rtt_ms']:.1f} ms"
+        hops = "?" if p["hops"] is None else str(p["hops"])
+        table.add_row(
+            p["name"] or "?",
+            p["node_id"],
+            hops,
+            p["interface"] or "-",
+            f"{p['last_heard_s_ago']:.0f} s ago",
+            rtt,
+        )
+    Console().print(table)
+    return ExitCode.OK
+
+
+def cmd_ping(args: argparse.Namespace) -> ExitCode:
+    with _client(args, timeout=60) as client:
+        try:
+            result = client.call("ping_node", {"node": args.node})
+        except ControlError as exc:
+            code = ExitCode.USAGE if exc.code == "unknown_node" else ExitCode.TIMEOUT
+            raise CliError(f"{exc.code}: {exc.message}", code) from None
+    if args.json:
+        print_json(result)
+    else:
+        hops = "?" if result["hops"] is None else result["hops"]
+        print(
+            f"reply from {args.node} ({result['node_id']}): rtt {result['rtt_ms']:.2f} ms, "
+            f"{hops} hop{'s' if hops != 1 else ''}"
+        )
     return ExitCode.OK
 
 
@@ -325,12 +411,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="the node's display name (default: the host name)")
     p.add_argument("--mesh", help="the mesh's name (default: the node's name)")
     p.add_argument("--force", action="store_true", help="replace an existing node and its keys")
+    p.add_argument(
+        "--local-only",
+        action="store_true",
+        help="no Reticulum: an offline mesh of one (default: discover the LAN)",
+    )
     p = add("run", cmd_run, "run the node daemon in the foreground (logs to stderr)", False)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p = add("stop", cmd_stop, "stop the running node and wait until it has exited")
     p.add_argument("--timeout", type=_positive, default=15.0, help="seconds to wait (15)")
     add("status", cmd_status, "show the node: ids, mesh, uptime, agents, transports, counters")
     add("agents", cmd_agents, "list the agents this node hosts and their health")
+    add("peers", cmd_peers, "list the mesh nodes this node has heard: hops, interface, rtt")
+    p = add("ping", cmd_ping, "round trip to another node over its transport, with hop count")
+    p.add_argument("node", help="a node name or id")
     p = add("send", cmd_send, "send a message to an agent and print its reply")
     p.add_argument("address", help="kai://NODE/AGENT or kai://svc/SERVICE")
     p.add_argument("intent", help="what to ask of the agent, e.g. echo")
@@ -340,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl", type=int, help="seconds the message lives (default: from config)")
     p = add("events", cmd_events, "follow the node's events as JSON lines until Ctrl-C", False)
     p.add_argument("topics", nargs="*", help="messages, agents, logs (default: all)")
+    add_harness_parser(sub, common)
     return parser
 
 

@@ -23,6 +23,13 @@ import platformdirs
 
 from kai_mesh.core.address import check_name
 from kai_mesh.core.errors import AddressError, ConfigError
+from kai_mesh.interfaces import (
+    DEFAULT_INTERFACES,
+    InterfaceConfig,
+    ReticulumSettings,
+    parse_interfaces,
+    parse_reticulum,
+)
 
 APP = "kai-mesh"
 CONFIG_NAME = "config.toml"
@@ -92,7 +99,12 @@ class ExtraAgent:
 
 @dataclass(frozen=True)
 class Config:
-    """A node's settings. Defaults give a mesh of one that works offline."""
+    """A node's settings.
+
+    Defaults give a node that runs Reticulum with one AutoInterface ("lan"): it finds peers on
+    the local network and is still a working mesh of one without any.
+    `reticulum.enabled = False` is the offline mesh of one, with no Reticulum at all.
+    """
 
     name: str = "node"
     log_level: str = "info"
@@ -104,6 +116,8 @@ class Config:
     agents: tuple[str, ...] = ("echo", "sysinfo")
     agent_timeout: float = 10.0
     extra_agents: tuple[ExtraAgent, ...] = field(default=())
+    reticulum: ReticulumSettings = field(default_factory=ReticulumSettings)
+    interfaces: tuple[InterfaceConfig, ...] = DEFAULT_INTERFACES
     source: Path | None = None
 
 
@@ -148,7 +162,7 @@ _SCHEMA: dict[tuple[str, str], tuple[str, Callable[[Any], str | None]]] = {
     ("agents", "enabled"): ("agents", _names),
     ("agents", "timeout"): ("agent_timeout", _positive_number),
 }
-_SECTIONS = {section for section, _ in _SCHEMA}
+_SECTIONS = {section for section, _ in _SCHEMA} | {"reticulum", "interfaces"}
 
 
 def _toml_line(exc: tomllib.TOMLDecodeError) -> str:
@@ -178,6 +192,12 @@ def load_config(path: Path, *, log_level: str | None = None) -> Config:
     for section, table in data.items():
         if section not in _SECTIONS:
             raise ConfigError(f"{path}: unknown section [{section}]")
+        if section == "reticulum":
+            values["reticulum"] = parse_reticulum(path, table)
+            continue
+        if section == "interfaces":  # an empty list is kept: no interfaces at all
+            values["interfaces"] = parse_interfaces(path, table)
+            continue
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [{section}] must be a table")
         for key, value in table.items():
@@ -269,8 +289,75 @@ timeout = 10.0
 # class = "my_package.weather:WeatherAgent"
 # command = ["/usr/local/bin/weather-agent"]
 # timeout = 5.0
+
+[reticulum]
+# false: no Reticulum at all, the offline mesh of one (kai-mesh init --local-only writes false).
+enabled = {reticulum_enabled}
+# Relay packets and paths for other nodes: set true on gateways and on nodes inside a mesh
+# that others reach through this one.
+transport = false
+# Seconds between this node's announces. Every announce costs airtime on radio links.
+announce_interval = 300
+
+# The links Reticulum uses, one [[interfaces]] entry each. Names: 1-32 characters a-z 0-9 - _.
+# Keys every interface takes:
+#   enabled = true          false keeps the entry but does not start it
+#   bitrate = 20000         bits/s; Reticulum bases its timeouts on it: set it on slow links
+#   ingress_control = true  holds bursts of announces from new peers (turn off only in tests)
+#   ifac_netname = "..."    a virtual network name: only peers with the same name and
+#   ifac_passphrase = "..." passphrase are heard on this interface
+# A file with no [[interfaces]] at all gets the "lan" interface below.
+[[interfaces]]
+name = "lan"
+# Finds peers on the local network (Ethernet, WiFi) by IPv6 multicast, as rnsd does.
+type = "auto"
+# group_id = "my-mesh"         only peers with the same group id
+# devices = ["eth0", "wlan0"]  only these network devices
+# ignored_devices = ["docker0"]
+
+# A Reticulum node reachable over TCP, such as a gateway on the internet:
+# [[interfaces]]
+# name = "gateway"
+# type = "tcp_client"
+# target_host = "gateway.example.org"
+# target_port = 4242
+
+# Accept TCP connections from other nodes (a gateway):
+# [[interfaces]]
+# name = "tcp-in"
+# type = "tcp_server"
+# listen_ip = "0.0.0.0"
+# listen_port = 4242
+
+# UDP broadcast on one IP segment (starts faster than auto):
+# [[interfaces]]
+# name = "udp"
+# type = "udp"
+# listen_ip = "0.0.0.0"
+# listen_port = 4242
+# forward_ip = "192.168.1.255"
+# forward_port = 4242
+
+# A LoRa radio running the RNode firmware. Ready-made settings per region are in
+# hardware/rnode/*.toml. These are for EU 868 MHz (sub-band 868.0-868.6 MHz: 25 mW ERP and a
+# 1 % duty cycle, which leaves ~36 s of airtime an hour).
+# [[interfaces]]
+# name = "lora"
+# type = "rnode"
+# port = "/dev/ttyUSB0"        # ls /dev/serial/by-id/ shows a stable name
+# frequency = 868300000        # Hz
+# bandwidth = 125000           # Hz
+# spreading_factor = 9         # 7..12: higher reaches further, slower
+# coding_rate = 5              # 5..8
+# tx_power = 14                # dBm, within your region's legal limit
+# airtime_limit_long = 1.0     # percent of airtime over the last hour (the radio enforces it)
+# airtime_limit_short = 10.0   # percent over the last 15 seconds
 """
 
 
-def default_config_text(name: str) -> str:
-    return DEFAULT_CONFIG.format(name=name)
+def default_config_text(name: str, *, local_only: bool = False) -> str:
+    """The commented config file `kai-mesh init` writes.
+
+    `local_only` writes `[reticulum] enabled = false`: the offline mesh of one.
+    """
+    return DEFAULT_CONFIG.format(name=name, reticulum_enabled="false" if local_only else "true")

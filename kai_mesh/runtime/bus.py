@@ -1,5 +1,5 @@
 """The message bus, local part: route a `StandardMessage` to an agent on this node and the reply
-back, in priority order.
+back, in priority order. Messages for other nodes are handed to `remote` (runtime/remote.py).
 
 Each agent has a `PriorityInbox` and serves at most `concurrency` messages at once. A message that
 finds a free slot and an empty inbox is served in the caller's own task — no hand-off, which is
@@ -11,7 +11,7 @@ full the core's shedding rule picks a victim, whose sender gets an `overloaded` 
 Every outcome is a reply message: `intent="reply"` with the agent's answer, or `intent="error"`
 with `{"code": ..., "message": ...}`. Nothing an agent or a sender does raises out of the bus.
 In-process messages are not signed (DESIGN.md: one authentication is enough, and here there is no
-third party). Messages for other nodes get `unknown_node` until transports land.
+third party). Without transports, messages for other nodes get `unknown_node`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -90,6 +90,9 @@ class Bus:
         self._lanes: dict[str, _AgentLane] = {}
         self._nursery: trio.Nursery | None = None
         self.address = AgentAddress(NodeRef(node_id=node_id), "bus")
+        #: Set by the node when it has transports: carries messages for other nodes.
+        self.remote: Callable[[StandardMessage, float | None], Awaitable[StandardMessage]] | None
+        self.remote = None
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -108,6 +111,9 @@ class Bus:
     ) -> StandardMessage:
         """Deliver `message`; wait for its reply at most `reply_within` seconds and until it
         expires. Every failure, a timeout included, comes back as an `error` reply."""
+        to = message.to
+        if isinstance(to, AgentAddress) and not self.is_local(to.node) and self.remote:
+            return self._finish(message, await self.remote(message, reply_within))
         try:
             agent = self._resolve(message)
             lane = self._lane(agent)

@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -25,14 +25,22 @@ import kai_mesh
 from kai_mesh.client import ControlError
 from kai_mesh.config import Config, NodePaths
 from kai_mesh.core.address import AgentAddress, NodeRef, parse_address
-from kai_mesh.core.envelope import Priority, StandardMessage
-from kai_mesh.core.errors import AddressError, KaiMeshError, StoreError, UsageError
+from kai_mesh.core.envelope import EnvelopeDecoder, Priority, StandardMessage
+from kai_mesh.core.errors import (
+    AddressError,
+    KaiMeshError,
+    StoreError,
+    TransportError,
+    UsageError,
+)
 from kai_mesh.core.genesis import Genesis
-from kai_mesh.core.identity import MemberRecord, NodeSecrets
+from kai_mesh.core.identity import MemberRecord, NodeSecrets, node_id_of
 from kai_mesh.runtime.agents import AgentHost, AgentSpec
 from kai_mesh.runtime.bus import Bus, new_message
 from kai_mesh.runtime.control import ControlServer, EventHub
+from kai_mesh.runtime.remote import RemoteRouter
 from kai_mesh.runtime.store import Store
+from transports.base import Transport
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +137,15 @@ class _HubLogHandler(logging.Handler):
 class Node:
     """One mesh node. `run()` is the daemon; the rest answers control requests."""
 
-    def __init__(self, paths: NodePaths, config: Config, files: NodeFiles) -> None:
+    def __init__(
+        self,
+        paths: NodePaths,
+        config: Config,
+        files: NodeFiles,
+        transports: Sequence[Transport] = (),
+        *,
+        lock: IO[str] | None = None,
+    ) -> None:
         self.paths = paths
         self.config = config
         self.files = files
@@ -145,21 +161,38 @@ class Node:
             queue_capacity=config.queue_capacity,
             on_event=self.hub.publish,
         )
+        self.trusted = {node_id_of(key): key for key in files.genesis.trusted_nodes}
+        decoder = EnvelopeDecoder(
+            mesh_id=self.mesh_id,
+            max_bytes=config.max_message_bytes,
+            max_ttl=config.max_ttl,
+            verify_key_for=self.trusted.get,
+        )
+        self.remote = RemoteRouter(
+            transports=transports,
+            decoder=decoder,
+            local=self.bus.request,
+            error_reply=self.bus.error_reply,
+        )
+        if transports:
+            self.bus.remote = self.remote.request
         self.control = ControlServer(
             paths.socket, self.handle, self.hub, max_frame=config.max_frame_bytes
         )
         self.started_at = time.time()
         self.store: Store | None = None
+        self._lock = lock
         self._cancel: trio.CancelScope | None = None
         self._methods: dict[str, Callable[[dict[str, Any]], Any]] = {
             "status": self._status,
             "agents": lambda params: self.agents.info(),
+            "peers": self._peers,
             "shutdown": self._shutdown,
         }
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until SIGINT/SIGTERM or `shutdown`. Raises `AlreadyRunning`, `StoreError`."""
-        lock = take_lock(self.paths)
+        lock = self._lock or take_lock(self.paths)
         handler = _HubLogHandler(self.hub)
         logging.getLogger().addHandler(handler)
         try:
@@ -171,6 +204,7 @@ class Node:
                     nursery.start_soon(self._watch_signals, nursery.cancel_scope)
                     await nursery.start(self.agents.run)
                     await nursery.start(self.bus.serve)
+                    await nursery.start(self.remote.run)
                     await nursery.start(self.control.serve)
                     self.started_at = time.time()
                     log.info(
@@ -205,6 +239,8 @@ class Node:
         """The control socket's handler for every method the server does not answer itself."""
         if method == "send":
             return await self._send(params)
+        if method == "ping_node":
+            return await self._ping(params)
         fn = self._methods.get(method)
         if fn is None:
             raise ControlError("unknown_method", f"unknown method {method!r}")
@@ -212,6 +248,9 @@ class Node:
 
     def _status(self, params: dict[str, Any]) -> dict[str, Any]:
         refused = {f"control.{k}": v for k, v in self.control.refused.items()}
+        refused.update(self.remote.refused)
+        for transport in self.remote.transports:
+            refused.update({f"{transport.name}.{k}": v for k, v in transport.counters().items()})
         return {
             "version": kai_mesh.__version__,
             "pid": os.getpid(),
@@ -227,7 +266,8 @@ class Node:
                 {"name": a["name"], "state": a["state"], "restarts": a["restarts"]}
                 for a in self.agents.info()
             ],
-            "transports": [],
+            "transports": self.remote.status(),
+            "remote": self.remote.counters,
             "bus": {**self.bus.counters, "queued": self.bus.queue_depths()},
             "refused": refused,
             "control_clients": self.control.clients,
@@ -252,6 +292,36 @@ class Node:
             "message_id": message.message_id.hex(),
             "reply_id": reply.message_id.hex(),
             "elapsed_ms": elapsed_ms,
+        }
+
+    def _peers(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        now = trio.current_time()
+        return [
+            {
+                "name": peer.name,
+                "node_id": peer.node_id.hex(),
+                "hops": peer.hops,
+                "interface": peer.interface,
+                "last_heard_s_ago": round(now - peer.last_heard, 1),
+                "rtt_ms": None if peer.rtt is None else round(peer.rtt * 1000, 2),
+            }
+            for peer in self.remote.peers()
+        ]
+
+    async def _ping(self, params: dict[str, Any]) -> dict[str, Any]:
+        node = params.get("node")
+        if not isinstance(node, str) or not node:
+            raise ControlError("bad_request", "ping: give a node name or id")
+        try:
+            result, node_id = await self.remote.ping(node)
+        except UsageError as exc:
+            raise ControlError("unknown_node", str(exc)) from None
+        except TransportError as exc:
+            raise ControlError("unreachable", str(exc)) from None
+        return {
+            "node_id": node_id.hex(),
+            "rtt_ms": round(result.rtt * 1000, 3),
+            "hops": result.hops,
         }
 
     def _message_from(self, params: dict[str, Any]) -> StandardMessage:

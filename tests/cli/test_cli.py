@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def home() -> Iterator[Home]:
     with fresh_home() as h:
-        done = h.run("init", "--name", "pi1")
+        done = h.run("init", "--name", "pi1", "--local-only")
         assert done.returncode == 0, done.stderr
         yield h
 
@@ -47,7 +47,7 @@ def test_init_writes_private_files_and_refuses_to_overwrite(home: Home) -> None:
     assert again.returncode == ExitCode.CONFLICT
     assert "--force" in again.stderr and "Traceback" not in again.stderr
     assert paths.secrets.read_bytes() == key_before
-    forced = home.json("init", "--name", "other", "--force")
+    forced = home.json("init", "--name", "other", "--force", "--local-only")
     assert forced["name"] == "other" and paths.secrets.read_bytes() != key_before
 
 

@@ -1,0 +1,209 @@
+"""`kai-mesh harness …`: many nodes, one per network namespace, on this machine.
+
+`add_harness_parser` hangs the subcommands under `kai-mesh harness`; each sets `fn`, which
+returns an exit code and raises the project's errors for `kai_mesh.cli.main` to map (a
+`UsageError`, including `NotPrivileged`, is exit 2). `main` runs the same parser standalone:
+`python -m kai_mesh.harness.cli up -n 3`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kai_mesh.core.errors import ConfigError, KaiMeshError, UsageError
+from kai_mesh.harness import cluster, netns
+
+
+def _dir(args: argparse.Namespace) -> Path:
+    return Path(args.dir).absolute()
+
+
+def _print(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, ensure_ascii=False) if args.json else text)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    state = cluster.up(
+        _dir(args), args.n, topology=args.topology, link=args.link, prefix=args.prefix
+    )
+    names = ", ".join(f"{nd.name} (pid {nd.pid})" for nd in state.nodes)
+    _print(args, cluster.status(state), f"up: {state.topology} of {names}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    done = cluster.down(_dir(args), args.prefix)
+    text = f"down: removed {len(done['namespaces'])} namespaces, killed {len(done['killed'])}"
+    _print(args, done, text)
+    return 0
+
+
+def _state(args: argparse.Namespace) -> cluster.HarnessState:
+    netns.require_privileges()
+    return cluster.HarnessState.load(_dir(args))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    data = cluster.status(_state(args))
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False))
+        return 0
+    print(f"{data['topology']} in {data['dir']} (hub {data['hub']}, link {data['link']})")
+    if data["shared_rate"]:
+        print(f"shared channel: {data['shared_rate']}")
+    if data["partition"]:
+        print("partition: " + " | ".join(",".join(g) for g in data["partition"]))
+    for nd in data["nodes"]:
+        shaping = " ".join(
+            part
+            for part in (nd["rate"] or "", f"{nd['loss']:g}% loss" if nd["loss"] else "")
+            if part
+        )
+        print(
+            f"{nd['name']:8} {nd['namespace']:16} {nd['address']:12} pid {nd['pid'] or '-':>7} "
+            f"{'alive' if nd['alive'] else 'DEAD':5} {'transport ' if nd['transport'] else ''}"
+            f"{shaping}".rstrip()
+        )
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    command = list(args.argv)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    elif command[:1] and command[0].startswith("--dir") and "--" in command:
+        # `exec NODE --dir D -- CMD`: REMAINDER also took the options that follow NODE.
+        cut = command.index("--")
+        options = argparse.ArgumentParser(prog="kai-mesh harness exec", add_help=False)
+        options.add_argument("--dir", default=args.dir)
+        args.dir = options.parse_args(command[:cut]).dir
+        command = command[cut + 1 :]
+    return cluster.exec_in(_state(args), args.node, command)
+
+
+def cmd_partition(args: argparse.Namespace) -> int:
+    state = _state(args)
+    groups = [[name for name in group.split(",") if name] for group in args.groups]
+    cluster.partition(state, groups)
+    print("partition: " + " | ".join(",".join(g) for g in state.partition))
+    return 0
+
+
+def cmd_heal(args: argparse.Namespace) -> int:
+    cluster.heal(_state(args))
+    print("healed")
+    return 0
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    pid = cluster.kill_node(_state(args), args.node)
+    print(f"killed {args.node} (pid {pid})")
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    pid = cluster.start_node(_state(args), args.node)
+    print(f"started {args.node} (pid {pid})")
+    return 0
+
+
+def cmd_shape(args: argparse.Namespace) -> int:
+    state = _state(args)
+    if args.all == (args.node is not None):
+        raise UsageError("shape: name one NODE or give --all")
+    if args.shared and not args.all:
+        raise UsageError("shape: --shared puts every port on one channel: use it with --all")
+    names = [nd.name for nd in state.nodes] if args.all else [args.node]
+    if args.clear:
+        cluster.clear_shaping(state, names)
+        print(f"shaping cleared on {', '.join(names)}")
+        return 0
+    loss = netns.parse_loss(args.loss) if args.loss is not None else None
+    if args.rate is None and not loss:
+        raise UsageError("shape: give --rate, --loss or --clear")
+    cluster.shape(state, names, args.rate, loss, shared=args.shared)
+    what = f"rate {args.rate}{' shared' if args.shared else ''}" if args.rate else "no rate limit"
+    print(f"shaped {', '.join(names)}: {what}, {loss or 0:g}% loss")
+    return 0
+
+
+def add_harness_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    common_parent: argparse.ArgumentParser,
+) -> argparse.ArgumentParser:
+    """Add `harness` and its subcommands to `subparsers`; return the `harness` parser."""
+    text = "run many nodes on this machine, one per network namespace (needs root)"
+    harness = subparsers.add_parser("harness", parents=[common_parent], help=text, description=text)
+    _fill(harness)
+    return harness
+
+
+def _fill(harness: argparse.ArgumentParser) -> None:
+    sub = harness.add_subparsers(dest="harness_command", required=True, metavar="SUBCOMMAND")
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument(
+        "--dir",
+        metavar="DIR",
+        default=os.environ.get("KAI_MESH_HARNESS_DIR") or "./harness",
+        help="the harness's node homes and state (default: $KAI_MESH_HARNESS_DIR or ./harness)",
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    def add(name: str, fn: Any, text: str, *parents: argparse.ArgumentParser) -> Any:
+        p = sub.add_parser(name, parents=[where, *parents], help=text, description=text)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = add("up", cmd_up, "create the namespaces and node homes, start the nodes", as_json)
+    p.add_argument("-n", type=int, required=True, help="how many nodes")
+    p.add_argument("--link", choices=cluster.LINKS, default="lan", help="lora: 20kbit, 1%% loss")
+    p.add_argument("--topology", choices=cluster.TOPOLOGIES, default="bridge")
+    p.add_argument("--prefix", default="km", help="namespace names start PREFIX- (km)")
+    p = add("down", cmd_down, "remove every namespace and process, even after a crash", as_json)
+    p.add_argument("--prefix", help="namespace prefix (default: from the state, else km)")
+    add("status", cmd_status, "nodes, namespaces, addresses, pids, liveness, shaping", as_json)
+    p = add("exec", cmd_exec, "run a command in a node's namespace with its KAI_MESH_HOME")
+    p.add_argument("node")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD", help="the command to run")
+    p = add("partition", cmd_partition, "cut groups of nodes off from each other")
+    p.add_argument("groups", nargs="+", help="comma-separated node names, e.g. node1 node2,node3")
+    add("heal", cmd_heal, "undo the partition")
+    p = add("kill", cmd_kill, "SIGKILL a node (and its agent workers)")
+    p.add_argument("node")
+    p = add("start", cmd_start, "start a killed node again and wait until it answers")
+    p.add_argument("node")
+    p = add("shape", cmd_shape, "limit rate (tbf) and add random loss (nft) on nodes' links")
+    p.add_argument("node", nargs="?")
+    p.add_argument("--all", action="store_true", help="every node")
+    p.add_argument("--rate", help="e.g. 20kbit (both directions)")
+    p.add_argument("--loss", help="e.g. 1%% of received frames dropped at random")
+    p.add_argument("--shared", action="store_true", help="one rate for all ports (one channel)")
+    p.add_argument("--clear", action="store_true", help="remove rate and loss")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Standalone entry point; the same exit codes as `kai-mesh`."""
+    parser = argparse.ArgumentParser(prog="kai-mesh harness")
+    _fill(parser)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except KeyboardInterrupt:
+        return 130
+    except (ConfigError, UsageError) as exc:
+        print(f"kai-mesh harness: {exc}", file=sys.stderr)
+        return 2
+    except KaiMeshError as exc:
+        print(f"kai-mesh harness: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

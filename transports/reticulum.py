@@ -1,0 +1,604 @@
+"""Reticulum as a kai-mesh transport. The only module (with `transports.lxmf`) that imports RNS.
+
+RNS is one instance per process, runs its own threads, installs signal handlers and calls
+`os._exit` at teardown (LAB.md). So: `ReticulumTransport.start_rns()` runs on the main thread
+before `trio.run`, writes the RNS config itself (`share_instance = No`, `enabled = yes` on every
+interface), routes RNS logs into `logging` and puts the default SIGINT/SIGTERM handlers back;
+`shutdown_rns()` runs after trio has finished. Every RNS callback arrives on an RNS thread and is
+handed to trio with `TrioToken.run_sync_soon` — state is only ever touched on the trio thread, so
+nothing here needs a lock — and an event channel that is full drops and counts instead of raising
+(a raise there would be a TrioInternalError that kills the node).
+
+Discovery: each node announces the destination `kai_mesh.node` of its Reticulum identity with a
+small app_data `[1, mesh_id[:8], node_id, name]` (~35 bytes). Announces of another mesh or of a
+node id the mesh does not trust are ignored and counted.
+
+Trust: an announce only claims a node id. Before a link carries any message, both sides prove who
+they are: the initiator `identify()`s on the link, then each side sends a HELLO holding its signed
+member record; the record must verify for this mesh, its Ed25519 key must be trusted, and its
+Reticulum key must be the link's (remote identity for the responder, the destination's identity
+for the initiator). Names therefore resolve through signed records, never first-come.
+
+Frames on a link: one type byte, then the body — HELLO (member record), MSG (an envelope), PING
+and PONG (an 8-byte nonce). An envelope that does not fit one packet goes as an RNS Resource.
+Links are opened on demand and closed after `idle_timeout` without traffic (short on radio).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import RNS
+import trio
+
+from kai_mesh.core.codec import pack, unpack_exact
+from kai_mesh.core.errors import KaiMeshError, TransportError
+from kai_mesh.core.identity import MemberRecord, node_id_of
+from transports.base import (
+    InterfaceInfo,
+    MessageReceived,
+    PeerInfo,
+    PeerSeen,
+    PingResult,
+    TransportEvent,
+)
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "kai_mesh"
+ASPECT = "node"
+ANNOUNCE_FORMAT = 1
+HELLO, MSG, PING, PONG = 1, 2, 3, 4
+MAX_PAYLOAD = 256 * 1024
+EVENT_BUFFER = 4096
+RADIO_BITRATE = 1_000_000  # below this an interface counts as a radio: links closed sooner
+
+_RNS_LEVELS = {
+    RNS.LOG_CRITICAL: logging.CRITICAL,
+    RNS.LOG_ERROR: logging.ERROR,
+    RNS.LOG_WARNING: logging.WARNING,
+    RNS.LOG_NOTICE: logging.INFO,
+    RNS.LOG_INFO: logging.INFO,
+}
+
+
+@dataclass(eq=False)
+class _Link:
+    """One RNS link and what we know of the node at the other end."""
+
+    link: Any
+    outbound: bool
+    node_id: bytes | None = None  # set once the peer's HELLO verified
+    remote_public: bytes | None = None  # RNS public key proven by identify / the destination
+    established: trio.Event = field(default_factory=trio.Event)
+    verified: trio.Event = field(default_factory=trio.Event)
+    hello_sent: bool = False
+    closed: bool = False
+    last_activity: float = 0.0
+
+
+@dataclass(eq=False)
+class _Peer:
+    node_id: bytes
+    destination_hash: bytes
+    claimed_name: str | None
+    last_heard: float
+    name: str | None = None  # from the verified member record
+    link: _Link | None = None
+    connecting: trio.Event | None = None
+    rtt: float | None = None
+    interface: str | None = None
+
+
+class ReticulumTransport:
+    """See the module docstring. Construct, `start_rns()` on the main thread, then `run()`."""
+
+    name = "reticulum"
+
+    def __init__(
+        self,
+        *,
+        configdir: Path,
+        config_text: str,
+        rns_private: bytes,
+        mesh_id: bytes,
+        node_id: bytes,
+        member: MemberRecord,
+        trusted_keys: Mapping[bytes, bytes],
+        announce_interval: float,
+        capabilities: frozenset[str] = frozenset(),
+    ) -> None:
+        self.configdir = configdir
+        self.config_text = config_text
+        self.rns_private = rns_private
+        self.mesh_id = mesh_id
+        self.node_id = node_id
+        self.member = member
+        self.trusted_keys = dict(trusted_keys)  # node id -> Ed25519 key
+        self.announce_interval = announce_interval
+        self.capabilities = capabilities
+        self._counters: dict[str, int] = {
+            "announces_heard": 0,
+            "other_mesh": 0,
+            "untrusted": 0,
+            "malformed": 0,
+            "bad_member_record": 0,
+            "unverified_frame": 0,
+            "oversize": 0,
+            "dropped_events": 0,
+            "dropped_callbacks": 0,
+        }
+        self._peers: dict[bytes, _Peer] = {}
+        self._links: dict[bytes, _Link] = {}  # RNS link id -> state
+        self._pings: dict[bytes, trio.Event] = {}
+        self._send_events, self._events = trio.open_memory_channel[TransportEvent](EVENT_BUFFER)
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._rns: Any = None
+        self._identity: Any = None
+        self._destination: Any = None
+
+    # ---- life cycle -------------------------------------------------------------------------
+
+    def start_rns(self) -> None:
+        """Start Reticulum. Main thread, before `trio.run`. Raises `TransportError`."""
+        self.configdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.configdir / "config").write_text(self.config_text)
+        saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._rns = RNS.Reticulum(
+                configdir=str(self.configdir), loglevel=RNS.LOG_NOTICE, logdest=_rns_log
+            )
+        except Exception as exc:
+            raise TransportError(f"Reticulum did not start: {exc}") from exc
+        finally:
+            for signum, handler in saved.items():
+                signal.signal(signum, handler)
+        self._identity = RNS.Identity(create_keys=False)
+        self._identity.load_private_key(self.rns_private)
+        self._destination = RNS.Destination(
+            self._identity, RNS.Destination.IN, RNS.Destination.SINGLE, APP_NAME, ASPECT
+        )
+        self._destination.set_link_established_callback(self._rns_inbound_link)
+        self._destination.set_proof_strategy(RNS.Destination.PROVE_NONE)
+        RNS.Transport.register_announce_handler(_AnnounceHandler(self))
+
+    @staticmethod
+    def shutdown_rns() -> None:
+        """Tear Reticulum down (after trio has finished). Never `RNS.exit()`: it `os._exit`s."""
+        try:
+            RNS.Reticulum.exit_handler()
+        except Exception:  # teardown must not turn a clean exit into a traceback
+            log.debug("Reticulum teardown raised", exc_info=True)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        if self._destination is None:
+            raise TransportError("start_rns() must run before run()")
+        self._token = trio.lowlevel.current_trio_token()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._announce_loop)
+            nursery.start_soon(self._idle_loop)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def _announce_loop(self) -> None:
+        # An announce sent before the peers are up is lost (LAB.md): announce again soon, then
+        # at the configured interval.
+        for delay in (0.0, 1.0, 3.0):
+            await trio.sleep(delay)
+            await self.announce()
+        while True:
+            await trio.sleep(self.announce_interval)
+            await self.announce()
+
+    async def _idle_loop(self) -> None:
+        while True:
+            await trio.sleep(10)
+            now = trio.current_time()
+            for state in list(self._links.values()):
+                limit = 120.0 if self._is_radio(state) else 900.0
+                if not state.closed and now - state.last_activity > limit:
+                    log.debug("closing idle link to %s", _hex(state.node_id))
+                    state.link.teardown()
+
+    def _is_radio(self, state: _Link) -> bool:
+        interface = getattr(state.link, "attached_interface", None)
+        bitrate = getattr(interface, "bitrate", None)
+        return bitrate is not None and bitrate < RADIO_BITRATE
+
+    # ---- the Transport interface ------------------------------------------------------------
+
+    @property
+    def events(self) -> trio.MemoryReceiveChannel[TransportEvent]:
+        return self._events
+
+    @property
+    def max_payload(self) -> int:
+        return MAX_PAYLOAD
+
+    async def announce(self) -> None:
+        app_data = pack([ANNOUNCE_FORMAT, self.mesh_id[:8], self.node_id, self.member.name])
+        self._destination.announce(app_data=app_data)
+
+    async def send(self, node_id: bytes, data: bytes) -> None:
+        if len(data) > MAX_PAYLOAD:
+            raise TransportError(f"{len(data)} bytes is more than a message may carry")
+        state = await self._link_to(node_id)
+        self._send_frame(state, MSG, data)
+
+    async def ping(self, node_id: bytes) -> PingResult:
+        state = await self._link_to(node_id)
+        nonce = os.urandom(8)
+        answered = self._pings[nonce] = trio.Event()
+        started = trio.current_time()
+        try:
+            self._send_frame(state, PING, nonce)
+            with trio.move_on_after(15) as scope:
+                await answered.wait()
+        finally:
+            del self._pings[nonce]
+        if scope.cancelled_caught:
+            raise TransportError(f"no answer from {node_id.hex()} within 15 s")
+        rtt = trio.current_time() - started
+        peer = self._peers[node_id]
+        peer.rtt = rtt
+        hops = RNS.Transport.hops_to(peer.destination_hash)
+        return PingResult(rtt=rtt, hops=None if hops == RNS.Transport.PATHFINDER_M else hops)
+
+    def interfaces(self) -> list[InterfaceInfo]:
+        out = []
+        for interface in list(RNS.Transport.interfaces):
+            out.append(
+                InterfaceInfo(
+                    name=str(getattr(interface, "name", interface)),
+                    kind=type(interface).__name__,
+                    mtu=int(getattr(interface, "HW_MTU", None) or RNS.Reticulum.MTU),
+                    bitrate=getattr(interface, "bitrate", None),
+                    online=bool(getattr(interface, "online", False)),
+                    tx_bytes=int(getattr(interface, "txb", 0)),
+                    rx_bytes=int(getattr(interface, "rxb", 0)),
+                )
+            )
+        return out
+
+    def peers(self) -> list[PeerInfo]:
+        out = []
+        for peer in self._peers.values():
+            hops = RNS.Transport.hops_to(peer.destination_hash)
+            interface = RNS.Transport.next_hop_interface(peer.destination_hash)
+            out.append(
+                PeerInfo(
+                    node_id=peer.node_id,
+                    name=peer.name or peer.claimed_name,
+                    hops=None if hops == RNS.Transport.PATHFINDER_M else hops,
+                    interface=None if interface is None else str(getattr(interface, "name", "")),
+                    last_heard=peer.last_heard,
+                    rtt=peer.rtt,
+                )
+            )
+        return out
+
+    def counters(self) -> dict[str, int]:
+        return dict(self._counters)
+
+    def resolve_name(self, name: str) -> bytes | None:
+        """A node id for `name`: verified member records first, then announce claims (a claim
+        is checked against the signed record before any message goes over the link)."""
+        for peer in self._peers.values():
+            if peer.name == name:
+                return peer.node_id
+        for peer in self._peers.values():
+            if peer.claimed_name == name:
+                return peer.node_id
+        return None
+
+    # ---- links ------------------------------------------------------------------------------
+
+    async def _link_to(self, node_id: bytes) -> _Link:
+        peer = self._peers.get(node_id)
+        if peer is None:
+            raise TransportError(f"no announce heard from node {node_id.hex()}: no route to it")
+        for _attempt in range(3):
+            state = peer.link
+            if state is not None and state.verified.is_set() and not state.closed:
+                return state
+            if peer.connecting is None:
+                peer.connecting = trio.Event()
+                try:
+                    with trio.move_on_after(45):
+                        await self._open_link(peer)
+                finally:
+                    peer.connecting.set()
+                    peer.connecting = None
+            else:
+                with trio.move_on_after(45):
+                    await peer.connecting.wait()
+        state = peer.link
+        if state is not None and state.verified.is_set() and not state.closed:
+            return state
+        raise TransportError(f"could not open a verified link to node {node_id.hex()}")
+
+    async def _open_link(self, peer: _Peer) -> None:
+        destination_hash = peer.destination_hash
+        if not RNS.Transport.has_path(destination_hash):
+            RNS.Transport.request_path(destination_hash)
+            with trio.move_on_after(15):
+                # RNS has no callback for a path arriving: poll its table.
+                while not RNS.Transport.has_path(destination_hash):  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+            if not RNS.Transport.has_path(destination_hash):
+                raise TransportError(f"no path to node {peer.node_id.hex()}")
+        identity = RNS.Identity.recall(destination_hash)
+        if identity is None:
+            raise TransportError(f"identity of node {peer.node_id.hex()} is unknown")
+        destination = RNS.Destination(
+            identity, RNS.Destination.OUT, RNS.Destination.SINGLE, APP_NAME, ASPECT
+        )
+        link = RNS.Link(destination)
+        state = _Link(link, outbound=True, remote_public=identity.get_public_key())
+        state.last_activity = trio.current_time()
+        self._links[link.link_id] = state
+        self._wire_link(link)
+        link.set_link_established_callback(self._rns_link_established)
+        with trio.move_on_after(20):
+            await state.established.wait()
+        if not state.established.is_set():
+            link.teardown()
+            return
+        link.identify(self._identity)
+        self._send_hello(state)
+        with trio.move_on_after(20):
+            await state.verified.wait()
+        if state.verified.is_set() and state.node_id == peer.node_id:
+            peer.link = state
+        else:
+            link.teardown()
+
+    def _wire_link(self, link: Any) -> None:
+        link.set_packet_callback(self._rns_packet)
+        link.set_link_closed_callback(self._rns_link_closed)
+        link.set_remote_identified_callback(self._rns_identified)
+        link.set_resource_strategy(RNS.Link.ACCEPT_APP)
+        link.set_resource_callback(self._rns_resource_offered)
+        link.set_resource_concluded_callback(self._rns_resource_concluded)
+
+    def _send_hello(self, state: _Link) -> None:
+        state.hello_sent = True
+        self._send_frame(state, HELLO, self.member.to_bytes(), verified_only=False)
+
+    def _send_frame(self, state: _Link, kind: int, body: bytes, verified_only: bool = True) -> None:
+        if verified_only and not state.verified.is_set():
+            raise TransportError("link not verified")
+        frame = bytes([kind]) + body
+        state.last_activity = trio.current_time()
+        try:
+            if len(frame) <= state.link.mdu:
+                RNS.Packet(state.link, frame).send()
+            else:
+                RNS.Resource(frame, state.link)
+        except Exception as exc:
+            raise TransportError(f"Reticulum refused to send: {exc}") from exc
+
+    # ---- from RNS threads: hand over to trio, never raise -----------------------------------
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        token = self._token
+        if token is None:
+            self._counters["dropped_callbacks"] += 1
+            return
+        with contextlib.suppress(trio.RunFinishedError):  # trio is shutting down: drop it
+            token.run_sync_soon(self._guarded, fn, *args)
+
+    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
+        # Runs on the trio thread from run_sync_soon: an exception escaping here would be a
+        # TrioInternalError that ends the node, so nothing may escape.
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("error handling a Reticulum callback")
+
+    def _rns_inbound_link(self, link: Any) -> None:
+        self._post(self._on_inbound_link, link)
+
+    def _rns_link_established(self, link: Any) -> None:
+        self._post(self._on_established, link.link_id)
+
+    def _rns_link_closed(self, link: Any) -> None:
+        self._post(self._on_closed, link.link_id)
+
+    def _rns_identified(self, link: Any, identity: Any) -> None:
+        self._post(self._on_identified, link.link_id, identity.get_public_key())
+
+    def _rns_packet(self, message: bytes, packet: Any) -> None:
+        self._post(self._on_frame, packet.link.link_id, bytes(message))
+
+    def _rns_resource_offered(self, resource: Any) -> bool:
+        ok = resource.get_data_size() <= MAX_PAYLOAD + 1
+        if not ok:
+            self._post(self._count, "oversize")
+        return bool(ok)
+
+    def _rns_resource_concluded(self, resource: Any) -> None:
+        if resource.status != RNS.Resource.COMPLETE:
+            return
+        data = resource.data
+        # The file behind a received resource is closed and removed when this returns.
+        payload = data.read() if hasattr(data, "read") else bytes(data)
+        self._post(self._on_frame, resource.link.link_id, payload)
+
+    def _rns_announce(self, destination_hash: bytes, identity: Any, app_data: bytes | None) -> None:
+        self._post(self._on_announce, destination_hash, app_data)
+
+    # ---- on the trio thread -----------------------------------------------------------------
+
+    def _count(self, reason: str) -> None:
+        self._counters[reason] = self._counters.get(reason, 0) + 1
+
+    def _emit(self, event: TransportEvent) -> None:
+        try:
+            self._send_events.send_nowait(event)
+        except trio.WouldBlock:
+            self._count("dropped_events")
+
+    def _on_announce(self, destination_hash: bytes, app_data: bytes | None) -> None:
+        self._count("announces_heard")
+        try:
+            fields = unpack_exact(app_data or b"", 64)
+            ok = (
+                isinstance(fields, list)
+                and len(fields) >= 4
+                and fields[0] == ANNOUNCE_FORMAT
+                and isinstance(fields[1], bytes)
+                and isinstance(fields[2], bytes)
+                and isinstance(fields[3], str)
+            )
+        except KaiMeshError:
+            ok = False
+        if not ok:
+            self._count("malformed")
+            return
+        _, mesh_prefix, node_id, name = fields[:4]
+        if mesh_prefix != self.mesh_id[:8]:
+            self._count("other_mesh")
+            return
+        if node_id not in self.trusted_keys or node_id == self.node_id:
+            if node_id != self.node_id:
+                self._count("untrusted")
+            return
+        now = trio.current_time()
+        peer = self._peers.get(node_id)
+        if peer is None:
+            peer = self._peers[node_id] = _Peer(node_id, destination_hash, name[:32], now)
+        else:
+            peer.destination_hash, peer.claimed_name, peer.last_heard = destination_hash, name, now
+        self._emit(PeerSeen(peer=self._peer_info(peer)))
+
+    def _peer_info(self, peer: _Peer) -> PeerInfo:
+        return PeerInfo(
+            node_id=peer.node_id,
+            name=peer.name or peer.claimed_name,
+            hops=None,
+            interface=None,
+            last_heard=peer.last_heard,
+            rtt=peer.rtt,
+        )
+
+    def _on_inbound_link(self, link: Any) -> None:
+        state = _Link(link, outbound=False)
+        state.last_activity = trio.current_time()
+        state.established.set()
+        self._links[link.link_id] = state
+        self._wire_link(link)
+
+    def _on_established(self, link_id: bytes) -> None:
+        state = self._links.get(link_id)
+        if state is not None:
+            state.established.set()
+
+    def _on_closed(self, link_id: bytes) -> None:
+        state = self._links.pop(link_id, None)
+        if state is None:
+            return
+        state.closed = True
+        state.established.set()  # wake anyone waiting: they see it closed
+        if state.node_id is not None:
+            peer = self._peers.get(state.node_id)
+            if peer is not None and peer.link is state:
+                peer.link = None
+
+    def _on_identified(self, link_id: bytes, public_key: bytes) -> None:
+        state = self._links.get(link_id)
+        if state is not None and not state.outbound:
+            state.remote_public = public_key
+
+    def _on_frame(self, link_id: bytes, frame: bytes) -> None:
+        state = self._links.get(link_id)
+        if state is None or not frame:
+            return
+        state.last_activity = trio.current_time()
+        kind, body = frame[0], frame[1:]
+        if kind == HELLO:
+            self._on_hello(state, body)
+            return
+        if not state.verified.is_set() or state.node_id is None:
+            self._count("unverified_frame")
+            return
+        peer = self._peers.get(state.node_id)
+        if peer is not None:
+            peer.last_heard = state.last_activity
+        if kind == MSG:
+            self._emit(MessageReceived(node_id=state.node_id, data=body, interface=None))
+        elif kind == PING and len(body) == 8:
+            self._send_frame(state, PONG, body)
+        elif kind == PONG and body in self._pings:
+            self._pings[body].set()
+        else:
+            self._count("malformed")
+
+    def _on_hello(self, state: _Link, body: bytes) -> None:
+        try:
+            record = MemberRecord.from_bytes(body)
+            record.check(self.mesh_id)
+        except KaiMeshError:
+            self._count("bad_member_record")
+            state.link.teardown()
+            return
+        node_id = node_id_of(record.verify_key)
+        if self.trusted_keys.get(node_id) != record.verify_key:
+            self._count("untrusted")
+            state.link.teardown()
+            return
+        if state.remote_public is None or state.remote_public != record.rns_public:
+            # The record names a Reticulum key the link did not prove.
+            self._count("bad_member_record")
+            state.link.teardown()
+            return
+        state.node_id = node_id
+        now = trio.current_time()
+        peer = self._peers.get(node_id)
+        if peer is None:
+            destination_hash = RNS.Destination.hash_from_name_and_identity(
+                f"{APP_NAME}.{ASPECT}", _identity_from_public(record.rns_public)
+            )
+            peer = self._peers[node_id] = _Peer(node_id, destination_hash, record.name, now)
+        peer.name, peer.last_heard = record.name, now
+        if not state.outbound:
+            peer.link = state
+        if not state.hello_sent:
+            self._send_hello(state)
+        state.verified.set()
+        self._emit(PeerSeen(peer=self._peer_info(peer)))
+
+
+class _AnnounceHandler:
+    """RNS calls `received_announce` on one of its threads for announces of `aspect_filter`."""
+
+    aspect_filter = f"{APP_NAME}.{ASPECT}"
+
+    def __init__(self, transport: ReticulumTransport) -> None:
+        self.transport = transport
+
+    def received_announce(
+        self, destination_hash: bytes, announced_identity: Any, app_data: bytes | None
+    ) -> None:
+        self.transport._rns_announce(destination_hash, announced_identity, app_data)
+
+
+def _identity_from_public(public_key: bytes) -> Any:
+    identity = RNS.Identity(create_keys=False)
+    identity.load_public_key(public_key)
+    return identity
+
+
+def _rns_log(message: str) -> None:
+    logging.getLogger("RNS").info("%s", message)
+
+
+def _hex(value: bytes | None) -> str:
+    return "?" if value is None else value.hex()
