@@ -298,14 +298,29 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
         ("uptime", f"{status['uptime_s']:.0f} s"),
         ("memory", f"{status['rss_bytes'] / 2**20:.1f} MiB RSS"),
         ("agents", ", ".join(f"{a['name']} ({a['state']})" for a in status["agents"]) or "none"),
-        ("transports", ", ".join(t["name"] for t in status["transports"]) or "none (local only)"),
+        (
+            "transports",
+            "; ".join(map(_transport_line, status["transports"])) or "none (local only)",
+        ),
         ("messages", ", ".join(f"{k} {v}" for k, v in status["bus"].items() if k != "queued")),
-        ("refused input", ", ".join(f"{k} {v}" for k, v in status["refused"].items()) or "none"),
+        (
+            "refused input",
+            ", ".join(f"{k} {v}" for k, v in status["refused"].items() if v) or "none",
+        ),
     ]
     for key, value in rows:
         table.add_row(f"[bold]{key}[/]", value)
     Console().print(table)
     return ExitCode.OK
+
+
+def _transport_line(transport: dict[str, Any]) -> str:
+    interfaces = ", ".join(
+        f"{i['name']} ({i['kind']}, {'up' if i['online'] else 'down'}, "
+        f"tx {i['tx_bytes'] / 1000:.1f} kB, rx {i['rx_bytes'] / 1000:.1f} kB)"
+        for i in transport["interfaces"]
+    )
+    return f"{transport['name']}: {transport['peers']} peers via {interfaces or 'no interface'}"
 
 
 def cmd_agents(args: argparse.Namespace) -> ExitCode:

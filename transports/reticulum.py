@@ -30,6 +30,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,13 +61,6 @@ MAX_PAYLOAD = 256 * 1024
 EVENT_BUFFER = 4096
 RADIO_BITRATE = 1_000_000  # below this an interface counts as a radio: links closed sooner
 
-_RNS_LEVELS = {
-    RNS.LOG_CRITICAL: logging.CRITICAL,
-    RNS.LOG_ERROR: logging.ERROR,
-    RNS.LOG_WARNING: logging.WARNING,
-    RNS.LOG_NOTICE: logging.INFO,
-    RNS.LOG_INFO: logging.INFO,
-}
 
 
 @dataclass(eq=False)
@@ -151,13 +145,19 @@ class ReticulumTransport:
         self.configdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.configdir / "config").write_text(self.config_text)
         saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        panic = RNS.panic
+        # RNS answers an interface it cannot create (a port in use, a missing device) with
+        # os._exit(255) and no word to the user: make that an exception we can explain.
+        RNS.panic = _raise_panic
         try:
             self._rns = RNS.Reticulum(
                 configdir=str(self.configdir), loglevel=RNS.LOG_NOTICE, logdest=_rns_log
             )
         except Exception as exc:
-            raise TransportError(f"Reticulum did not start: {exc}") from exc
+            detail = "; ".join(_RECENT_ERRORS) or str(exc)
+            raise TransportError(f"Reticulum did not start: {detail}") from None
         finally:
+            RNS.panic = panic
             for signum, handler in saved.items():
                 signal.signal(signum, handler)
         self._identity = RNS.Identity(create_keys=False)
@@ -596,8 +596,29 @@ def _identity_from_public(public_key: bytes) -> Any:
     return identity
 
 
+_RECENT_ERRORS: deque[str] = deque(maxlen=2)
+
+
+class _RnsPanic(Exception):
+    pass
+
+
+def _raise_panic() -> None:
+    raise _RnsPanic("Reticulum gave up")
+
+
 def _rns_log(message: str) -> None:
-    logging.getLogger("RNS").info("%s", message)
+    # RNS hands over finished lines: "[time] [Level]   text". Keep the last errors to explain a
+    # failed start; pass everything on to logging at a level matching RNS's own.
+    level = logging.INFO
+    if "[Error]" in message or "[Critical]" in message:
+        level = logging.ERROR
+        text = message.split("]", 2)[-1].strip()
+        if not text.startswith(("Traceback", "File ", "An unhandled")):
+            _RECENT_ERRORS.append(text)
+    elif "[Warning]" in message:
+        level = logging.WARNING
+    logging.getLogger("RNS").log(level, "%s", message)
 
 
 def _hex(value: bytes | None) -> str:

@@ -44,6 +44,22 @@ from transports.base import Transport
 
 log = logging.getLogger(__name__)
 
+#: Transport counters that count refused or dropped input (the rest are traffic figures).
+REFUSALS = frozenset(
+    {
+        "other_mesh",
+        "untrusted",
+        "malformed",
+        "bad_member_record",
+        "unverified_frame",
+        "oversize",
+        "dropped_events",
+        "dropped_callbacks",
+        "bad_signature",
+        "guest_refused",
+    }
+)
+
 
 class AlreadyRunning(KaiMeshError):
     """Another daemon holds this home's lock."""
@@ -250,7 +266,10 @@ class Node:
         refused = {f"control.{k}": v for k, v in self.control.refused.items()}
         refused.update(self.remote.refused)
         for transport in self.remote.transports:
-            refused.update({f"{transport.name}.{k}": v for k, v in transport.counters().items()})
+            counters = transport.counters()
+            refused.update(
+                {f"{transport.name}.{k}": v for k, v in counters.items() if k in REFUSALS}
+            )
         return {
             "version": kai_mesh.__version__,
             "pid": os.getpid(),
