@@ -1,0 +1,130 @@
+"""Who a Reticulum peer may be: announce filtering and the HELLO check, without a network.
+
+The transport's trio-side handlers are driven directly with fake links, so each refusal rule is
+tested on its own: another mesh, an untrusted node, a forged or mismatched member record.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from kai_mesh.core.codec import pack
+from kai_mesh.core.identity import MemberRecord, NodeSecrets
+from transports.base import MessageReceived, PeerSeen
+from transports.reticulum import ANNOUNCE_FORMAT, HELLO, MSG, ReticulumTransport, _Link
+
+MESH = bytes(range(32))
+
+
+@dataclass
+class FakeLink:
+    link_id: bytes = field(default_factory=lambda: os.urandom(16))
+    torn_down: bool = False
+    sent: list[bytes] = field(default_factory=list)
+
+    def teardown(self) -> None:
+        self.torn_down = True
+
+    def __getattr__(self, name: str) -> object:
+        if name.startswith("set_"):  # RNS callback registration: nothing to register here
+            return lambda *args: None
+        raise AttributeError(name)
+
+
+def make(trusted: list[NodeSecrets]) -> tuple[ReticulumTransport, NodeSecrets]:
+    me = NodeSecrets.generate(os.urandom)
+    keys = {s.node_id: s.verify_key for s in [me, *trusted]}
+    transport = ReticulumTransport(
+        configdir=Path("/nonexistent"),
+        config_text="",
+        rns_private=me.rns_private,
+        mesh_id=MESH,
+        node_id=me.node_id,
+        member=MemberRecord.create(me, "me", MESH),
+        trusted_keys=keys,
+        announce_interval=60,
+    )
+    return transport, me
+
+
+def inbound(transport: ReticulumTransport, remote_public: bytes | None) -> tuple[_Link, FakeLink]:
+    fake = FakeLink()
+    transport._on_inbound_link(fake)
+    state = transport._links[fake.link_id]
+    state.remote_public = remote_public
+    state.hello_sent = True  # do not try to send our own HELLO over the fake link
+    return state, fake
+
+
+def announce_data(mesh: bytes, node_id: bytes, name: str) -> bytes:
+    return pack([ANNOUNCE_FORMAT, mesh[:8], node_id, name])
+
+
+async def test_announces_of_other_meshes_and_untrusted_nodes_are_counted_not_kept() -> None:
+    friend, stranger = NodeSecrets.generate(os.urandom), NodeSecrets.generate(os.urandom)
+    transport, _ = make([friend])
+    transport._on_announce(b"d" * 16, announce_data(b"x" * 32, friend.node_id, "friend"))
+    transport._on_announce(b"d" * 16, announce_data(MESH, stranger.node_id, "stranger"))
+    transport._on_announce(b"d" * 16, b"\x93garbage")
+    transport._on_announce(b"d" * 16, None)
+    counters = transport.counters()
+    assert (counters["other_mesh"], counters["untrusted"], counters["malformed"]) == (1, 1, 2)
+    assert transport.peers() == [] and transport.resolve_name("friend") is None
+    transport._on_announce(b"d" * 16, announce_data(MESH, friend.node_id, "friend"))
+    assert transport.resolve_name("friend") == friend.node_id
+    event = transport.events.receive_nowait()
+    assert isinstance(event, PeerSeen) and event.peer.node_id == friend.node_id
+
+
+async def test_a_verified_hello_binds_the_link_and_opens_it_for_messages() -> None:
+    friend = NodeSecrets.generate(os.urandom)
+    transport, _ = make([friend])
+    state, fake = inbound(transport, friend.rns_public)
+    transport._on_frame(fake.link_id, bytes([MSG]) + b"early")
+    assert transport.counters()["unverified_frame"] == 1
+    record = MemberRecord.create(friend, "friend", MESH)
+    transport._on_frame(fake.link_id, bytes([HELLO]) + record.to_bytes())
+    assert state.verified.is_set() and state.node_id == friend.node_id and not fake.torn_down
+    assert transport.resolve_name("friend") == friend.node_id
+    transport._on_frame(fake.link_id, bytes([MSG]) + b"envelope")
+    events = [transport.events.receive_nowait() for _ in range(2)]
+    assert isinstance(events[0], PeerSeen)
+    assert events[1] == MessageReceived(node_id=friend.node_id, data=b"envelope")
+
+
+async def test_hellos_that_prove_nothing_close_the_link() -> None:
+    friend, stranger = NodeSecrets.generate(os.urandom), NodeSecrets.generate(os.urandom)
+    transport, _ = make([friend])
+    good = MemberRecord.create(friend, "friend", MESH)
+    cases = {
+        "forged": (friend.rns_public, good.to_bytes()[:-1] + bytes([good.to_bytes()[-1] ^ 1])),
+        "other mesh": (friend.rns_public, MemberRecord.create(friend, "f", b"y" * 32).to_bytes()),
+        "untrusted": (stranger.rns_public, MemberRecord.create(stranger, "s", MESH).to_bytes()),
+        "not the link's key": (stranger.rns_public, good.to_bytes()),
+        "not identified": (None, good.to_bytes()),
+        "garbage": (friend.rns_public, b"\x01\x02\x03"),
+    }
+    for why, (remote_public, body) in cases.items():
+        state, fake = inbound(transport, remote_public)
+        transport._on_frame(fake.link_id, bytes([HELLO]) + body)
+        assert fake.torn_down and not state.verified.is_set(), why
+    counters = transport.counters()
+    assert counters["bad_member_record"] == 5 and counters["untrusted"] == 1
+    assert transport.peers() == []
+
+
+async def test_a_full_event_channel_drops_and_counts(monkeypatch: object) -> None:
+    friend = NodeSecrets.generate(os.urandom)
+    transport, _ = make([friend])
+    _, fake = inbound(transport, friend.rns_public)
+    transport._on_frame(
+        fake.link_id, bytes([HELLO]) + MemberRecord.create(friend, "f", MESH).to_bytes()
+    )
+    for _ in range(5000):
+        transport._on_frame(fake.link_id, bytes([MSG]) + b"x")
+    assert transport.counters()["dropped_events"] > 0
+    await trio.lowlevel.checkpoint()
