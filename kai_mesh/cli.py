@@ -17,7 +17,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kai_mesh import __version__
@@ -27,9 +26,9 @@ from kai_mesh.core.address import check_name, parse_address
 from kai_mesh.core.envelope import Priority
 from kai_mesh.core.errors import ConfigError, KaiMeshError, StoreError, UsageError
 from kai_mesh.harness.cli import add_harness_parser
+from kai_mesh.nodefiles import NodeFiles, write_private
 
 if TYPE_CHECKING:
-    from kai_mesh.runtime.node import NodeFiles
     from transports.base import Transport
     from transports.reticulum import ReticulumTransport
 
@@ -89,17 +88,6 @@ def _default_name() -> str:
         return "node"
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write atomically with mode 0600: a crash leaves the old file or the new, never half."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def cmd_init(args: argparse.Namespace) -> ExitCode:
     from kai_mesh.core.genesis import Genesis
     from kai_mesh.core.identity import MemberRecord, NodeSecrets
@@ -125,10 +113,8 @@ def cmd_init(args: argparse.Namespace) -> ExitCode:
     paths.config_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if args.force or not paths.config_file.exists():
         text = default_config_text(name, local_only=args.local_only)
-        _write_private(paths.config_file, text.encode())
-    _write_private(paths.genesis, genesis.to_bytes())
-    _write_private(paths.member, member.to_bytes())
-    _write_private(paths.secrets, secrets.to_bytes())  # last: its presence means "initialised"
+        write_private(paths.config_file, text.encode())
+    NodeFiles(secrets, genesis, member).write(paths)
     result = {
         "name": name,
         "node_id": secrets.node_id.hex(),
@@ -161,7 +147,7 @@ def _lock_held(paths: NodePaths) -> bool:
 def cmd_run(args: argparse.Namespace) -> ExitCode:
     import trio
 
-    from kai_mesh.runtime.node import AlreadyRunning, Node, NodeFiles, take_lock
+    from kai_mesh.runtime.node import AlreadyRunning, Node, take_lock
 
     paths = _paths(args)
     config = load_config(paths.config_file, log_level=args.log_level)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from kai_mesh.config import NodePaths, load_config
 from kai_mesh.core.genesis import DEFAULT_POLICY, NONCE_BYTES, Genesis
 from kai_mesh.core.identity import MemberRecord, NodeSecrets
+from kai_mesh.nodefiles import NodeFiles, write_private
 
 UDP_PORT = 4242
 #: RNS binds its UDP interface to the subnet's broadcast address when given a device (see
@@ -53,26 +53,12 @@ def make_mesh(
     return genesis, nodes
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write atomically with mode 0600: a crash leaves the old file or the new, never half."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def write_node_files(
     paths: NodePaths, secrets: NodeSecrets, genesis: Genesis, member: MemberRecord
 ) -> None:
-    """Write what `kai-mesh init` writes (config aside); the secrets last mean "initialised"."""
-    paths.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Write what `kai-mesh init` writes (config aside), for a node of the shared genesis."""
     paths.config_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_private(paths.genesis, genesis.to_bytes())
-    write_private(paths.member, member.to_bytes())
-    write_private(paths.secrets, secrets.to_bytes())
+    NodeFiles(secrets, genesis, member).write(paths)
 
 
 def node_config_text(name: str, *, transport: bool, bitrate: int | None) -> str:

@@ -15,7 +15,6 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import IO, Any
 
 import psutil
@@ -29,12 +28,11 @@ from kai_mesh.core.envelope import EnvelopeDecoder, Priority, StandardMessage
 from kai_mesh.core.errors import (
     AddressError,
     KaiMeshError,
-    StoreError,
     TransportError,
     UsageError,
 )
-from kai_mesh.core.genesis import Genesis
-from kai_mesh.core.identity import MemberRecord, NodeSecrets, node_id_of
+from kai_mesh.core.identity import node_id_of
+from kai_mesh.nodefiles import NodeFiles
 from kai_mesh.runtime.agents import AgentHost, AgentSpec
 from kai_mesh.runtime.bus import Bus, new_message
 from kai_mesh.runtime.control import ControlServer, EventHub
@@ -63,32 +61,6 @@ REFUSALS = frozenset(
 
 class AlreadyRunning(KaiMeshError):
     """Another daemon holds this home's lock."""
-
-
-@dataclass(frozen=True)
-class NodeFiles:
-    """What `init` wrote: the node's secrets, its mesh's genesis and its member record."""
-
-    secrets: NodeSecrets
-    genesis: Genesis
-    member: MemberRecord
-
-    @classmethod
-    def load(cls, paths: NodePaths) -> NodeFiles:
-        """Raises `StoreError` naming the file when the node is missing or its files are bad."""
-        if not paths.secrets.exists():
-            raise StoreError(f"no node at {paths.data_dir}: create one with `kai-mesh init`")
-        try:
-            secrets = NodeSecrets.from_bytes(paths.secrets.read_bytes())
-            genesis = Genesis.from_bytes(paths.genesis.read_bytes())
-            genesis.check()
-            member = MemberRecord.from_bytes(paths.member.read_bytes())
-            member.check(genesis.mesh_id)
-        except (OSError, KaiMeshError) as exc:
-            raise StoreError(f"{paths.data_dir}: node files unreadable or damaged: {exc}") from None
-        if member.verify_key != secrets.verify_key:
-            raise StoreError(f"{paths.member}: member record is not this node's")
-        return cls(secrets, genesis, member)
 
 
 def take_lock(paths: NodePaths) -> IO[str]:
