@@ -7,17 +7,8 @@ once an incarnation has stayed healthy for `healthy_after` seconds. An agent who
 cannot be found is "failed" and left alone; the other agents run regardless, and nothing an agent
 does propagates out of `AgentHost.run`.
 
-Three runners, chosen by the class's `isolation` (or the spec's override):
-
-- inline: `handle` runs in the caller's trio task. No timeout is possible, so this is for trusted
-  built-ins that never block (echo); the path is kept to a dict lookup and a call for the bus's
-  throughput.
-- thread: `handle` runs in `trio.to_thread` under a per-incarnation `CapacityLimiter`. A request
-  that overruns is abandoned (Python cannot kill a thread); the instance, which may be wedged, is
-  dropped with its limiter, whose tokens the abandoned threads still hold.
-- process: a worker process speaking JSON lines (`kai_mesh.runtime.agent_worker` for Python
-  classes, or any external command). A request that overruns gets the process SIGKILLed; garbage,
-  oversized lines and exits also end the incarnation.
+Where `handle` runs — inline, in a thread or in a worker process, by the class's `isolation` or
+the spec's override — is the business of the runners in `kai_mesh.runtime.agent_runners`.
 
 A request raising in `handle` is the request's failure, not the agent's: the caller gets
 `AgentCrashed` and the same instance serves the next request.
