@@ -185,3 +185,16 @@ def _readline_within(proc: subprocess.Popen[str], seconds: float) -> str:
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], seconds)
     return proc.stdout.readline() if ready else ""
+
+
+def test_a_missing_rnode_port_is_one_line_naming_the_interface(home: Home) -> None:
+    config = NodePaths.resolve(home.path).config_file
+    config.write_text(
+        '[reticulum]\nenabled = true\n\n[[interfaces]]\nname = "lora"\ntype = "rnode"\n'
+        'port = "/dev/ttyUSB-none"\nfrequency = 868300000\nbandwidth = 125000\n'
+        "spreading_factor = 9\ncoding_rate = 5\ntx_power = 14\n"
+    )
+    done = home.run("run")
+    assert done.returncode == ExitCode.FAILURE
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'lora'" in lines[0] and "/dev/ttyUSB-none" in lines[0]
