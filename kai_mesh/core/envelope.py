@@ -27,9 +27,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kai_mesh.core.address import Address, AgentAddress, from_wire, to_wire
+from kai_mesh.core.address import Address, AgentAddress, NodeRef, from_wire, to_wire
 from kai_mesh.core.codec import pack, split_format, unpack_prefix
 from kai_mesh.core.errors import (
+    AddressError,
     BadSignature,
     Expired,
     Malformed,
@@ -120,17 +121,56 @@ def _check_id(name: str, value: object) -> None:
         raise Malformed(f"{name}: must be 8 to 16 bytes")
 
 
+@dataclass(frozen=True, slots=True)
+class LinkEnds:
+    """The two node ids an authenticated link has already proven to both of its ends.
+
+    Over such a link an unsigned envelope leaves them out: `from` and `to` become bare agent
+    names, meaning "on the node that sent this" and "on the node receiving it" — 38 bytes fewer
+    per message, which on a radio is airtime. Signed envelopes never elide (a third party carrying
+    one must see every field the signature covers).
+    """
+
+    sender: bytes
+    receiver: bytes
+
+
+def _address_out(address: Address, node_id: bytes | None) -> list[bytes | str] | str:
+    if isinstance(address, AgentAddress) and node_id and address.node.node_id == node_id:
+        return address.agent
+    return to_wire(address)
+
+
+def _address_in(value: object, node_id: bytes | None, name: str) -> Address:
+    if isinstance(value, str):
+        if node_id is None:
+            raise Malformed(f"{name}: a bare agent name is only valid on an authenticated link")
+        try:
+            return AgentAddress(NodeRef(node_id=node_id), value)
+        except AddressError as exc:
+            raise Malformed(f"{name}: {exc}") from None
+    if not isinstance(value, list):
+        raise Malformed(f"field {name} has the wrong type ({type(value).__name__})")
+    return from_wire(value)
+
+
 def encode(
-    message: StandardMessage, signer: NodeSecrets | None = None, mesh_id: bytes = b""
+    message: StandardMessage,
+    signer: NodeSecrets | None = None,
+    mesh_id: bytes = b"",
+    *,
+    link: LinkEnds | None = None,
 ) -> bytes:
-    """Serialize `message`; with `signer`, append its signature bound to `mesh_id`.
+    """Serialize `message`; with `signer`, append its signature bound to `mesh_id`; with `link`
+    (and no signer), leave out the node ids the link proves (see `LinkEnds`).
 
     Raises:
         UsageError: the payload, context or auth holds something msgpack cannot carry.
     """
+    ends = None if signer is not None else link
     fields: dict[int, Any] = {
-        K_FROM: to_wire(message.sender),
-        K_TO: to_wire(message.to),
+        K_FROM: _address_out(message.sender, ends.sender if ends else None),
+        K_TO: _address_out(message.to, ends.receiver if ends else None),
         K_INTENT: message.intent,
         K_TIMESTAMP: message.timestamp,
         K_MESSAGE_ID: message.message_id,
@@ -168,14 +208,17 @@ def _field(
     return value
 
 
-def parse_fields(fields: object, max_ttl: int) -> StandardMessage:
-    """Build a message from a decoded field map; `expires_at` is capped at `max_ttl`."""
+def parse_fields(fields: object, max_ttl: int, link: LinkEnds | None = None) -> StandardMessage:
+    """Build a message from a decoded field map; `expires_at` is capped at `max_ttl`; bare agent
+    names in `from`/`to` resolve through `link` (see `LinkEnds`)."""
     if not isinstance(fields, dict):
         raise Malformed("an envelope is a map")
     unknown = set(fields) - _KNOWN_KEYS
     if unknown:
         raise Malformed(f"unknown field keys {sorted(map(repr, unknown))}")
-    sender = from_wire(_field(fields, K_FROM, list, "from"))
+    if K_FROM not in fields or K_TO not in fields:
+        raise Malformed(f"missing field {'from' if K_FROM not in fields else 'to'}")
+    sender = _address_in(fields[K_FROM], link.sender if link else None, "from")
     if not isinstance(sender, AgentAddress):
         raise Malformed("from: must be an agent address, not a service")
     timestamp = _field(fields, K_TIMESTAMP, int, "timestamp")
@@ -189,7 +232,7 @@ def parse_fields(fields: object, max_ttl: int) -> StandardMessage:
         raise Malformed(f"priority {priority_value} is not 0..3") from None
     return StandardMessage(
         sender=sender,
-        to=from_wire(_field(fields, K_TO, list, "to")),
+        to=_address_in(fields[K_TO], link.receiver if link else None, "to"),
         intent=_field(fields, K_INTENT, str, "intent"),
         payload=fields.get(K_PAYLOAD),
         context=_field(fields, K_CONTEXT, dict, "context", {}),
@@ -276,16 +319,18 @@ class EnvelopeDecoder:
         self.require_signature = require_signature
         self.replays = ReplayGuard(replay_capacity)
 
-    def decode(self, data: bytes, now: int) -> Decoded:
-        """Raises a `ProtocolError` subclass for every kind of bad input, and nothing else."""
+    def decode(self, data: bytes, now: int, *, link: LinkEnds | None = None) -> Decoded:
+        """Raises a `ProtocolError` subclass for every kind of bad input, and nothing else.
+
+        `link`: the node ids the transport proved, for envelopes that leave them out."""
         if len(data) > self.max_bytes:
             raise Oversize(f"envelope of {len(data)} bytes exceeds the limit of {self.max_bytes}")
         rest = split_format(data, ENVELOPE_FORMAT, "envelope")
         fields, used = unpack_prefix(rest, self.max_bytes)
-        message = parse_fields(fields, self.max_ttl)
         trailer = rest[used:]
         if trailer and len(trailer) != SIGNATURE_BYTES:
             raise Malformed(f"{len(trailer)} bytes after the envelope; a signature is 64")
+        message = parse_fields(fields, self.max_ttl, None if trailer else link)
         if trailer:
             self._check_signature(message, data[: 1 + used], trailer)
         elif self.require_signature:
