@@ -30,6 +30,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -59,8 +60,8 @@ ANNOUNCE_FORMAT = 1
 HELLO, MSG, PING, PONG = 1, 2, 3, 4
 MAX_PAYLOAD = 256 * 1024
 EVENT_BUFFER = 4096
+EARLY_CALLBACKS = 1000
 RADIO_BITRATE = 1_000_000  # below this an interface counts as a radio: links closed sooner
-
 
 
 @dataclass(eq=False)
@@ -72,6 +73,7 @@ class _Link:
     node_id: bytes | None = None  # set once the peer's HELLO verified
     remote_public: bytes | None = None  # RNS public key proven by identify / the destination
     established: trio.Event = field(default_factory=trio.Event)
+    settled: trio.Event = field(default_factory=trio.Event)  # verified, or closed: stop waiting
     verified: trio.Event = field(default_factory=trio.Event)
     hello_sent: bool = False
     closed: bool = False
@@ -128,12 +130,15 @@ class ReticulumTransport:
             "oversize": 0,
             "dropped_events": 0,
             "dropped_callbacks": 0,
+            "resource_failed": 0,
         }
         self._peers: dict[bytes, _Peer] = {}
         self._links: dict[bytes, _Link] = {}  # RNS link id -> state
         self._pings: dict[bytes, trio.Event] = {}
         self._send_events, self._events = trio.open_memory_channel[TransportEvent](EVENT_BUFFER)
         self._token: trio.lowlevel.TrioToken | None = None
+        self._early: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        self._early_lock = threading.Lock()
         self._rns: Any = None
         self._identity: Any = None
         self._destination: Any = None
@@ -180,7 +185,11 @@ class ReticulumTransport:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if self._destination is None:
             raise TransportError("start_rns() must run before run()")
-        self._token = trio.lowlevel.current_trio_token()
+        with self._early_lock:
+            self._token = trio.lowlevel.current_trio_token()
+            early, self._early = self._early, []
+        for fn, args in early:
+            self._guarded(fn, *args)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._announce_loop)
             nursery.start_soon(self._idle_loop)
@@ -230,7 +239,37 @@ class ReticulumTransport:
         if len(data) > MAX_PAYLOAD:
             raise TransportError(f"{len(data)} bytes is more than a message may carry")
         state = await self._link_to(node_id)
-        self._send_frame(state, MSG, data)
+        if 1 + len(data) <= state.link.mdu:
+            self._send_frame(state, MSG, data)
+            return
+        # Larger than a packet: an RNS Resource. Wait for it to conclude (the caller's deadline
+        # bounds the wait) and try once more on a verified link if it failed.
+        for _attempt in range(2):
+            concluded = trio.Event()
+            outcome: list[bool] = []
+            self._send_resource(state, bytes([MSG]) + data, concluded, outcome)
+            await concluded.wait()
+            if outcome == [True]:
+                return
+            self._count("resource_failed")
+            state = await self._link_to(node_id)
+        raise TransportError(f"{len(data)} bytes did not get through to {node_id.hex()}")
+
+    def _send_resource(
+        self, state: _Link, frame: bytes, concluded: trio.Event, outcome: list[bool]
+    ) -> None:
+        def done(resource: Any) -> None:  # on an RNS thread
+            self._post(_conclude, resource.status == RNS.Resource.COMPLETE)
+
+        def _conclude(ok: bool) -> None:
+            outcome.append(ok)
+            concluded.set()
+
+        state.last_activity = trio.current_time()
+        try:
+            RNS.Resource(frame, state.link, callback=done)
+        except Exception as exc:
+            raise TransportError(f"Reticulum refused to send: {exc}") from exc
 
     async def ping(self, node_id: bytes) -> PingResult:
         state = await self._link_to(node_id)
@@ -354,7 +393,7 @@ class ReticulumTransport:
         link.identify(self._identity)
         self._send_hello(state)
         with trio.move_on_after(20):
-            await state.verified.wait()
+            await state.settled.wait()
         if state.verified.is_set() and state.node_id == peer.node_id:
             peer.link = state
         else:
@@ -390,8 +429,16 @@ class ReticulumTransport:
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
         token = self._token
         if token is None:
-            self._counters["dropped_callbacks"] += 1
-            return
+            # RNS is up before trio is (announces, inbound links): keep what arrives until
+            # `run()` has a token, within a bound.
+            with self._early_lock:
+                if self._token is None:
+                    if len(self._early) < EARLY_CALLBACKS:
+                        self._early.append((fn, args))
+                    else:
+                        self._counters["dropped_callbacks"] += 1
+                    return
+                token = self._token
         with contextlib.suppress(trio.RunFinishedError):  # trio is shutting down: drop it
             token.run_sync_soon(self._guarded, fn, *args)
 
@@ -404,6 +451,9 @@ class ReticulumTransport:
             log.exception("error handling a Reticulum callback")
 
     def _rns_inbound_link(self, link: Any) -> None:
+        # Wire the callbacks here, on the RNS thread: packets that arrive before trio has run
+        # `_on_inbound_link` (the initiator's HELLO) would otherwise find no callback and vanish.
+        self._wire_link(link)
         self._post(self._on_inbound_link, link)
 
     def _rns_link_established(self, link: Any) -> None:
@@ -426,6 +476,7 @@ class ReticulumTransport:
 
     def _rns_resource_concluded(self, resource: Any) -> None:
         if resource.status != RNS.Resource.COMPLETE:
+            self._post(self._count, "resource_failed")
             return
         data = resource.data
         # The file behind a received resource is closed and removed when this returns.
@@ -494,7 +545,6 @@ class ReticulumTransport:
         state.last_activity = trio.current_time()
         state.established.set()
         self._links[link.link_id] = state
-        self._wire_link(link)
 
     def _on_established(self, link_id: bytes) -> None:
         state = self._links.get(link_id)
@@ -507,6 +557,7 @@ class ReticulumTransport:
             return
         state.closed = True
         state.established.set()  # wake anyone waiting: they see it closed
+        state.settled.set()
         if state.node_id is not None:
             peer = self._peers.get(state.node_id)
             if peer is not None and peer.link is state:
@@ -573,6 +624,7 @@ class ReticulumTransport:
         if not state.hello_sent:
             self._send_hello(state)
         state.verified.set()
+        state.settled.set()
         self._emit(PeerSeen(peer=self._peer_info(peer)))
 
 
