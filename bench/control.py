@@ -34,7 +34,9 @@ def percentile(values: list[float], q: float) -> float:
 
 def start_node(home: Path) -> subprocess.Popen[bytes]:
     subprocess.run(
-        [*KAI_MESH, "--home", str(home), "init", "--name", "bench", "--local-only"], check=True, capture_output=True
+        [*KAI_MESH, "--home", str(home), "init", "--name", "bench", "--local-only"],
+        check=True,
+        capture_output=True,
     )
     proc = subprocess.Popen([*KAI_MESH, "--home", str(home), "run", "--log-level", "warning"])
     socket_path = NodePaths.resolve(home).socket

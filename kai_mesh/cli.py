@@ -30,6 +30,7 @@ from kai_mesh.nodefiles import NodeFiles, write_private
 
 if TYPE_CHECKING:
     from transports.base import Transport
+    from transports.lxmf import LxmfTransport
     from transports.reticulum import ReticulumTransport
 
 
@@ -163,15 +164,43 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
         raise CliError(str(exc), ExitCode.CONFLICT) from None
     transports: list[Transport] = []
     reticulum = None
+    lxmf = None
     try:
         if config.reticulum.enabled:
             reticulum = _reticulum(paths, config, files)
             transports.append(reticulum)
+            if config.lxmf.enabled:
+                lxmf = _lxmf(paths, config, files)
+                transports.append(lxmf)
         trio.run(Node(paths, config, files, transports, lock=lock).run)
     finally:
+        if lxmf is not None:
+            lxmf.shutdown_lxmf()
         if reticulum is not None:
             reticulum.shutdown_rns()
     return ExitCode.OK
+
+
+def _lxmf(paths: NodePaths, config: Config, files: NodeFiles) -> LxmfTransport:
+    """LXMF on the Reticulum instance `_reticulum` started: main thread, before trio."""
+    from kai_mesh.core.identity import node_id_of
+    from transports.lxmf import LxmfTransport
+
+    transport = LxmfTransport(
+        storagedir=paths.data_dir,  # LXMF adds "lxmf/": its files go to DATA/lxmf
+        rns_private=files.secrets.rns_private,
+        mesh_id=files.genesis.mesh_id,
+        node_id=files.secrets.node_id,
+        member=files.member,
+        trusted_keys={node_id_of(key): key for key in files.genesis.trusted_nodes},
+        propagation_node=config.lxmf.propagation_node,
+        stamp_cost=config.lxmf.stamp_cost,
+        node_announce_delay=config.lxmf.node_announce_delay,
+        guest_intents=config.lxmf.guest_intents,
+        announce_interval=config.reticulum.announce_interval,
+    )
+    transport.start_lxmf()
+    return transport
 
 
 def _reticulum(paths: NodePaths, config: Config, files: NodeFiles) -> ReticulumTransport:

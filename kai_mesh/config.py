@@ -26,8 +26,10 @@ from kai_mesh.core.errors import AddressError, ConfigError
 from kai_mesh.interfaces import (
     DEFAULT_INTERFACES,
     InterfaceConfig,
+    LxmfSettings,
     ReticulumSettings,
     parse_interfaces,
+    parse_lxmf,
     parse_reticulum,
 )
 
@@ -117,6 +119,7 @@ class Config:
     agent_timeout: float = 10.0
     extra_agents: tuple[ExtraAgent, ...] = field(default=())
     reticulum: ReticulumSettings = field(default_factory=ReticulumSettings)
+    lxmf: LxmfSettings = field(default_factory=LxmfSettings)
     interfaces: tuple[InterfaceConfig, ...] = DEFAULT_INTERFACES
     source: Path | None = None
 
@@ -162,7 +165,7 @@ _SCHEMA: dict[tuple[str, str], tuple[str, Callable[[Any], str | None]]] = {
     ("agents", "enabled"): ("agents", _names),
     ("agents", "timeout"): ("agent_timeout", _positive_number),
 }
-_SECTIONS = {section for section, _ in _SCHEMA} | {"reticulum", "interfaces"}
+_SECTIONS = {section for section, _ in _SCHEMA} | {"reticulum", "interfaces", "lxmf"}
 
 
 def _toml_line(exc: tomllib.TOMLDecodeError) -> str:
@@ -194,6 +197,9 @@ def load_config(path: Path, *, log_level: str | None = None) -> Config:
             raise ConfigError(f"{path}: unknown section [{section}]")
         if section == "reticulum":
             values["reticulum"] = parse_reticulum(path, table)
+            continue
+        if section == "lxmf":
+            values["lxmf"] = parse_lxmf(path, table)
             continue
         if section == "interfaces":  # an empty list is kept: no interfaces at all
             values["interfaces"] = parse_interfaces(path, table)
@@ -298,6 +304,19 @@ enabled = {reticulum_enabled}
 transport = false
 # Seconds between this node's announces. Every announce costs airtime on radio links.
 announce_interval = 300
+
+[lxmf]
+# Store-and-forward over LXMF (needs Reticulum), and guests: LXMF clients such as Sideband or
+# NomadNet messaging this node's agents (see docs/lxmf.md).
+enabled = true
+# Keep messages for nodes that are offline (an LXMF propagation node). Costs disk and airtime.
+propagation_node = false
+# Proof-of-work a sender pays to leave a message here (13, LXMF's minimum, is ~0.5 s of CPU).
+stamp_cost = 13
+# Seconds a propagation node waits before its first announce.
+node_announce_delay = 20
+# The intents a guest may call (`AGENT INTENT [JSON]` as the message text).
+guest_intents = ["echo", "sysinfo"]
 
 # The links Reticulum uses, one [[interfaces]] entry each. Names: 1-32 characters a-z 0-9 - _.
 # Keys every interface takes:

@@ -43,6 +43,17 @@ class ReticulumSettings:
     announce_interval: int = 300
 
 
+@dataclass(frozen=True)
+class LxmfSettings:
+    """The `[lxmf]` section: store-and-forward over LXMF and guest access (docs/lxmf.md)."""
+
+    enabled: bool = True
+    propagation_node: bool = False  # this node stores messages for others
+    stamp_cost: int = 13  # propagation stamp cost; LXMF's minimum is 13
+    node_announce_delay: float = 20.0  # seconds before a propagation node's first announce
+    guest_intents: tuple[str, ...] = ("echo", "sysinfo")
+
+
 @dataclass(frozen=True, kw_only=True)
 class AutoOptions:
     """AutoInterface: finds peers on the local links by IPv6 multicast."""
@@ -255,7 +266,49 @@ _RETICULUM: dict[str, Check] = {
     "announce_interval": _positive_int,
 }
 
+
+def _stamp_cost(v: Any) -> str | None:
+    ok = type(v) is int and 13 <= v <= 254
+    return None if ok else "expected a whole number from 13 (LXMF's minimum) to 254"
+
+
+def _delay(v: Any) -> str | None:
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 3600
+    return None if ok else "expected seconds from 0 to 3600"
+
+
+def _intents(v: Any) -> str | None:
+    ok = isinstance(v, list) and all(isinstance(x, str) and x for x in v)
+    return None if ok else "expected a list of intent names"
+
+
+_LXMF: dict[str, Check] = {
+    "enabled": _bool,
+    "propagation_node": _bool,
+    "stamp_cost": _stamp_cost,
+    "node_announce_delay": _delay,
+    "guest_intents": _intents,
+}
+
 # --- parsing -----------------------------------------------------------------------------------
+
+
+def parse_lxmf(path: Path, table: Any) -> LxmfSettings:
+    """Check the `[lxmf]` table of `path`.
+
+    Raises:
+        ConfigError: one line naming the file, `[lxmf]`, the key and the problem.
+    """
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{path}: [lxmf] must be a table")
+    for key, value in table.items():
+        if key not in _LXMF:
+            raise ConfigError(f"{path}: [lxmf] {key}: unknown key (known: {', '.join(_LXMF)})")
+        problem = _LXMF[key](value)
+        if problem:
+            raise ConfigError(f"{path}: [lxmf] {key}: {problem}, got {value!r}")
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+    return LxmfSettings(**values)
 
 
 def parse_reticulum(path: Path, table: Any) -> ReticulumSettings:

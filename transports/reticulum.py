@@ -387,7 +387,7 @@ class ReticulumTransport:
         link.set_link_established_callback(self._rns_link_established)
         with trio.move_on_after(20):
             await state.established.wait()
-        if not state.established.is_set():
+        if not state.established.is_set() or state.closed:
             link.teardown()
             return
         link.identify(self._identity)

@@ -30,7 +30,12 @@ def _print(args: argparse.Namespace, data: Any, text: str) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     state = cluster.up(
-        _dir(args), args.n, topology=args.topology, link=args.link, prefix=args.prefix
+        _dir(args),
+        args.n,
+        topology=args.topology,
+        link=args.link,
+        prefix=args.prefix,
+        propagation=args.propagation,
     )
     names = ", ".join(f"{nd.name} (pid {nd.pid})" for nd in state.nodes)
     _print(args, cluster.status(state), f"up: {state.topology} of {names}")
@@ -166,6 +171,13 @@ def _fill(harness: argparse.ArgumentParser) -> None:
     p.add_argument("--link", choices=cluster.LINKS, default="lan", help="lora: 20kbit, 1%% loss")
     p.add_argument("--topology", choices=cluster.TOPOLOGIES, default="bridge")
     p.add_argument("--prefix", default="km", help="namespace names start PREFIX- (km)")
+    p.add_argument(
+        "--propagation",
+        action="append",
+        default=[],
+        metavar="NODE",
+        help="make NODE an LXMF propagation node (repeatable), e.g. --propagation node1",
+    )
     p = add("down", cmd_down, "remove every namespace and process, even after a crash", as_json)
     p.add_argument("--prefix", help="namespace prefix (default: from the state, else km)")
     add("status", cmd_status, "nodes, namespaces, addresses, pids, liveness, shaping", as_json)

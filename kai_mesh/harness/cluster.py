@@ -134,6 +134,7 @@ def up(
     link: str = "lan",
     prefix: str = "km",
     ready_timeout: float = READY_TIMEOUT,
+    propagation: Sequence[str] = (),
 ) -> HarnessState:
     """Build the network, write the homes, start the nodes and wait until each answers.
 
@@ -147,6 +148,9 @@ def up(
     if not _PREFIX.match(prefix):
         raise UsageError(f"prefix {prefix!r}: use 1-20 letters, digits or _")
     directory = directory.absolute()
+    unknown = sorted(set(propagation) - {f"node{k}" for k in range(1, n + 1)})
+    if unknown:
+        raise UsageError(f"--propagation: no node {unknown[0]!r} among node1..node{n}")
     check_socket_path(NodePaths.resolve(directory / f"node{n}").socket)
     leftovers = _harness_namespaces(prefix)
     if (directory / STATE_FILE).exists() or leftovers:
@@ -170,7 +174,7 @@ def up(
         )
     try:
         _build_network(state)
-        _write_homes(state)
+        _write_homes(state, propagation)
         state.save()
         if link == "lora":
             shape(state, [nd.name for nd in state.nodes], LORA_RATE, LORA_LOSS)
@@ -206,7 +210,7 @@ def _apply_bridge_rules(state: HarnessState) -> None:
     netns.apply_nft(state.hub, netns.bridge_rules_script(allowed, groups))
 
 
-def _write_homes(state: HarnessState) -> None:
+def _write_homes(state: HarnessState, propagation: Sequence[str] = ()) -> None:
     genesis, keys = homes.make_mesh([nd.name for nd in state.nodes], "harness")
     bitrate = LORA_BITRATE if state.link == "lora" else None
     for node, key in zip(state.nodes, keys, strict=True):
@@ -215,7 +219,13 @@ def _write_homes(state: HarnessState) -> None:
             shutil.rmtree(home)  # a previous run's node: this run has new keys
         paths = NodePaths.resolve(home)
         homes.write_node_files(paths, key.secrets, genesis, key.member)
-        homes.write_config(paths, node.name, transport=node.transport, bitrate=bitrate)
+        homes.write_config(
+            paths,
+            node.name,
+            transport=node.transport,
+            bitrate=bitrate,
+            propagation=node.name in propagation,
+        )
 
 
 def down(directory: Path, prefix: str | None = None) -> dict[str, Any]:

@@ -61,8 +61,11 @@ def write_node_files(
     NodeFiles(secrets, genesis, member).write(paths)
 
 
-def node_config_text(name: str, *, transport: bool, bitrate: int | None) -> str:
-    """A node's config.toml: its name, `[reticulum]`, and one UDP broadcast interface."""
+def node_config_text(
+    name: str, *, transport: bool, bitrate: int | None, propagation: bool = False
+) -> str:
+    """A node's config.toml: its name, `[reticulum]`, `[lxmf]` (a propagation node when
+    `propagation`; announced after 1 s, not LXMF's 20) and one UDP broadcast interface."""
     lines = [
         "# Written by `kai-mesh harness up`: Reticulum over UDP broadcast on the node's veth.",
         "# Every other setting has its default (see `kai-mesh init` for a commented file).",
@@ -74,6 +77,11 @@ def node_config_text(name: str, *, transport: bool, bitrate: int | None) -> str:
         "enabled = true",
         f"transport = {'true' if transport else 'false'}",
         "announce_interval = 30",
+        "",
+        "[lxmf]",
+        f"propagation_node = {'true' if propagation else 'false'}",
+        "stamp_cost = 13",
+        "node_announce_delay = 1",
         "",
         "[[interfaces]]",
         'name = "veth"',
@@ -89,12 +97,14 @@ def node_config_text(name: str, *, transport: bool, bitrate: int | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_config(paths: NodePaths, name: str, *, transport: bool, bitrate: int | None) -> None:
+def write_config(
+    paths: NodePaths, name: str, *, transport: bool, bitrate: int | None, propagation: bool = False
+) -> None:
     """Write the node's config.toml and read it back, so a bad one fails `up`, not the node.
 
     Raises:
         ConfigError: this kai-mesh refuses the file (it names the key).
     """
-    text = node_config_text(name, transport=transport, bitrate=bitrate)
+    text = node_config_text(name, transport=transport, bitrate=bitrate, propagation=propagation)
     write_private(paths.config_file, text.encode())
     load_config(paths.config_file)

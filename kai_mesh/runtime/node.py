@@ -157,6 +157,7 @@ class Node:
             verify_key_for=self.trusted.get,
         )
         self.remote = RemoteRouter(
+            node_id=self.node_id,
             transports=transports,
             decoder=decoder,
             local=self.bus.request,

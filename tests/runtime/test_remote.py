@@ -50,6 +50,7 @@ async def mesh(names: list[str], profile: LinkProfile) -> AsyncIterator[dict[str
                 mesh_id=MESH, max_bytes=4096, max_ttl=3600, verify_key_for=keys.get
             )
             router = RemoteRouter(
+                node_id=node_id,
                 transports=[transport],
                 decoder=decoder,
                 local=bus.request,
