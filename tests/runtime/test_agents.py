@@ -73,9 +73,9 @@ async def test_echo_runs_inline_and_round_trips() -> None:
         assert await host.call("echo", req(b"\x00raw")) == b"\x00raw"
         i = info(host, "echo")
         assert (i["state"], i["isolation"], i["served"]) == ("ready", "inline", 2)
-        assert host.intents_of("echo") == frozenset({"echo"})
+        assert host.intents_of("echo") == frozenset({"echo", "digest"})
         assert host.concurrency_of("echo") > 1
-        ready = {"event": "ready", "agent": "echo", "intents": ["echo"], "pid": None}
+        ready = {"event": "ready", "agent": "echo", "intents": ["digest", "echo"], "pid": None}
         assert ("agents", ready) in events
 
 
@@ -105,7 +105,7 @@ async def test_unknown_agent_and_unknown_intent() -> None:
     async with running([ECHO]) as (host, _):
         with pytest.raises(NoSuchAgent) as no_agent:
             await host.call("nope", req(1))
-        with pytest.raises(UnknownIntent, match=r"serves: echo") as no_intent:
+        with pytest.raises(UnknownIntent, match=r"serves: digest, echo") as no_intent:
             await host.call("echo", req(1, "reverse"))
         assert host.intents_of("nope") is None
         with pytest.raises(NoSuchAgent):
@@ -304,3 +304,17 @@ async def test_cancelling_the_host_kills_worker_processes() -> None:
         assert psutil.pid_exists(pid)
     # `running` cancelled host.run on the way out; the reaper has waited for the process.
     assert not psutil.pid_exists(pid)
+
+
+def test_echo_digest_is_size_and_sha256_of_canonical_json() -> None:
+    import hashlib
+
+    from kai_mesh.agents import AgentRejected
+    from kai_mesh.agents.echo import payload_digest
+
+    assert payload_digest({"b": 1, "a": "é"}) == {
+        "size": len('{"a":"é","b":1}'.encode()),
+        "sha256": hashlib.sha256('{"a":"é","b":1}'.encode()).hexdigest(),
+    }
+    with pytest.raises(AgentRejected, match="JSON"):
+        payload_digest(b"raw bytes")
