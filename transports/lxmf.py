@@ -45,6 +45,7 @@ from kai_mesh.core.codec import unpack_exact
 from kai_mesh.core.envelope import MESSAGE_ID_BYTES, StandardMessage
 from kai_mesh.core.errors import KaiMeshError, TransportError
 from kai_mesh.core.identity import MemberRecord, node_id_of
+from transports._bridge import ThreadBridge
 from transports.base import InterfaceInfo, MessageReceived, PeerInfo, PingResult, TransportEvent
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class LxmfTransport:
             "dropped_callbacks": 0,
         }
         self._send_events, self._events = trio.open_memory_channel[TransportEvent](EVENT_BUFFER)
-        self._token: trio.lowlevel.TrioToken | None = None
+        self._bridge = ThreadBridge("LXMF", lambda: self._count("dropped_callbacks"))
         self._nursery: trio.Nursery | None = None
         self._router: Any = None
         self._identity: Any = None
@@ -185,7 +186,7 @@ class LxmfTransport:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if self._router is None:
             raise TransportError("start_lxmf() must run before run()")
-        self._token = trio.lowlevel.current_trio_token()
+        self._bridge.bind()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._announce_loop)
@@ -357,18 +358,7 @@ class LxmfTransport:
     # ---- from LXMF / RNS threads: hand over to trio, never raise ----------------------------
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
-        token = self._token
-        if token is None:
-            self._counters["dropped_callbacks"] += 1
-            return
-        with contextlib.suppress(trio.RunFinishedError):  # trio is shutting down: drop it
-            token.run_sync_soon(self._guarded, fn, *args)
-
-    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
-        try:
-            fn(*args)
-        except Exception:
-            log.exception("error handling an LXMF callback")
+        self._bridge.post(fn, *args)
 
     def _lxmf_delivered(self, message: Any) -> None:
         self._post(self._on_message, message)

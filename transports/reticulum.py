@@ -26,11 +26,9 @@ Links are opened on demand and closed after `idle_timeout` without traffic (shor
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
-import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +41,7 @@ import trio
 from kai_mesh.core.codec import pack, unpack_exact
 from kai_mesh.core.errors import KaiMeshError, TransportError
 from kai_mesh.core.identity import MemberRecord, node_id_of
+from transports._bridge import ThreadBridge
 from transports.base import (
     InterfaceInfo,
     MessageReceived,
@@ -60,7 +59,6 @@ ANNOUNCE_FORMAT = 1
 HELLO, MSG, PING, PONG = 1, 2, 3, 4
 MAX_PAYLOAD = 256 * 1024
 EVENT_BUFFER = 4096
-EARLY_CALLBACKS = 1000
 RADIO_BITRATE = 1_000_000  # below this an interface counts as a radio: links closed sooner
 
 
@@ -136,9 +134,7 @@ class ReticulumTransport:
         self._links: dict[bytes, _Link] = {}  # RNS link id -> state
         self._pings: dict[bytes, trio.Event] = {}
         self._send_events, self._events = trio.open_memory_channel[TransportEvent](EVENT_BUFFER)
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._early: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
-        self._early_lock = threading.Lock()
+        self._bridge = ThreadBridge("Reticulum", lambda: self._count("dropped_callbacks"))
         self._rns: Any = None
         self._identity: Any = None
         self._destination: Any = None
@@ -185,11 +181,7 @@ class ReticulumTransport:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if self._destination is None:
             raise TransportError("start_rns() must run before run()")
-        with self._early_lock:
-            self._token = trio.lowlevel.current_trio_token()
-            early, self._early = self._early, []
-        for fn, args in early:
-            self._guarded(fn, *args)
+        self._bridge.bind()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._announce_loop)
             nursery.start_soon(self._idle_loop)
@@ -427,28 +419,7 @@ class ReticulumTransport:
     # ---- from RNS threads: hand over to trio, never raise -----------------------------------
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
-        token = self._token
-        if token is None:
-            # RNS is up before trio is (announces, inbound links): keep what arrives until
-            # `run()` has a token, within a bound.
-            with self._early_lock:
-                if self._token is None:
-                    if len(self._early) < EARLY_CALLBACKS:
-                        self._early.append((fn, args))
-                    else:
-                        self._counters["dropped_callbacks"] += 1
-                    return
-                token = self._token
-        with contextlib.suppress(trio.RunFinishedError):  # trio is shutting down: drop it
-            token.run_sync_soon(self._guarded, fn, *args)
-
-    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
-        # Runs on the trio thread from run_sync_soon: an exception escaping here would be a
-        # TrioInternalError that ends the node, so nothing may escape.
-        try:
-            fn(*args)
-        except Exception:
-            log.exception("error handling a Reticulum callback")
+        self._bridge.post(fn, *args)
 
     def _rns_inbound_link(self, link: Any) -> None:
         # Wire the callbacks here, on the RNS thread: packets that arrive before trio has run
