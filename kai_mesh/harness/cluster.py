@@ -178,12 +178,11 @@ def up(
         state.save()
         if link == "lora":
             shape(state, [nd.name for nd in state.nodes], LORA_RATE, LORA_LOSS)
-        for node in state.nodes:
-            _spawn(state, node)
+        procs = [_spawn(state, node) for node in state.nodes]
         state.save()
         deadline = time.monotonic() + ready_timeout
-        for node in state.nodes:
-            _wait_ready(node, deadline)
+        for node, proc in zip(state.nodes, procs, strict=True):
+            _wait_ready(node, proc, deadline)
     except BaseException:
         down(directory, prefix)
         raise
@@ -289,7 +288,7 @@ def node_env(node: NodeState) -> dict[str, str]:
     return env
 
 
-def _spawn(state: HarnessState, node: NodeState) -> None:
+def _spawn(state: HarnessState, node: NodeState) -> subprocess.Popen[bytes]:
     argv = netns.ns_argv(node.namespace, [*_kai_mesh_argv(), "--home", node.home, "run"])
     with open(Path(node.home) / "node.log", "ab") as log:
         proc = subprocess.Popen(
@@ -301,12 +300,15 @@ def _spawn(state: HarnessState, node: NodeState) -> None:
             start_new_session=True,  # its own process group: kill takes its agent workers too
         )
     node.pid = proc.pid
+    return proc
 
 
-def _wait_ready(node: NodeState, deadline: float) -> None:
+def _wait_ready(node: NodeState, proc: subprocess.Popen[bytes], deadline: float) -> None:
+    # Ask the Popen, not `alive()`: until the child has exec'd, its command line is still the
+    # harness's own, and `alive()` would call a healthy start dead.
     socket_path = NodePaths.resolve(node.home).socket
     while True:
-        if node.pid is None or not alive(node):
+        if proc.poll() is not None:
             raise HarnessError(f"{node.name} exited while starting: {_log_tail(node)}")
         try:
             with ControlClient(socket_path, timeout=1.0) as client:
@@ -384,9 +386,9 @@ def start_node(state: HarnessState, name: str, ready_timeout: float = READY_TIME
     node = state.node(name)
     if alive(node):
         raise HarnessError(f"{name} is already running (pid {node.pid})")
-    _spawn(state, node)
+    proc = _spawn(state, node)
     state.save()
-    _wait_ready(node, time.monotonic() + ready_timeout)
+    _wait_ready(node, proc, time.monotonic() + ready_timeout)
     assert node.pid is not None
     return node.pid
 
