@@ -74,6 +74,7 @@ class _Link:
     settled: trio.Event = field(default_factory=trio.Event)  # verified, or closed: stop waiting
     verified: trio.Event = field(default_factory=trio.Event)
     hello_sent: bool = False
+    pending_hello: bytes | None = None  # a HELLO that overtook the identify (see _on_hello)
     closed: bool = False
     last_activity: float = 0.0
 
@@ -538,6 +539,9 @@ class ReticulumTransport:
         state = self._links.get(link_id)
         if state is not None and not state.outbound:
             state.remote_public = public_key
+            if state.pending_hello is not None:
+                body, state.pending_hello = state.pending_hello, None
+                self._on_hello(state, body)
 
     def _on_frame(self, link_id: bytes, frame: bytes) -> None:
         state = self._links.get(link_id)
@@ -564,6 +568,14 @@ class ReticulumTransport:
             self._count("malformed")
 
     def _on_hello(self, state: _Link, body: bytes) -> None:
+        if state.remote_public is None and not state.outbound:
+            # RNS runs each packet's callback on a thread of its own, so the HELLO can reach us
+            # before the identify that precedes it on the wire: ask the link, else wait for it.
+            identity = state.link.get_remote_identity()
+            if identity is None:
+                state.pending_hello = body
+                return
+            state.remote_public = identity.get_public_key()
         try:
             record = MemberRecord.from_bytes(body)
             record.check(self.mesh_id)

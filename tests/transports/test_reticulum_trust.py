@@ -29,6 +29,9 @@ class FakeLink:
     def teardown(self) -> None:
         self.torn_down = True
 
+    def get_remote_identity(self) -> None:
+        return None  # not identified (yet)
+
     def __getattr__(self, name: str) -> object:
         if name.startswith("set_"):  # RNS callback registration: nothing to register here
             return lambda *args: None
@@ -105,7 +108,6 @@ async def test_hellos_that_prove_nothing_close_the_link() -> None:
         "other mesh": (friend.rns_public, MemberRecord.create(friend, "f", b"y" * 32).to_bytes()),
         "untrusted": (stranger.rns_public, MemberRecord.create(stranger, "s", MESH).to_bytes()),
         "not the link's key": (stranger.rns_public, good.to_bytes()),
-        "not identified": (None, good.to_bytes()),
         "garbage": (friend.rns_public, b"\x01\x02\x03"),
     }
     for why, (remote_public, body) in cases.items():
@@ -113,7 +115,7 @@ async def test_hellos_that_prove_nothing_close_the_link() -> None:
         transport._on_frame(fake.link_id, bytes([HELLO]) + body)
         assert fake.torn_down and not state.verified.is_set(), why
     counters = transport.counters()
-    assert counters["bad_member_record"] == 5 and counters["untrusted"] == 1
+    assert counters["bad_member_record"] == 4 and counters["untrusted"] == 1
     assert transport.peers() == []
 
 
@@ -128,3 +130,19 @@ async def test_a_full_event_channel_drops_and_counts(monkeypatch: object) -> Non
         transport._on_frame(fake.link_id, bytes([MSG]) + b"x")
     assert transport.counters()["dropped_events"] > 0
     await trio.lowlevel.checkpoint()
+
+
+async def test_a_hello_that_overtakes_the_identify_waits_for_it() -> None:
+    """RNS runs each packet's callback on its own thread: the HELLO may be handled first."""
+    friend, stranger = NodeSecrets.generate(os.urandom), NodeSecrets.generate(os.urandom)
+    transport, _ = make([friend])
+    hello = bytes([HELLO]) + MemberRecord.create(friend, "friend", MESH).to_bytes()
+    state, fake = inbound(transport, None)
+    transport._on_frame(fake.link_id, hello)
+    assert not state.verified.is_set() and not fake.torn_down  # waiting, not refused
+    transport._on_identified(fake.link_id, friend.rns_public)
+    assert state.verified.is_set() and state.node_id == friend.node_id
+    liar, liar_link = inbound(transport, None)
+    transport._on_frame(liar_link.link_id, hello)
+    transport._on_identified(liar_link.link_id, stranger.rns_public)  # not the record's key
+    assert liar_link.torn_down and not liar.verified.is_set()
