@@ -55,6 +55,8 @@ REFUSALS = frozenset(
         "dropped_callbacks",
         "bad_signature",
         "guest_refused",
+        "guest_busy",
+        "unknown_source",
     }
 )
 
