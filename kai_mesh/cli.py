@@ -183,7 +183,6 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
 
 def _lxmf(paths: NodePaths, config: Config, files: NodeFiles) -> LxmfTransport:
     """LXMF on the Reticulum instance `_reticulum` started: main thread, before trio."""
-    from kai_mesh.core.identity import node_id_of
     from transports.lxmf import LxmfTransport
 
     transport = LxmfTransport(
@@ -192,7 +191,7 @@ def _lxmf(paths: NodePaths, config: Config, files: NodeFiles) -> LxmfTransport:
         mesh_id=files.genesis.mesh_id,
         node_id=files.secrets.node_id,
         member=files.member,
-        trusted_keys={node_id_of(key): key for key in files.genesis.trusted_nodes},
+        trusted_keys=files.trusted_keys,
         propagation_node=config.lxmf.propagation_node,
         stamp_cost=config.lxmf.stamp_cost,
         node_announce_delay=config.lxmf.node_announce_delay,
@@ -204,7 +203,6 @@ def _lxmf(paths: NodePaths, config: Config, files: NodeFiles) -> LxmfTransport:
 
 
 def _reticulum(paths: NodePaths, config: Config, files: NodeFiles) -> ReticulumTransport:
-    from kai_mesh.core.identity import node_id_of
     from kai_mesh.interfaces import check_rnode_ports, render_rns_config
     from transports.reticulum import ReticulumTransport
 
@@ -219,7 +217,7 @@ def _reticulum(paths: NodePaths, config: Config, files: NodeFiles) -> ReticulumT
         mesh_id=files.genesis.mesh_id,
         node_id=files.secrets.node_id,
         member=files.member,
-        trusted_keys={node_id_of(key): key for key in files.genesis.trusted_nodes},
+        trusted_keys=files.trusted_keys,
         announce_interval=config.reticulum.announce_interval,
     )
     transport.start_rns()

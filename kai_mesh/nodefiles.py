@@ -15,7 +15,7 @@ from pathlib import Path
 from kai_mesh.config import NodePaths
 from kai_mesh.core.errors import KaiMeshError, StoreError
 from kai_mesh.core.genesis import Genesis
-from kai_mesh.core.identity import MemberRecord, NodeSecrets
+from kai_mesh.core.identity import MemberRecord, NodeSecrets, node_id_of
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -53,6 +53,11 @@ class NodeFiles:
         if member.verify_key != secrets.verify_key:
             raise StoreError(f"{paths.member}: member record is not this node's")
         return cls(secrets, genesis, member)
+
+    @property
+    def trusted_keys(self) -> dict[bytes, bytes]:
+        """Node id -> Ed25519 key of every node the genesis trusts (this one included)."""
+        return {node_id_of(key): key for key in self.genesis.trusted_nodes}
 
     def write(self, paths: NodePaths) -> None:
         """Write the three files (not the config); the secrets last mean "initialised"."""

@@ -31,7 +31,6 @@ from kai_mesh.core.errors import (
     TransportError,
     UsageError,
 )
-from kai_mesh.core.identity import node_id_of
 from kai_mesh.nodefiles import NodeFiles
 from kai_mesh.runtime.agents import AgentHost, AgentSpec
 from kai_mesh.runtime.bus import Bus, new_message
@@ -151,7 +150,7 @@ class Node:
             queue_capacity=config.queue_capacity,
             on_event=self.hub.publish,
         )
-        self.trusted = {node_id_of(key): key for key in files.genesis.trusted_nodes}
+        self.trusted = files.trusted_keys
         decoder = EnvelopeDecoder(
             mesh_id=self.mesh_id,
             max_bytes=config.max_message_bytes,
