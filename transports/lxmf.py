@@ -43,10 +43,11 @@ from RNS.vendor import umsgpack
 from kai_mesh.core.address import AgentAddress, NodeRef
 from kai_mesh.core.codec import unpack_exact
 from kai_mesh.core.envelope import MESSAGE_ID_BYTES, StandardMessage
-from kai_mesh.core.errors import KaiMeshError, TransportError
-from kai_mesh.core.identity import MemberRecord, node_id_of
+from kai_mesh.core.errors import KaiMeshError, ProtocolError, TransportError, Untrusted
+from kai_mesh.core.identity import MemberRecord, admit_member
 from transports._bridge import ThreadBridge
 from transports.base import InterfaceInfo, MessageReceived, PeerInfo, PingResult, TransportEvent
+from transports.reticulum import identity_from_public
 
 log = logging.getLogger(__name__)
 
@@ -466,13 +467,12 @@ class LxmfTransport:
             self._count("oversize")
             return
         try:
-            record = MemberRecord.from_bytes(record_bytes)
-            record.check(self.mesh_id)
-        except KaiMeshError:
-            self._count("bad_member_record")  # another mesh's record fails here too
+            record = admit_member(record_bytes, self.mesh_id, self.trusted_keys)
+        except ProtocolError as exc:  # another mesh's record fails as bad_member_record
+            self._count("untrusted" if isinstance(exc, Untrusted) else "bad_member_record")
             return
-        node_id = node_id_of(record.verify_key)
-        if self.trusted_keys.get(node_id) != record.verify_key or node_id == self.node_id:
+        node_id = record.node_id
+        if node_id == self.node_id:
             self._count("untrusted")
             return
         if not _signed_by(message, record.rns_public):
@@ -577,15 +577,9 @@ class _Announces:
         )
 
 
-def _identity_from_public(public_key: bytes) -> Any:
-    identity = RNS.Identity(create_keys=False)
-    identity.load_public_key(public_key)
-    return identity
-
-
 def _delivery_destination(public_key: bytes) -> Any:
     return RNS.Destination(
-        _identity_from_public(public_key),
+        identity_from_public(public_key),
         RNS.Destination.OUT,
         RNS.Destination.SINGLE,
         "lxmf",
@@ -609,7 +603,7 @@ def _signed_by(message: Any, public_key: bytes) -> bool:
     stored-and-forwarded message often arrives before any announce from its sender, so the
     check is redone here with the key from the member record."""
     try:
-        identity = _identity_from_public(public_key)
+        identity = identity_from_public(public_key)
         expected = RNS.Destination.hash(identity, "lxmf", "delivery")
         if bytes(message.source_hash) != bytes(expected):
             return False

@@ -39,8 +39,8 @@ import RNS
 import trio
 
 from kai_mesh.core.codec import pack, unpack_exact
-from kai_mesh.core.errors import KaiMeshError, TransportError
-from kai_mesh.core.identity import MemberRecord, node_id_of
+from kai_mesh.core.errors import KaiMeshError, ProtocolError, TransportError, Untrusted
+from kai_mesh.core.identity import MemberRecord, admit_member
 from transports._bridge import ThreadBridge
 from transports.base import (
     InterfaceInfo,
@@ -577,17 +577,12 @@ class ReticulumTransport:
                 return
             state.remote_public = identity.get_public_key()
         try:
-            record = MemberRecord.from_bytes(body)
-            record.check(self.mesh_id)
-        except KaiMeshError:
-            self._count("bad_member_record")
+            record = admit_member(body, self.mesh_id, self.trusted_keys)
+        except ProtocolError as exc:
+            self._count("untrusted" if isinstance(exc, Untrusted) else "bad_member_record")
             state.link.teardown()
             return
-        node_id = node_id_of(record.verify_key)
-        if self.trusted_keys.get(node_id) != record.verify_key:
-            self._count("untrusted")
-            state.link.teardown()
-            return
+        node_id = record.node_id
         if state.remote_public is None or state.remote_public != record.rns_public:
             # The record names a Reticulum key the link did not prove.
             self._count("bad_member_record")
@@ -598,7 +593,7 @@ class ReticulumTransport:
         peer = self._peers.get(node_id)
         if peer is None:
             destination_hash = RNS.Destination.hash_from_name_and_identity(
-                f"{APP_NAME}.{ASPECT}", _identity_from_public(record.rns_public)
+                f"{APP_NAME}.{ASPECT}", identity_from_public(record.rns_public)
             )
             peer = self._peers[node_id] = _Peer(node_id, destination_hash, record.name, now)
         peer.name, peer.last_heard = record.name, now
@@ -625,7 +620,8 @@ class _AnnounceHandler:
         self.transport._rns_announce(destination_hash, announced_identity, app_data)
 
 
-def _identity_from_public(public_key: bytes) -> Any:
+def identity_from_public(public_key: bytes) -> Any:
+    """An RNS identity that holds only the public key (to address or verify)."""
     identity = RNS.Identity(create_keys=False)
     identity.load_public_key(public_key)
     return identity

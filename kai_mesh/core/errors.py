@@ -69,6 +69,12 @@ class BadSignature(ProtocolError):
     reason = "bad_signature"
 
 
+class Untrusted(ProtocolError):
+    """A well-formed, correctly signed object from a key this mesh does not trust."""
+
+    reason = "untrusted"
+
+
 class Expired(ProtocolError):
     """The message's `expires_at` has passed."""
 

@@ -13,7 +13,7 @@ no randomness of its own: key generation is handed the bytes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import nacl.bindings
@@ -23,7 +23,7 @@ from coincurve import PrivateKey, PublicKeyXOnly
 
 from kai_mesh.core.address import NODE_ID_BYTES, NodeRef
 from kai_mesh.core.codec import digest, pack, split_format, unpack_exact
-from kai_mesh.core.errors import AddressError, BadSignature, Malformed
+from kai_mesh.core.errors import AddressError, BadSignature, Malformed, Untrusted
 
 SECRETS_FORMAT = 1
 MEMBER_FORMAT = 1
@@ -213,3 +213,21 @@ class MemberRecord:
 
 def _member_body(name: str, verify_key: bytes, rns_public: bytes, nostr_public: bytes) -> bytes:
     return pack([name, verify_key, rns_public, nostr_public])
+
+
+def admit_member(
+    record_bytes: bytes, mesh_id: bytes, trusted_keys: Mapping[bytes, bytes]
+) -> MemberRecord:
+    """A peer's member record, checked: it decodes, all three signatures verify for this mesh,
+    and its Ed25519 key is the one the mesh trusts for that node id. Every transport admits
+    peers through here; each then checks the Reticulum key its own channel proved.
+
+    Raises:
+        Truncated, Malformed, BadSignature: the record is damaged, forged or of another mesh.
+        Untrusted: a valid record of a node this mesh does not trust.
+    """
+    record = MemberRecord.from_bytes(record_bytes)
+    record.check(mesh_id)
+    if trusted_keys.get(record.node_id) != record.verify_key:
+        raise Untrusted(f"node {record.node_id.hex()} is not a member this mesh trusts")
+    return record

@@ -89,7 +89,6 @@ class Bus:
         self.counters: dict[str, int] = {"delivered": 0, "errors": 0, "shed": 0}
         self._lanes: dict[str, _AgentLane] = {}
         self._nursery: trio.Nursery | None = None
-        self.address = AgentAddress(NodeRef(node_id=node_id), "bus")
         #: Set by the node when it has transports: carries messages for other nodes.
         self.remote: Callable[[StandardMessage, float | None], Awaitable[StandardMessage]] | None
         self.remote = None

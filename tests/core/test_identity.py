@@ -244,3 +244,20 @@ def test_nostr_signature_verifies_with_coincurve(secrets: NodeSecrets) -> None:
     assert key.verify(sig, message)
     other = hashlib.sha256(signing_input("member", OTHER_MESH, b"body")).digest()
     assert not key.verify(sig, other)
+
+
+def test_admit_member_checks_signature_mesh_and_trust() -> None:
+    from kai_mesh.core.errors import Untrusted
+    from kai_mesh.core.identity import admit_member
+
+    mesh = b"\x05" * 32
+    friend, stranger = secrets_from_seed(11), secrets_from_seed(12)
+    trusted = {friend.node_id: friend.verify_key}
+    good = MemberRecord.create(friend, "friend", mesh).to_bytes()
+    assert admit_member(good, mesh, trusted).node_id == friend.node_id
+    with pytest.raises(Untrusted):
+        admit_member(MemberRecord.create(stranger, "s", mesh).to_bytes(), mesh, trusted)
+    with pytest.raises(BadSignature):
+        admit_member(good, b"\x06" * 32, trusted)  # another mesh
+    with pytest.raises(ProtocolError):
+        admit_member(good[:-3], mesh, trusted)
