@@ -319,10 +319,14 @@ class EnvelopeDecoder:
         self.require_signature = require_signature
         self.replays = ReplayGuard(replay_capacity)
 
-    def decode(self, data: bytes, now: int, *, link: LinkEnds | None = None) -> Decoded:
+    def decode(
+        self, data: bytes, now: int, *, link: LinkEnds | None = None, remember: bool = True
+    ) -> Decoded:
         """Raises a `ProtocolError` subclass for every kind of bad input, and nothing else.
 
-        `link`: the node ids the transport proved, for envelopes that leave them out."""
+        `link`: the node ids the transport proved, for envelopes that leave them out.
+        `remember=False` skips the replay guard, for a caller that de-duplicates durably itself
+        (messages that must arrive are retried on purpose)."""
         if len(data) > self.max_bytes:
             raise Oversize(f"envelope of {len(data)} bytes exceeds the limit of {self.max_bytes}")
         rest = split_format(data, ENVELOPE_FORMAT, "envelope")
@@ -339,7 +343,8 @@ class EnvelopeDecoder:
             raise Expired(
                 f"message {message.message_id.hex()} expired {now - message.expires_at}s ago"
             )
-        self.replays.admit(message, now)
+        if remember:
+            self.replays.admit(message, now)
         return Decoded(message, bool(trailer))
 
     def _check_signature(self, message: StandardMessage, body: bytes, signature: bytes) -> None:

@@ -227,8 +227,17 @@ class SuspectReceived(_Checked):
     from_id: bytes  # the accuser; distinct accusers are Lifeguard's confirmations
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Heard(_Checked):
+    """Authenticated traffic from the peer itself (a signed heartbeat, a message on a verified
+    link): proof of life as good as an ack, which costs no airtime of its own."""
+
+    from_id: bytes
+
+
 Input = (
-    ProbeReceived
+    Heard
+    | ProbeReceived
     | ProbeAcked
     | IndirectProbeRequested
     | IndirectAckReceived
@@ -359,6 +368,7 @@ class _Peer:
     since: float
     incarnation: int = 0
     suspicion: _Suspicion | None = None
+    heard_at: float | None = None  # last `Heard` from it
 
 
 @dataclass(slots=True)
@@ -508,10 +518,16 @@ class FailureDetector:
         self._index += 1
         peer = self._peers[target]
         scale = 1 + self._health
+        interval = self.config.probe_interval(peer.link_rtt, peer.bitrate) * scale
+        self._next_probe_at = now + interval
+        if peer.heard_at is not None and now - peer.heard_at < interval:
+            # Heard within a period (its heartbeat): a probe would only repeat what we know.
+            # On a broadcast medium this is what keeps an idle mesh to one frame per node.
+            self._probe = None
+            return
         seq = self._next_seq()
         timeout = self.config.probe_timeout(peer.link_rtt, peer.bitrate) * scale
         self._probe = _Probe(target, seq, now + timeout)
-        self._next_probe_at = now + self.config.probe_interval(peer.link_rtt, peer.bitrate) * scale
         out.append(SendProbe(to=target, seq=seq, suspect=peer.status is not Status.ALIVE))
 
     def _go_indirect(self, probe: _Probe, out: list[Output]) -> None:
@@ -542,6 +558,13 @@ class FailureDetector:
         """Take one message the shell received; return what to send and what changed."""
         out: list[Output] = []
         match event:
+            case Heard():
+                peer = self._peers.get(event.from_id)
+                if peer is not None:
+                    peer.heard_at = now
+                    if self._probe is not None and self._probe.target == event.from_id:
+                        self._probe = None  # answered as well as an ack would
+                    self._contact(event.from_id, now, out)
             case ProbeReceived():
                 out.append(SendAck(to=event.from_id, seq=event.seq))
                 if event.suspect:

@@ -22,6 +22,7 @@ from kai_mesh.core.membership import (
     AliveReceived,
     DetectorConfig,
     FailureDetector,
+    Heard,
     IndirectAckReceived,
     IndirectProbeRequested,
     Input,
@@ -344,3 +345,30 @@ def test_suspicion_deadline_shrinks_with_independent_confirmations() -> None:
     out = det.receive(AliveReceived(node_id=b"e", incarnation=1), 30.0)
     assert out == [PeerRecovered(node_id=b"e", incarnation=1)]
     assert det.suspicion_deadline(b"e") is None
+
+
+def test_a_peer_heard_within_its_period_is_not_probed() -> None:
+    det = FailureDetector(b"a", WIFI, random.Random(3))
+    det.add_peer(b"b", 0.0, *WIFI_LINK)
+    interval = WIFI.probe_interval(*WIFI_LINK)
+    now = 0.0
+    for _ in range(20):  # heard every period (its heartbeats): not one probe in 20 periods
+        det.receive(Heard(from_id=b"b"), now)
+        out = det.handle_timer(now + 0.1)
+        assert not [o for o in out if isinstance(o, SendProbe)]
+        now += interval
+    # Silence for longer than a period: the next round probes it again.
+    out = det.handle_timer(now + interval)
+    assert [o.to for o in out if isinstance(o, SendProbe)] == [b"b"]
+
+
+def test_hearing_a_suspect_or_failed_peer_brings_it_back() -> None:
+    det = FailureDetector(b"a", WIFI, random.Random(4))
+    det.add_peer(b"b", 0.0, *WIFI_LINK)
+    det.add_peer(b"c", 0.0, *WIFI_LINK)
+    det.receive(SuspectReceived(node_id=b"b", incarnation=0, from_id=b"c"), 1.0)
+    assert det.state_of(b"b").status is Status.SUSPECT
+    out = det.receive(Heard(from_id=b"b"), 2.0)
+    assert det.state_of(b"b").status is Status.ALIVE
+    assert any(isinstance(o, PeerRecovered) for o in out)
+    assert det.receive(Heard(from_id=b"zz"), 3.0) == []  # not a peer: ignored
