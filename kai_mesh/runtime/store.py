@@ -6,8 +6,10 @@ before it returns, and the node awaits it (in a worker thread) before answering 
 loss can take the last transactions; `durable=True` trades speed for that too).
 
 Tables: `meta` (schema version, run count, the clean-shutdown marker) and `seen` (the replay window
-of messages that arrived from other nodes, so a replay is refused across restarts too). Later issues
-add the outbox, the signed update logs and governance objects through `_MIGRATIONS`.
+of messages that arrived from other nodes, so a replay is refused across restarts too, and a message
+that must arrive is handed to its agent once however often it is retried) and `outbox` (messages
+that must arrive, until the recipient acknowledges them or they expire). Later issues add the signed
+update logs and governance objects through `_MIGRATIONS`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterable
+from dataclasses import astuple, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from kai_mesh.core.errors import StoreError
 
@@ -28,7 +32,44 @@ _MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX seen_expiry ON seen (expires_at);
     """,
+    """
+    CREATE TABLE outbox (
+        message_id BLOB PRIMARY KEY, node_id BLOB NOT NULL, destination TEXT NOT NULL,
+        intent TEXT NOT NULL, priority INTEGER NOT NULL, message BLOB NOT NULL,
+        created_at REAL NOT NULL, expires_at INTEGER NOT NULL, state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, handed_off INTEGER NOT NULL DEFAULT 0,
+        done_at REAL, reply BLOB
+    ) WITHOUT ROWID;
+    CREATE INDEX outbox_state ON outbox (state);
+    """,
 )
+
+#: Outbox states: waiting for the recipient's ack; acked; expired unacked; refused for good.
+OUTBOX_STATES = ("waiting", "delivered", "expired", "failed")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxRow:
+    """One message that must arrive. `message` is its envelope with both node ids (no link
+    elision: it may leave over any transport); times are wall-clock seconds."""
+
+    message_id: bytes
+    node_id: bytes
+    destination: str
+    intent: str
+    priority: int
+    message: bytes
+    created_at: float
+    expires_at: int
+    state: str = "waiting"
+    attempts: int = 0
+    last_error: str | None = None
+    handed_off: bool = False
+    done_at: float | None = None
+    reply: bytes | None = None
+
+
+_OUTBOX_COLUMNS = tuple(f.name for f in fields(OutboxRow))
 
 
 class Store:
@@ -94,6 +135,71 @@ class Store:
     def seen_count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM seen").fetchone()[0])
+
+    # ---- outbox -----------------------------------------------------------------------------
+
+    def outbox_add(self, row: OutboxRow) -> None:
+        """Commit a new message that must arrive. Raises `StoreError` for a known message id."""
+        marks = ", ".join("?" * len(_OUTBOX_COLUMNS))
+        try:
+            with self._lock, self._db:
+                self._db.execute("BEGIN")
+                self._db.execute(f"INSERT INTO outbox VALUES ({marks})", astuple(row))
+        except sqlite3.IntegrityError:
+            raise StoreError(f"message {row.message_id.hex()} is already in the outbox") from None
+
+    def outbox_update(self, message_id: bytes, **changes: Any) -> bool:
+        """Change some columns of one row; False when there is no such row."""
+        unknown = set(changes) - set(_OUTBOX_COLUMNS[1:])
+        if unknown or not changes:
+            raise StoreError(f"outbox has no columns {sorted(unknown)}")
+        assignments = ", ".join(f"{name}=?" for name in changes)
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            cur = self._db.execute(
+                f"UPDATE outbox SET {assignments} WHERE message_id=?",
+                (*changes.values(), message_id),
+            )
+            return cur.rowcount == 1
+
+    def outbox_get(self, message_id: bytes) -> OutboxRow | None:
+        rows = self._outbox_select("WHERE message_id=?", (message_id,))
+        return rows[0] if rows else None
+
+    def outbox_rows(self, *, state: str | None = None, limit: int = 1000) -> list[OutboxRow]:
+        """Rows oldest first, all states or one."""
+        if state is None:
+            return self._outbox_select("ORDER BY created_at LIMIT ?", (limit,))
+        return self._outbox_select("WHERE state=? ORDER BY created_at LIMIT ?", (state, limit))
+
+    def outbox_counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, count(*) FROM outbox GROUP BY state")
+            return {str(state): int(n) for state, n in rows}
+
+    def outbox_forget_done(self, before: float) -> int:
+        """Drop finished rows (delivered, expired, failed) finished before `before`."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            cur = self._db.execute(
+                "DELETE FROM outbox WHERE state != 'waiting' AND done_at < ?", (before,)
+            )
+            return cur.rowcount
+
+    def _outbox_select(self, where: str, args: tuple[Any, ...]) -> list[OutboxRow]:
+        with self._lock:
+            cur = self._db.execute(f"SELECT {', '.join(_OUTBOX_COLUMNS)} FROM outbox {where}", args)
+            rows = cur.fetchall()
+        out = []
+        for row in rows:
+            values = dict(zip(_OUTBOX_COLUMNS, row, strict=True))
+            values["handed_off"] = bool(values["handed_off"])
+            for name in ("message_id", "node_id", "message"):
+                values[name] = bytes(values[name])
+            if values["reply"] is not None:
+                values["reply"] = bytes(values["reply"])
+            out.append(OutboxRow(**values))
+        return out
 
     def close(self) -> None:
         """Mark a clean shutdown and close. The next open sees `was_clean`."""

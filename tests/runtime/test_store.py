@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kai_mesh.core.errors import StoreError
-from kai_mesh.runtime.store import Store
+from kai_mesh.runtime.store import OutboxRow, Store
 
 
 def test_clean_shutdown_marker_and_run_count(tmp_path: Path) -> None:
@@ -77,3 +77,63 @@ def test_garbage_instead_of_a_database_is_a_store_error(tmp_path: Path) -> None:
     db.write_bytes(os.urandom(4096))
     with pytest.raises(StoreError, match=str(db)):
         Store(db)
+
+
+def _row(n: int, **changes: object) -> OutboxRow:
+    values: dict[str, object] = {
+        "message_id": n.to_bytes(8, "big"),
+        "node_id": b"\x01" * 16,
+        "destination": "kai://node2/echo",
+        "intent": "echo",
+        "priority": 1,
+        "message": b"\x01envelope",
+        "created_at": 1000.0 + n,
+        "expires_at": 5000,
+    }
+    values.update(changes)
+    return OutboxRow(**values)  # type: ignore[arg-type]
+
+
+def test_outbox_rows_survive_a_reopen_and_change_state(tmp_path: Path) -> None:
+    store = Store(tmp_path / "node.db")
+    store.outbox_add(_row(1))
+    store.outbox_add(_row(2, priority=3))
+    with pytest.raises(StoreError, match="already in the outbox"):
+        store.outbox_add(_row(1))
+    assert store.outbox_update(_row(1).message_id, attempts=2, last_error="no route")
+    assert not store.outbox_update(b"\x09" * 8, attempts=1)
+    with pytest.raises(StoreError, match="no columns"):
+        store.outbox_update(_row(1).message_id, bogus=1)
+    store.close()
+
+    store = Store(tmp_path / "node.db")
+    first = store.outbox_get(_row(1).message_id)
+    assert first is not None and first.attempts == 2 and first.last_error == "no route"
+    assert [r.message_id for r in store.outbox_rows(state="waiting")] == [
+        _row(1).message_id,
+        _row(2).message_id,
+    ]
+    store.outbox_update(_row(2).message_id, state="delivered", done_at=2000.0, reply=b"\x01r")
+    assert store.outbox_counts() == {"waiting": 1, "delivered": 1}
+    delivered = store.outbox_get(_row(2).message_id)
+    assert delivered is not None and delivered.reply == b"\x01r"
+    assert store.outbox_forget_done(before=1999.0) == 0
+    assert store.outbox_forget_done(before=2001.0) == 1  # the waiting row is never forgotten
+    assert store.outbox_counts() == {"waiting": 1}
+    store.close()
+
+
+def test_a_database_of_the_first_schema_gains_the_outbox(tmp_path: Path) -> None:
+    path = tmp_path / "node.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
+        "CREATE TABLE seen (sender BLOB NOT NULL, message_id BLOB NOT NULL,"
+        " expires_at INTEGER NOT NULL, PRIMARY KEY (sender, message_id)) WITHOUT ROWID;"
+        "PRAGMA user_version=1;"
+    )
+    db.close()
+    store = Store(path)
+    store.outbox_add(_row(7))
+    assert store.outbox_counts() == {"waiting": 1}
+    store.close()
