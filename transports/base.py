@@ -67,7 +67,16 @@ class MessageReceived:
     interface: str | None = None
 
 
-TransportEvent = PeerSeen | PeerLost | MessageReceived
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BroadcastReceived:
+    """Bytes broadcast by someone on a shared medium (`Broadcaster.broadcast`). The sender is
+    NOT proven: the runtime checks what the bytes claim (a heartbeat is signed)."""
+
+    data: bytes
+    interface: str | None = None
+
+
+TransportEvent = PeerSeen | PeerLost | MessageReceived | BroadcastReceived
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,3 +125,20 @@ class Transport(Protocol):
     def counters(self) -> dict[str, int]:
         """Refused and dropped input by reason (`untrusted`, `other_mesh`, `malformed`, …)."""
         ...
+
+
+class Broadcaster(Protocol):
+    """Optional: a transport that can reach every neighbour with one frame (a radio, a LAN
+    segment). Heartbeats use it so that an idle mesh costs one frame per node, not one per
+    pair of nodes."""
+
+    async def broadcast(self, data: bytes) -> None:
+        """Send `data` once on every interface, to whoever hears it; no delivery promise."""
+        ...
+
+
+class LinkResetter(Protocol):
+    """Optional: a transport with long-lived links that can drop the link to a peer, so that the
+    next send opens a fresh one (a link that lost a message is not trusted again)."""
+
+    def reset_link(self, node_id: bytes) -> None: ...

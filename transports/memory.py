@@ -47,6 +47,7 @@ import trio
 
 from kai_mesh.core.errors import TransportError, UsageError
 from transports.base import (
+    BroadcastReceived,
     InterfaceInfo,
     MessageReceived,
     PeerInfo,
@@ -101,6 +102,7 @@ class _Kind(Enum):
     ANNOUNCE = "announce"
     PING = "ping"
     PONG = "pong"
+    BROADCAST = "broadcast"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,7 @@ class _Packet:
 
     @property
     def size(self) -> int:
-        if self.kind is _Kind.DATA:
+        if self.kind in (_Kind.DATA, _Kind.BROADCAST):
             return len(self.data)
         return ANNOUNCE_BYTES if self.kind is _Kind.ANNOUNCE else PROBE_BYTES
 
@@ -422,6 +424,17 @@ class MemoryTransport:
         for peer in self.network.neighbours(self.node_id):
             self.network._transmit(self, _Packet(_Kind.ANNOUNCE, self.node_id, peer))
 
+    async def broadcast(self, data: bytes) -> None:
+        """`data` to every current neighbour, each copy lost or delayed on its own link as any
+        packet; arrives as `BroadcastReceived` (the sender is not proven, as on a radio)."""
+        await trio.lowlevel.checkpoint()
+        self._check_running()
+        for peer in self.network.neighbours(self.node_id):
+            self.network._transmit(self, _Packet(_Kind.BROADCAST, self.node_id, peer, data))
+
+    def reset_link(self, node_id: bytes) -> None:
+        """Nothing to reset: the simulated network has no link state."""
+
     async def ping(self, node_id: bytes) -> PingResult:
         """Round trip a probe to the neighbour; raises `TransportError` on no path or timeout.
 
@@ -554,6 +567,8 @@ class MemoryTransport:
         if packet.kind is _Kind.DATA:
             self._counters["received"] += 1
             self._emit(MessageReceived(node_id=packet.src, data=packet.data, interface=INTERFACE))
+        elif packet.kind is _Kind.BROADCAST:
+            self._emit(BroadcastReceived(data=packet.data, interface=INTERFACE))
         elif packet.kind is _Kind.ANNOUNCE:
             self._emit(PeerSeen(peer=self._peer_info(packet.src, state)))
         elif packet.kind is _Kind.PING:

@@ -19,6 +19,11 @@ member record; the record must verify for this mesh, its Ed25519 key must be tru
 Reticulum key must be the link's (remote identity for the responder, the destination's identity
 for the initiator). Names therefore resolve through signed records, never first-come.
 
+Heartbeats: `broadcast(data)` sends one unencrypted packet to the PLAIN destination
+`kai_mesh.heartbeat`, which every neighbour on every interface hears and no transport node
+forwards; it arrives as `BroadcastReceived`. The sender is not proven by RNS: the runtime's
+heartbeats are signed.
+
 Frames on a link: one type byte, then the body — HELLO (member record), MSG (an envelope), PING
 and PONG (an 8-byte nonce). An envelope that does not fit one packet goes as an RNS Resource.
 Links are opened on demand and closed after `idle_timeout` without traffic (short on radio).
@@ -43,6 +48,7 @@ from kai_mesh.core.errors import KaiMeshError, ProtocolError, TransportError, Un
 from kai_mesh.core.identity import MemberRecord, admit_member
 from transports._bridge import ThreadBridge
 from transports.base import (
+    BroadcastReceived,
     InterfaceInfo,
     MessageReceived,
     PeerInfo,
@@ -55,6 +61,7 @@ log = logging.getLogger(__name__)
 
 APP_NAME = "kai_mesh"
 ASPECT = "node"
+BEACON_ASPECT = "heartbeat"
 ANNOUNCE_FORMAT = 1
 HELLO, MSG, PING, PONG = 1, 2, 3, 4
 MAX_PAYLOAD = 256 * 1024
@@ -139,6 +146,7 @@ class ReticulumTransport:
         self._rns: Any = None
         self._identity: Any = None
         self._destination: Any = None
+        self._beacon_out: Any = None
 
     # ---- life cycle -------------------------------------------------------------------------
 
@@ -170,6 +178,13 @@ class ReticulumTransport:
         self._destination.set_link_established_callback(self._rns_inbound_link)
         self._destination.set_proof_strategy(RNS.Destination.PROVE_NONE)
         RNS.Transport.register_announce_handler(_AnnounceHandler(self))
+        beacon_in = RNS.Destination(
+            None, RNS.Destination.IN, RNS.Destination.PLAIN, APP_NAME, BEACON_ASPECT
+        )
+        beacon_in.set_packet_callback(self._rns_broadcast)
+        self._beacon_out = RNS.Destination(
+            None, RNS.Destination.OUT, RNS.Destination.PLAIN, APP_NAME, BEACON_ASPECT
+        )
 
     @staticmethod
     def shutdown_rns() -> None:
@@ -227,6 +242,21 @@ class ReticulumTransport:
     async def announce(self) -> None:
         app_data = pack([ANNOUNCE_FORMAT, self.mesh_id[:8], self.node_id, self.member.name])
         self._destination.announce(app_data=app_data)
+
+    async def broadcast(self, data: bytes) -> None:
+        try:
+            RNS.Packet(self._beacon_out, data).send()
+        except Exception as exc:
+            raise TransportError(f"Reticulum refused the broadcast: {exc}") from exc
+        self._count("broadcasts_sent")
+
+    def reset_link(self, node_id: bytes) -> None:
+        """Close the link to `node_id`, if any: the next send opens (and verifies) a new one."""
+        peer = self._peers.get(node_id)
+        if peer is not None and peer.link is not None:
+            state, peer.link = peer.link, None
+            self._count("links_reset")
+            state.link.teardown()
 
     async def send(self, node_id: bytes, data: bytes) -> None:
         if len(data) > MAX_PAYLOAD:
@@ -439,6 +469,11 @@ class ReticulumTransport:
 
     def _rns_packet(self, message: bytes, packet: Any) -> None:
         self._post(self._on_frame, packet.link.link_id, bytes(message))
+
+    def _rns_broadcast(self, message: bytes, packet: Any) -> None:
+        interface = getattr(packet, "receiving_interface", None)
+        name = None if interface is None else str(getattr(interface, "name", ""))
+        self._post(self._emit, BroadcastReceived(data=bytes(message), interface=name))
 
     def _rns_resource_offered(self, resource: Any) -> bool:
         ok = resource.get_data_size() <= MAX_PAYLOAD + 1
