@@ -236,17 +236,65 @@ def cmd_peers(args: argparse.Namespace) -> ExitCode:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("name", "node id", "hops", "interface", "last heard", "rtt")
+    table = Table("name", "node id", "status", "hops", "interface", "last heard", "rtt")
+    now = time.time()
     for p in peers:
         rtt = "-" if p["rtt_ms"] is None else f"{p['rtt_ms']:.1f} ms"
         hops = "?" if p["hops"] is None else str(p["hops"])
+        status = p.get("status") or "-"
+        if p.get("since") is not None:
+            status += f" for {_duration(now - p['since'])}"
         table.add_row(
             p["name"] or "?",
             p["node_id"],
+            status,
             hops,
             p["interface"] or "-",
             f"{p['last_heard_s_ago']:.0f} s ago",
             rtt,
+        )
+    Console().print(table)
+    return ExitCode.OK
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def cmd_outbox(args: argparse.Namespace) -> ExitCode:
+    with _client(args) as client:
+        rows = client.call("outbox", {"all": args.all})
+    if args.json:
+        print_json(rows)
+        return ExitCode.OK
+    if not rows:
+        print("the outbox is empty" if args.all else "nothing waits in the outbox")
+        return ExitCode.OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("message", "to", "intent", "priority", "state", "tries", "age", "why / reply")
+    for r in rows:
+        if r["state"] == "waiting":
+            why = r["last_error"] or ("no ack yet" if r["attempts"] else "not sent yet")
+            if r["handed_off"]:
+                why += "; left with LXMF propagation"
+        else:
+            why = json.dumps(r["reply"]["payload"]) if r["reply"] else "-"
+        table.add_row(
+            r["message_id"],
+            r["to"],
+            r["intent"],
+            r["priority"],
+            r["state"],
+            str(r["attempts"]),
+            _duration(r["age_s"]),
+            why,
         )
     Console().print(table)
     return ExitCode.OK
@@ -373,6 +421,7 @@ def cmd_send(args: argparse.Namespace) -> ExitCode:
         "payload": payload,
         "priority": priority.name.lower(),
         "timeout": args.timeout,
+        "must_arrive": args.must_arrive,
     }
     if args.ttl is not None:
         params["ttl"] = args.ttl
@@ -386,13 +435,21 @@ def cmd_send(args: argparse.Namespace) -> ExitCode:
             if exc.code == "bad_request":
                 code = ExitCode.USAGE
             raise CliError(f"{exc.code}: {exc.message}", code) from None
-    print_json(reply if args.json else reply["payload"])
+    if args.json:
+        print_json(reply)
+    elif reply.get("queued") == "outbox":
+        print(
+            f"queued in the outbox as {reply['message_id']}: it goes to {reply['node']} until "
+            "acknowledged (see `kai-mesh outbox`)"
+        )
+    else:
+        print_json(reply["payload"])
     return ExitCode.OK
 
 
 def cmd_events(args: argparse.Namespace) -> ExitCode:
     with _client(args, timeout=None) as client:
-        client.subscribe(args.topics or ["messages", "agents", "logs"])
+        client.subscribe(args.topics or ["messages", "agents", "logs", "peers", "outbox"])
         for topic, data in client.events():
             print_json({"event": topic, "data": data})
             sys.stdout.flush()
@@ -460,8 +517,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", default="normal", help="low, normal, high or critical")
     p.add_argument("--timeout", type=_positive, default=10.0, help="seconds to wait (10)")
     p.add_argument("--ttl", type=int, help="seconds the message lives (default: from config)")
+    p.add_argument(
+        "--must-arrive",
+        action="store_true",
+        help="commit the message to the outbox and return; it is retried until the recipient "
+        "acknowledges it or its ttl ends, across partitions and restarts",
+    )
+    p = add("outbox", cmd_outbox, "list the messages that must arrive and still wait, and why")
+    p.add_argument("--all", action="store_true", help="also the delivered and expired ones")
     p = add("events", cmd_events, "follow the node's events as JSON lines until Ctrl-C", False)
-    p.add_argument("topics", nargs="*", help="messages, agents, logs (default: all)")
+    p.add_argument("topics", nargs="*", help="messages, agents, logs, peers, outbox (default: all)")
     add_harness_parser(sub, common)
     return parser
 

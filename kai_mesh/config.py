@@ -118,6 +118,11 @@ class Config:
     agents: tuple[str, ...] = ("echo", "sysinfo")
     agent_timeout: float = 10.0
     extra_agents: tuple[ExtraAgent, ...] = field(default=())
+    must_arrive: tuple[str, ...] = ()
+    retry_cap: float = 15.0
+    handoff_after: float = 60.0
+    liveness_share: float = 0.04
+    announce_share: float = 0.01
     reticulum: ReticulumSettings = field(default_factory=ReticulumSettings)
     lxmf: LxmfSettings = field(default_factory=LxmfSettings)
     interfaces: tuple[InterfaceConfig, ...] = DEFAULT_INTERFACES
@@ -153,6 +158,17 @@ def _names(v: Any) -> str | None:
     return None
 
 
+def _intents(v: Any) -> str | None:
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        return "expected a list of intents"
+    return None
+
+
+def _share(v: Any) -> str | None:
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 1
+    return None if ok else "expected a share of the budget in (0, 1]"
+
+
 # (section, key) -> (Config field, check)
 _SCHEMA: dict[tuple[str, str], tuple[str, Callable[[Any], str | None]]] = {
     ("node", "name"): ("name", _name),
@@ -164,6 +180,11 @@ _SCHEMA: dict[tuple[str, str], tuple[str, Callable[[Any], str | None]]] = {
     ("control", "max_frame_bytes"): ("max_frame_bytes", _positive_int),
     ("agents", "enabled"): ("agents", _names),
     ("agents", "timeout"): ("agent_timeout", _positive_number),
+    ("delivery", "must_arrive"): ("must_arrive", _intents),
+    ("delivery", "retry_cap"): ("retry_cap", _positive_number),
+    ("delivery", "handoff_after"): ("handoff_after", _positive_number),
+    ("airtime", "liveness_share"): ("liveness_share", _share),
+    ("airtime", "announce_share"): ("announce_share", _share),
 }
 _SECTIONS = {section for section, _ in _SCHEMA} | {"reticulum", "interfaces", "lxmf"}
 
@@ -296,6 +317,21 @@ timeout = 10.0
 # command = ["/usr/local/bin/weather-agent"]
 # timeout = 5.0
 
+[delivery]
+# Intents whose messages must arrive: committed to the outbox, retried until the recipient
+# acknowledges them (`kai-mesh send --must-arrive` does the same for one message).
+must_arrive = []
+# Longest wait between two tries of an unacknowledged message, in seconds.
+retry_cap = 15.0
+# Seconds without an acknowledgement before the message is also left with LXMF propagation.
+handoff_after = 60.0
+
+[airtime]
+# Shares of each radio interface's airtime budget (its duty cycle) for heartbeats and failure
+# probes, and for announces; their intervals stretch to fit on slow links.
+liveness_share = 0.04
+announce_share = 0.01
+
 [reticulum]
 # false: no Reticulum at all, the offline mesh of one (kai-mesh init --local-only writes false).
 enabled = {reticulum_enabled}
@@ -322,6 +358,8 @@ guest_intents = ["echo", "sysinfo"]
 # Keys every interface takes:
 #   enabled = true          false keeps the entry but does not start it
 #   bitrate = 20000         bits/s; Reticulum bases its timeouts on it: set it on slow links
+#   duty_cycle = 1.0        percent of airtime this node may use on it per hour (default: 1 on
+#                           rnode interfaces, the EU 868 MHz rule; none elsewhere)
 #   ingress_control = true  holds bursts of announces from new peers (turn off only in tests)
 #   ifac_netname = "..."    a virtual network name: only peers with the same name and
 #   ifac_passphrase = "..." passphrase are heard on this interface

@@ -117,6 +117,7 @@ class InterfaceConfig:
     options: InterfaceOptions
     enabled: bool = True
     bitrate: int | None = None
+    duty_cycle: float | None = None  # percent; kai-mesh's airtime budget, not given to RNS
     ingress_control: bool = True
     ifac_netname: str | None = None
     ifac_passphrase: str | None = None
@@ -168,6 +169,11 @@ def _positive_int(v: Any) -> str | None:
 def _percent(v: Any) -> str | None:
     ok = isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 100
     return None if ok else "expected a percentage from 0 to 100"
+
+
+def _duty(v: Any) -> str | None:
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 100
+    return None if ok else "expected a percentage above 0, at most 100"
 
 
 def _text(v: Any) -> str | None:
@@ -255,6 +261,7 @@ _TYPES: dict[str, tuple[str, type[Any], dict[str, tuple[Check, str]]]] = {
 _COMMON: dict[str, tuple[Check, str]] = {
     "enabled": (_bool, "enabled"),
     "bitrate": (_int_range(RNS_MINIMUM_BITRATE, 10**12, " bit/s"), "bitrate"),
+    "duty_cycle": (_duty, ""),
     "ingress_control": (_bool, "ingress_control"),
     "ifac_netname": (_text, "networkname"),
     "ifac_passphrase": (_text, "passphrase"),

@@ -24,6 +24,7 @@ import kai_mesh
 from kai_mesh.client import ControlError
 from kai_mesh.config import Config, NodePaths
 from kai_mesh.core.address import AgentAddress, NodeRef, parse_address
+from kai_mesh.core.codec import unpack_exact
 from kai_mesh.core.envelope import EnvelopeDecoder, Priority, StandardMessage
 from kai_mesh.core.errors import (
     AddressError,
@@ -31,12 +32,15 @@ from kai_mesh.core.errors import (
     TransportError,
     UsageError,
 )
+from kai_mesh.core.retry import RetryPolicy
 from kai_mesh.nodefiles import NodeFiles
 from kai_mesh.runtime.agents import AgentHost, AgentSpec
 from kai_mesh.runtime.bus import Bus, new_message
 from kai_mesh.runtime.control import ControlServer, EventHub
+from kai_mesh.runtime.egress import Egress
 from kai_mesh.runtime.remote import RemoteRouter
-from kai_mesh.runtime.store import Store
+from kai_mesh.runtime.store import OutboxRow, Store
+from kai_mesh.runtime.wiring import wire_delivery
 from transports.base import Transport
 
 log = logging.getLogger(__name__)
@@ -157,12 +161,15 @@ class Node:
             max_ttl=config.max_ttl,
             verify_key_for=self.trusted.get,
         )
+        duties = {i.name: i.duty_cycle / 100 for i in config.interfaces if i.duty_cycle}
+        self.egress = Egress(list(transports), lambda interface: duties.get(interface.name))
         self.remote = RemoteRouter(
             node_id=self.node_id,
             transports=transports,
             decoder=decoder,
             local=self.bus.request,
             error_reply=self.bus.error_reply,
+            egress=self.egress,
         )
         if transports:
             self.bus.remote = self.remote.request
@@ -189,6 +196,8 @@ class Node:
             self.store = await trio.to_thread.run_sync(Store, self.paths.database)
             if not self.store.was_clean and self.store.runs > 1:
                 log.warning("the previous run did not shut down cleanly")
+            if self.remote.transports:
+                self._wire_delivery(self.store)
             with trio.CancelScope() as self._cancel:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._watch_signals, nursery.cancel_scope)
@@ -212,6 +221,23 @@ class Node:
             lock.close()
             log.info("node %s stopped", self.name)
 
+    def _wire_delivery(self, store: Store) -> None:
+        wire_delivery(
+            self.remote,
+            store,
+            secrets=self.files.secrets,
+            mesh_id=self.mesh_id,
+            keys=self.trusted,
+            emit=self.hub.publish,
+            policy=RetryPolicy(cap=self.config.retry_cap, handoff_after=self.config.handoff_after),
+            liveness_share=self.config.liveness_share,
+            announce_share=self.config.announce_share,
+            names=self._name_of,
+        )
+
+    def _name_of(self, node_id: bytes) -> str | None:
+        return next((p.name for p in self.remote.peers() if p.node_id == node_id), None)
+
     async def _watch_signals(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
@@ -229,6 +255,8 @@ class Node:
         """The control socket's handler for every method the server does not answer itself."""
         if method == "send":
             return await self._send(params)
+        if method == "outbox":
+            return await trio.to_thread.run_sync(self._outbox, params)
         if method == "ping_node":
             return await self._ping(params)
         fn = self._methods.get(method)
@@ -239,6 +267,9 @@ class Node:
     def _status(self, params: dict[str, Any]) -> dict[str, Any]:
         refused = {f"control.{k}": v for k, v in self.control.refused.items()}
         refused.update(self.remote.refused)
+        liveness = self.remote.liveness
+        if liveness is not None:
+            refused.update(liveness.refused)
         for transport in self.remote.transports:
             counters = transport.counters()
             refused.update(
@@ -263,6 +294,17 @@ class Node:
             "remote": self.remote.counters,
             "bus": {**self.bus.counters, "queued": self.bus.queue_depths()},
             "refused": refused,
+            "airtime": self.egress.status(),
+            "outbox": self._outbox_summary(),
+            "liveness": None
+            if liveness is None
+            else {
+                "heartbeat_interval_s": round(liveness.heartbeat_interval, 3),
+                "local_health": liveness.detector.local_health,
+                "incarnation": liveness.detector.incarnation,
+                "peers": liveness.statuses(),
+                **liveness.counters,
+            },
             "control_clients": self.control.clients,
             "home": str(self.paths.config_file.parent),
             "socket": str(self.paths.socket),
@@ -273,6 +315,18 @@ class Node:
         timeout = params.get("timeout")
         if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
             raise ControlError("bad_request", "timeout: expected a positive number of seconds")
+        durable = params.get("must_arrive", False)
+        if not isinstance(durable, bool):
+            raise ControlError("bad_request", "must_arrive: expected true or false")
+        to = message.to
+        remote = isinstance(to, AgentAddress) and not self.bus.is_local(to.node)
+        if remote and (durable or message.intent in self.config.must_arrive):
+            try:
+                return await self.remote.submit(message)
+            except UsageError as exc:
+                raise ControlError("unknown_node", str(exc)) from None
+            except KaiMeshError as exc:
+                raise ControlError("unavailable", str(exc)) from None
         started = time.perf_counter()
         reply = await self.bus.request(message, timeout)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -289,17 +343,37 @@ class Node:
 
     def _peers(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         now = trio.current_time()
-        return [
-            {
-                "name": peer.name,
-                "node_id": peer.node_id.hex(),
-                "hops": peer.hops,
-                "interface": peer.interface,
-                "last_heard_s_ago": round(now - peer.last_heard, 1),
-                "rtt_ms": None if peer.rtt is None else round(peer.rtt * 1000, 2),
-            }
-            for peer in self.remote.peers()
-        ]
+        liveness = self.remote.liveness
+        out = []
+        for peer in self.remote.peers():
+            state = liveness.state(peer.node_id) if liveness is not None else None
+            out.append(
+                {
+                    "name": peer.name,
+                    "node_id": peer.node_id.hex(),
+                    "hops": peer.hops,
+                    "interface": peer.interface,
+                    "last_heard_s_ago": round(now - peer.last_heard, 1),
+                    "rtt_ms": None if peer.rtt is None else round(peer.rtt * 1000, 2),
+                    "status": None if state is None else state["status"],
+                    "since": None if state is None else state["since"],
+                }
+            )
+        return out
+
+    def _outbox_summary(self) -> dict[str, Any] | None:
+        outbox = self.remote.outbox
+        if outbox is None:
+            return None
+        return {"waiting": outbox.waiting(), **outbox.counters}
+
+    def _outbox(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """The outbox's rows, newest last; `all` includes finished ones (runs in a thread)."""
+        if self.store is None:
+            return []
+        state = None if params.get("all") else "waiting"
+        now = time.time()
+        return [_outbox_row(row, now) for row in self.store.outbox_rows(state=state)]
 
     async def _ping(self, params: dict[str, Any]) -> dict[str, Any]:
         node = params.get("node")
@@ -337,3 +411,27 @@ class Node:
             )
         except (AddressError, UsageError, KaiMeshError) as exc:
             raise ControlError("bad_request", str(exc)) from None
+
+
+def _outbox_row(row: OutboxRow, now: float) -> dict[str, Any]:
+    reply = None
+    if row.reply is not None:
+        try:
+            reply = unpack_exact(row.reply, len(row.reply))
+        except KaiMeshError:
+            reply = {"undecodable": row.reply.hex()}
+    return {
+        "message_id": row.message_id.hex(),
+        "to": row.destination,
+        "node_id": row.node_id.hex(),
+        "intent": row.intent,
+        "priority": Priority(row.priority).name.lower(),
+        "state": row.state,
+        "attempts": row.attempts,
+        "last_error": row.last_error,
+        "handed_off": row.handed_off,
+        "age_s": round(now - row.created_at, 1),
+        "expires_in_s": row.expires_at - int(now),
+        "done_after_s": None if row.done_at is None else round(row.done_at - row.created_at, 3),
+        "reply": reply,
+    }

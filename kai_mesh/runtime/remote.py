@@ -12,6 +12,11 @@ sender. Replies wake their waiter; requests go to the local bus in their own tas
 never holds up the transport's event stream, and the reply goes back the way the request came.
 Every refusal is counted by reason (`kai-mesh status`), never raised into the node.
 
+Besides envelopes, the same byte strings carry the router's own frames (`core.frames`): DELIVER
+and ACKS for messages that must arrive (the outbox, runtime/delivery.py), SWIM probes and gossip
+(runtime/liveness.py) and heartbeats, which also arrive as broadcasts. Everything sent leaves
+through the egress lanes (runtime/egress.py), in priority order and within the airtime budget.
+
 Store-and-forward: when the direct send fails (the transport raises, or the deadline passes
 before it could send) and a transport offers `store_and_forward(node_id, data)` (LXMF), the
 envelope is left there and the caller gets a `queued` reply at once instead of waiting: payload
@@ -30,9 +35,32 @@ from typing import Any
 import trio
 
 from kai_mesh.core.address import AgentAddress
-from kai_mesh.core.envelope import EnvelopeDecoder, LinkEnds, StandardMessage, encode
-from kai_mesh.core.errors import ProtocolError, TransportError, UsageError
-from transports.base import MessageReceived, PeerInfo, PeerSeen, PingResult, Transport
+from kai_mesh.core.codec import pack
+from kai_mesh.core.envelope import EnvelopeDecoder, LinkEnds, Priority, StandardMessage, encode
+from kai_mesh.core.errors import ProtocolError, StoreError, TransportError, UsageError
+from kai_mesh.core.frames import (
+    FRAME_ACKS,
+    FRAME_DELIVER,
+    FRAME_ENVELOPE,
+    FRAME_HEARTBEAT,
+    FRAME_SWIM,
+    decode_acks,
+    decode_deliver,
+    encode_acks,
+    frame_kind,
+)
+from kai_mesh.runtime.delivery import Outbox
+from kai_mesh.runtime.egress import Egress
+from kai_mesh.runtime.liveness import Liveness
+from kai_mesh.runtime.store import OutboxRow, Store
+from transports.base import (
+    BroadcastReceived,
+    MessageReceived,
+    PeerInfo,
+    PeerSeen,
+    PingResult,
+    Transport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +88,14 @@ class RemoteRouter:
         local: LocalHandler,
         error_reply: ErrorReply,
         store_and_forward: StoreAndForward | None = None,
+        egress: Egress | None = None,
     ) -> None:
         self.node_id = node_id
         self.transports = list(transports)
+        self.egress = egress or Egress(self.transports, lambda interface: None)
+        self.outbox: Outbox | None = None  # set by the node once its store is open
+        self.liveness: Liveness | None = None
+        self.store: Store | None = None
         self.decoder = decoder
         self.local = local
         self.error_reply = error_reply
@@ -83,9 +116,14 @@ class RemoteRouter:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await nursery.start(self.egress.run)
             for transport in self.transports:
                 await nursery.start(transport.run)
                 nursery.start_soon(self._pump, transport)
+            if self.outbox is not None:
+                await nursery.start(self.outbox.run)
+            if self.liveness is not None:
+                await nursery.start(self.liveness.run)
             task_status.started()
 
     def _refuse(self, reason: str) -> None:
@@ -132,7 +170,7 @@ class RemoteRouter:
         try:
             with trio.move_on_after(limit):
                 try:
-                    await transport.send(node_id, data)
+                    await self.egress.send(transport, node_id, data, message.priority)
                 except TransportError as exc:
                     failure = str(exc)
                 else:
@@ -177,6 +215,57 @@ class RemoteRouter:
         }
         return replace(self.error_reply(message, "queued", ""), intent="queued", payload=payload)
 
+    async def submit(self, message: StandardMessage) -> dict[str, Any]:
+        """Commit a message that must arrive to the outbox; what to tell the caller.
+
+        Raises `UsageError` for an unknown node (a 32-hex node id is taken as it is: the peer
+        may be away now) and `StoreError` when the node has no outbox."""
+        to = message.to
+        assert isinstance(to, AgentAddress)
+        if self.outbox is None:
+            raise StoreError("this node has no outbox (no store, or no transport)")
+        node = str(to.node)
+        if len(node) == 32 and _is_hex(node):
+            node_id = bytes.fromhex(node)
+        else:
+            _, node_id = self.locate(node)
+        row = OutboxRow(
+            message_id=message.message_id,
+            node_id=node_id,
+            destination=str(to),
+            intent=message.intent,
+            priority=int(message.priority),
+            message=encode(message, link=LinkEnds(sender=self.node_id, receiver=node_id)),
+            created_at=time.time(),
+            expires_at=message.expires_at,
+        )
+        await self.outbox.commit(row)
+        return {
+            "queued": "outbox",
+            "node": node,
+            "node_id": node_id.hex(),
+            "message_id": message.message_id.hex(),
+        }
+
+    async def send_frame(
+        self, node_id: bytes, data: bytes, priority: Priority, *, background: bool = False
+    ) -> None:
+        """A router frame to a peer, over the first transport that knows it."""
+        for transport in self.transports:
+            if any(p.node_id == node_id for p in transport.peers()):
+                await self.egress.send(transport, node_id, data, priority, background=background)
+                return
+        raise TransportError(f"no transport knows node {node_id.hex()} now")
+
+    def reset_link(self, node_id: bytes) -> None:
+        for transport in self.transports:
+            reset = getattr(transport, "reset_link", None)
+            if reset is not None:
+                reset(node_id)
+
+    def broadcasts(self) -> list[Callable[[bytes], Awaitable[None]]]:
+        return [b for t in self.transports if (b := getattr(t, "broadcast", None)) is not None]
+
     async def ping(self, node: str) -> tuple[PingResult, bytes]:
         transport, node_id = self.locate(node)
         return await transport.ping(node_id), node_id
@@ -189,9 +278,92 @@ class RemoteRouter:
     async def _pump(self, transport: Transport) -> None:
         async for event in transport.events:
             if isinstance(event, MessageReceived):
-                self._on_message(transport, event)
+                self._on_frame(transport, event)
+            elif isinstance(event, BroadcastReceived):
+                if self.liveness is not None and event.data[:1] == bytes([FRAME_HEARTBEAT]):
+                    self.liveness.on_heartbeat(event.data)
+                else:
+                    self._refuse("broadcast.unknown")
             elif isinstance(event, PeerSeen):
                 log.debug("peer %s seen on %s", event.peer.name, transport.name)
+                if self.liveness is not None and not getattr(transport, "store_and_forward", None):
+                    bitrate = self._bitrate(transport, event.peer.interface)
+                    self.liveness.watch(event.peer.node_id, event.peer.rtt, bitrate)
+
+    @staticmethod
+    def _bitrate(transport: Transport, interface: str | None) -> int | None:
+        rates = [i.bitrate for i in transport.interfaces() if i.name == interface or not interface]
+        known = [r for r in rates if r]
+        return min(known) if known else None
+
+    def _on_frame(self, transport: Transport, event: MessageReceived) -> None:
+        try:
+            kind = frame_kind(event.data)
+        except ProtocolError as exc:
+            self._refuse(f"frame.{exc.reason}")
+            return
+        if self.liveness is not None and kind != FRAME_HEARTBEAT:
+            self.liveness.heard(event.node_id)  # the link proved who sent it
+        if kind == FRAME_ENVELOPE:
+            self._on_message(transport, event)
+        elif kind == FRAME_DELIVER:
+            self._on_deliver(transport, event)
+        elif kind == FRAME_ACKS:
+            self._on_acks(event)
+        elif kind == FRAME_SWIM and self.liveness is not None:
+            self.liveness.on_swim(event.node_id, event.data)
+        elif kind == FRAME_HEARTBEAT and self.liveness is not None:
+            self.liveness.on_heartbeat(event.data)
+        else:
+            self._refuse("frame.unexpected")
+
+    def _on_acks(self, event: MessageReceived) -> None:
+        try:
+            ids = decode_acks(event.data)
+        except ProtocolError as exc:
+            self._refuse(f"acks.{exc.reason}")
+            return
+        if self.outbox is not None and self._nursery is not None:
+            self._nursery.start_soon(self.outbox.acked, event.node_id, ids)
+
+    def _on_deliver(self, transport: Transport, event: MessageReceived) -> None:
+        """A message that must arrive: check it, then commit, ack and serve (in a task)."""
+        self.counters["received"] += 1
+        try:
+            data = decode_deliver(event.data)
+            ends = LinkEnds(sender=event.node_id, receiver=self.node_id)
+            # No in-memory replay check: a retry is expected here and answered with an ack;
+            # the store's replay table decides whether it is served.
+            decoded = self.decoder.decode(data, int(time.time()), link=ends, remember=False)
+        except ProtocolError as exc:
+            self._refuse(f"deliver.{exc.reason}")
+            return
+        message = decoded.message
+        if not decoded.signed and message.sender.node.node_id != event.node_id:
+            self._refuse("envelope.spoofed_sender")
+            return
+        assert self._nursery is not None
+        self._nursery.start_soon(self._take_delivery, transport, event.node_id, message)
+
+    async def _take_delivery(
+        self, transport: Transport, node_id: bytes, message: StandardMessage
+    ) -> None:
+        store = self.store
+        if store is None:
+            self._refuse("deliver.no_store")
+            return
+        fresh = await trio.to_thread.run_sync(
+            store.remember_seen, node_id, message.message_id, message.expires_at
+        )
+        try:
+            ack = encode_acks([message.message_id])
+            await self.egress.send(transport, node_id, ack, message.priority)
+        except TransportError as exc:
+            log.info("ack to %s not sent: %s", node_id.hex(), exc)
+        if not fresh:
+            self.counters["duplicates"] = self.counters.get("duplicates", 0) + 1
+            return
+        await self._serve(transport, node_id, message)
 
     def _on_message(self, transport: Transport, event: MessageReceived) -> None:
         self.counters["received"] += 1
@@ -208,6 +380,9 @@ class RemoteRouter:
             return
         if message.reply_to is not None:
             waiter = self._waiting.get(message.reply_to)
+            if waiter is None and self.outbox is not None and self._nursery is not None:
+                self._nursery.start_soon(self._outbox_reply, event.node_id, message)
+                return
             if waiter is None and self._queued.get(message.reply_to, (b"",))[0] == event.node_id:
                 del self._queued[message.reply_to]
                 self.counters["late_replies"] += 1
@@ -227,11 +402,24 @@ class RemoteRouter:
         assert self._nursery is not None
         self._nursery.start_soon(self._serve, transport, event.node_id, message)
 
+    async def _outbox_reply(self, node_id: bytes, message: StandardMessage) -> None:
+        assert self.outbox is not None and message.reply_to is not None
+        kept = pack(
+            {"from": str(message.sender), "intent": message.intent, "payload": message.payload}
+        )
+        if await self.outbox.replied(node_id, message.reply_to, kept):
+            self.counters["replies"] += 1
+        elif self._queued.get(message.reply_to, (b"",))[0] == node_id:
+            del self._queued[message.reply_to]
+            self.counters["late_replies"] += 1
+        else:
+            self._refuse("envelope.unexpected_reply")
+
     async def _serve(self, transport: Transport, node_id: bytes, message: StandardMessage) -> None:
         reply = await self.local(message, None)
         try:
             ends = LinkEnds(sender=self.node_id, receiver=node_id)
-            await transport.send(node_id, encode(reply, link=ends))
+            await self.egress.send(transport, node_id, encode(reply, link=ends), reply.priority)
         except (TransportError, UsageError) as exc:
             log.info("could not send the reply to %s: %s", node_id.hex(), exc)
 

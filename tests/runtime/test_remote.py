@@ -134,7 +134,7 @@ async def test_bad_envelopes_are_counted_by_reason(autojump_clock: object) -> No
         await b.transport.send(a.node_id, encode(stray))
         await trio.sleep(1)
         assert b.router.refused == {
-            "envelope.unknown_version": 1,
+            "frame.unknown_version": 1,
             "envelope.malformed": 1,
             "envelope.spoofed_sender": 1,
             "envelope.replay": 1,

@@ -1,0 +1,84 @@
+"""Wiring the outbox, heartbeats and failure detection into a router, tuned to its links.
+
+One function, used by the node daemon and by the tests that build routers by hand, so both run
+the same arrangement. The slowest interface decides the pace: its airtime budget (duty cycle and
+bitrate) sets the detector's period, the heartbeat interval and how far announces are stretched.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kai_mesh.core.airtime import adaptive_interval
+from kai_mesh.core.envelope import Priority
+from kai_mesh.core.identity import NodeSecrets
+from kai_mesh.core.retry import RetryPolicy
+from kai_mesh.runtime.delivery import Outbox
+from kai_mesh.runtime.liveness import Liveness, detector_config, heartbeat_interval
+from kai_mesh.runtime.remote import RemoteRouter
+from kai_mesh.runtime.store import Store
+
+ANNOUNCE_BYTES = 200  # an RNS announce with kai-mesh's app_data, on the air (LAB.md: 199)
+
+
+def wire_delivery(
+    remote: RemoteRouter,
+    store: Store,
+    *,
+    secrets: NodeSecrets,
+    mesh_id: bytes,
+    keys: Mapping[bytes, bytes],
+    emit: Callable[[str, dict[str, Any]], None],
+    policy: RetryPolicy,
+    liveness_share: float,
+    announce_share: float,
+    names: Callable[[bytes], str | None] = lambda node_id: None,
+    rng: random.Random | None = None,
+) -> None:
+    """Give `remote` an outbox on `store` and a liveness service. Call before `remote.run()`."""
+    remote.store = store
+    outbox = Outbox(
+        send=remote.send_frame,
+        reset_link=remote.reset_link,
+        emit=emit,
+        policy=policy,
+        store_and_forward=remote.store_and_forward,
+        rng=rng,
+    )
+    outbox.attach(store)
+    remote.outbox = outbox
+    live = [t for t in remote.transports if not getattr(t, "store_and_forward", None)]
+    interfaces = [(t, i) for t in live for i in t.interfaces()]
+    slowest = min(interfaces, key=lambda ti: ti[1].bitrate or 1 << 62, default=None)
+    duty, bitrate = 1.0, None
+    if slowest is not None:
+        bitrate = slowest[1].bitrate
+        budget = remote.egress.budget_for(*slowest)
+        if budget is not None:
+            duty = budget.duty_cycle
+            for transport in live:
+                interval = getattr(transport, "announce_interval", None)
+                if interval is not None:
+                    stretched = adaptive_interval(interval, ANNOUNCE_BYTES, budget, announce_share)
+                    transport.announce_interval = stretched  # type: ignore[attr-defined]
+    tuning = detector_config(duty, liveness_share)
+
+    async def send_swim(node_id: bytes, frame: bytes) -> None:
+        await remote.send_frame(node_id, frame, Priority.HIGH, background=True)
+
+    remote.liveness = Liveness(
+        secrets=secrets,
+        mesh_id=mesh_id,
+        keys=keys,
+        config=tuning,
+        heartbeat_interval=heartbeat_interval(tuning, bitrate),
+        send=send_swim,
+        broadcasts=remote.broadcasts(),
+        emit=emit,
+        run_number=store.runs,
+        on_contact=outbox.heard_from,
+        names=names,
+        rng=rng,
+    )
