@@ -282,6 +282,8 @@ def cmd_outbox(args: argparse.Namespace) -> ExitCode:
     for r in rows:
         if r["state"] == "waiting":
             why = r["last_error"] or ("no ack yet" if r["attempts"] else "not sent yet")
+            if r.get("sending"):
+                why = f"sending now (try {r['attempts'] + 1}); before: {why}"
             if r["handed_off"]:
                 why += "; left with LXMF propagation"
         else:

@@ -10,8 +10,10 @@ nothing here needs a lock — and an event channel that is full drops and counts
 (a raise there would be a TrioInternalError that kills the node).
 
 Discovery: each node announces the destination `kai_mesh.node` of its Reticulum identity with a
-small app_data `[1, mesh_id[:8], node_id, name]` (~35 bytes). Announces of another mesh or of a
-node id the mesh does not trust are ignored and counted.
+small app_data `[1, mesh_id[:8], node_id, name, run]` (~37 bytes; `run` counts the node's
+restarts, so peers that see it change announce back at once instead of at their next
+interval). Announces of another mesh or of a node id the mesh does not trust are ignored and
+counted.
 
 Trust: an announce only claims a node id. Before a link carries any message, both sides prove who
 they are: the initiator `identify()`s on the link, then each side sends a HELLO holding its signed
@@ -32,7 +34,9 @@ Links are opened on demand and closed after `idle_timeout` without traffic (shor
 from __future__ import annotations
 
 import logging
+import math
 import os
+import random
 import signal
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -66,6 +70,7 @@ ANNOUNCE_FORMAT = 1
 HELLO, MSG, PING, PONG = 1, 2, 3, 4
 MAX_PAYLOAD = 256 * 1024
 EVENT_BUFFER = 4096
+ANSWER_GAP = 60.0  # seconds between two announces made to answer a new peer
 RADIO_BITRATE = 1_000_000  # below this an interface counts as a radio: links closed sooner
 
 
@@ -97,6 +102,7 @@ class _Peer:
     connecting: trio.Event | None = None
     rtt: float | None = None
     interface: str | None = None
+    boot: int | None = None  # the run number its announces carry: a change means a restart
 
 
 class ReticulumTransport:
@@ -147,6 +153,9 @@ class ReticulumTransport:
         self._identity: Any = None
         self._destination: Any = None
         self._beacon_out: Any = None
+        self._announce_early = trio.Event()
+        self._last_announce = -math.inf
+        self.boot = 0  # this node's run number (the node sets it from its store)
 
     # ---- life cycle -------------------------------------------------------------------------
 
@@ -206,13 +215,24 @@ class ReticulumTransport:
 
     async def _announce_loop(self) -> None:
         # An announce sent before the peers are up is lost (LAB.md): announce again soon, then
-        # at the configured interval.
+        # at the configured interval, or early when a new peer appears (`_answer_announce`).
         for delay in (0.0, 1.0, 3.0):
             await trio.sleep(delay)
             await self.announce()
         while True:
-            await trio.sleep(self.announce_interval)
+            self._announce_early = trio.Event()
+            with trio.move_on_after(self.announce_interval):
+                await self._announce_early.wait()
+                await trio.sleep(random.uniform(0.2, 2.0))  # not all at once
+            self._last_announce = trio.current_time()
             await self.announce()
+
+    def _answer_announce(self) -> None:
+        """A peer we did not know announced (it started, or came back): announce ourselves soon
+        so that it learns of us now rather than at our next interval; at most once a minute, so
+        on a radio this costs one announce per arrival, not a storm."""
+        if trio.current_time() - self._last_announce >= ANSWER_GAP:
+            self._announce_early.set()
 
     async def _idle_loop(self) -> None:
         while True:
@@ -240,7 +260,9 @@ class ReticulumTransport:
         return MAX_PAYLOAD
 
     async def announce(self) -> None:
-        app_data = pack([ANNOUNCE_FORMAT, self.mesh_id[:8], self.node_id, self.member.name])
+        app_data = pack(
+            [ANNOUNCE_FORMAT, self.mesh_id[:8], self.node_id, self.member.name, self.boot]
+        )
         self._destination.announce(app_data=app_data)
 
     async def broadcast(self, data: bytes) -> None:
@@ -522,6 +544,7 @@ class ReticulumTransport:
             self._count("malformed")
             return
         _, mesh_prefix, node_id, name = fields[:4]
+        boot = fields[4] if len(fields) > 4 and type(fields[4]) is int else None
         if mesh_prefix != self.mesh_id[:8]:
             self._count("other_mesh")
             return
@@ -533,8 +556,12 @@ class ReticulumTransport:
         peer = self._peers.get(node_id)
         if peer is None:
             peer = self._peers[node_id] = _Peer(node_id, destination_hash, name[:32], now)
+            self._answer_announce()
         else:
+            if boot is not None and boot != peer.boot:
+                self._answer_announce()  # it restarted and knows nothing of us any more
             peer.destination_hash, peer.claimed_name, peer.last_heard = destination_hash, name, now
+        peer.boot = boot
         self._emit(PeerSeen(peer=self._peer_info(peer)))
 
     def _peer_info(self, peer: _Peer) -> PeerInfo:

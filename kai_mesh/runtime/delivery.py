@@ -74,6 +74,9 @@ class Outbox:
         self._due: dict[bytes, float] = {}  # message id -> trio time of its next attempt
         self._busy: set[bytes] = set()  # attempts in flight
         self._tried_at: dict[bytes, float] = {}  # trio time each message was last handed over
+        # Attempts in flight (opening a link can take a minute): cancelled when the recipient
+        # is heard again, so that a heal is not kept waiting by an attempt begun before it.
+        self._in_flight: dict[bytes, tuple[float, trio.CancelScope]] = {}
         self._wake = trio.Event()
         self.counters = {"committed": 0, "attempts": 0, "delivered": 0, "expired": 0}
         self.counters["handed_off"] = 0
@@ -120,7 +123,13 @@ class Outbox:
         it went out so recently that its ack may still be on the way."""
         now = trio.current_time()
         for message_id, row in self._rows.items():
-            if row.node_id != node_id or not row.attempts or message_id in self._busy:
+            if row.node_id != node_id:
+                continue
+            started, scope = self._in_flight.get(message_id, (now, None))
+            if scope is not None and now - started >= self.policy.cap:
+                scope.cancel()  # begun before the recipient came back: begin again
+                continue
+            if not row.attempts or message_id in self._busy:
                 continue
             if (
                 row.last_error is None
@@ -153,6 +162,10 @@ class Outbox:
     def waiting(self) -> int:
         return len(self._rows)
 
+    def sending(self, message_id: bytes) -> bool:
+        """Whether an attempt for this message is under way now (opening a link, say)."""
+        return message_id in self._in_flight
+
     # ---- attempts ---------------------------------------------------------------------------
 
     def _schedule(self, message_id: bytes, at: float) -> None:
@@ -176,12 +189,20 @@ class Outbox:
             self._reset_link(row.node_id)  # never trust a link that already lost this message
         error: str | None = None
         with trio.move_on_after(ATTEMPT_TIMEOUT) as scope:
+            self._in_flight[message_id] = (trio.current_time(), scope)
             try:
                 await self._send(row.node_id, encode_deliver(row.message), Priority(row.priority))
             except TransportError as exc:
                 error = str(exc)
+            finally:
+                del self._in_flight[message_id]
+        again_now = scope.cancelled_caught and trio.current_time() < scope.deadline
         if scope.cancelled_caught:
-            error = f"could not hand the message over in {ATTEMPT_TIMEOUT:.0f} s"
+            error = (
+                "interrupted: the recipient was heard again"
+                if again_now
+                else (f"could not hand the message over in {ATTEMPT_TIMEOUT:.0f} s")
+            )
         self._tried_at[message_id] = trio.current_time()
         self.counters["attempts"] += 1
         if message_id not in self._rows:
@@ -191,7 +212,7 @@ class Outbox:
             row = await self._hand_off(row)
         self._rows[message_id] = row
         await self._update(row, attempts=row.attempts, last_error=error, handed_off=row.handed_off)
-        delay = self.policy.delay(row.attempts, self._rng.random())
+        delay = 0.0 if again_now else self.policy.delay(row.attempts, self._rng.random())
         self._schedule(message_id, trio.current_time() + delay)
 
     async def _hand_off(self, row: OutboxRow) -> OutboxRow:

@@ -95,10 +95,12 @@ class Liveness:
             self.node_id, config, rng or random.Random(), incarnation=run_number
         )
         self._guard = HeartbeatGuard()
+        self._heard_at: dict[bytes, float] = {}
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.counters = {"heartbeats_sent": 0, "heartbeats_heard": 0, "swim_sent": 0}
         self.counters.update({"swim_received": 0, "send_failed": 0})
+        self.counters.update({"declared_suspect": 0, "declared_failed": 0, "recovered": 0})
         self.refused: dict[str, int] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -119,6 +121,7 @@ class Liveness:
 
     def heard(self, node_id: bytes) -> None:
         """Authenticated traffic from `node_id` (a message on a verified link)."""
+        self._heard_at[node_id] = trio.current_time()
         if node_id in self.detector.peers():
             self._act(self.detector.receive(Heard(from_id=node_id), trio.current_time()))
         self._on_contact(node_id)
@@ -152,6 +155,10 @@ class Liveness:
         state = self.detector.state_of(node_id)
         since = time.time() - (trio.current_time() - state.since)
         return {"status": state.status.value, "since": round(since, 3)}
+
+    def heard_at(self, node_id: bytes) -> float | None:
+        """`trio.current_time()` of the last heartbeat or message from the node, if any."""
+        return self._heard_at.get(node_id)
 
     def statuses(self) -> dict[str, int]:
         counts = dict.fromkeys((s.value for s in Status), 0)
@@ -219,6 +226,8 @@ class Liveness:
 
     def _announce(self, event: PeerSuspected | PeerFailed | PeerRecovered) -> None:
         name = _EVENT_NAMES.get(type(event), "peer_recovered")
+        key = {"peer_suspect": "declared_suspect", "peer_failed": "declared_failed"}
+        self.counters[key.get(name, "recovered")] += 1
         who = self._names(event.node_id) or event.node_id.hex()
         level = logging.WARNING if isinstance(event, PeerFailed) else logging.INFO
         log.log(level, "%s: %s (incarnation %d)", name.replace("_", " "), who, event.incarnation)

@@ -347,13 +347,15 @@ class Node:
         out = []
         for peer in self.remote.peers():
             state = liveness.state(peer.node_id) if liveness is not None else None
+            heard = liveness.heard_at(peer.node_id) if liveness is not None else None
+            last_heard = max(peer.last_heard, heard or peer.last_heard)
             out.append(
                 {
                     "name": peer.name,
                     "node_id": peer.node_id.hex(),
                     "hops": peer.hops,
                     "interface": peer.interface,
-                    "last_heard_s_ago": round(now - peer.last_heard, 1),
+                    "last_heard_s_ago": round(now - last_heard, 1),
                     "rtt_ms": None if peer.rtt is None else round(peer.rtt * 1000, 2),
                     "status": None if state is None else state["status"],
                     "since": None if state is None else state["since"],
@@ -373,7 +375,11 @@ class Node:
             return []
         state = None if params.get("all") else "waiting"
         now = time.time()
-        return [_outbox_row(row, now) for row in self.store.outbox_rows(state=state)]
+        rows = [_outbox_row(row, now) for row in self.store.outbox_rows(state=state)]
+        outbox = self.remote.outbox
+        for row in rows:
+            row["sending"] = outbox is not None and outbox.sending(bytes.fromhex(row["message_id"]))
+        return rows
 
     async def _ping(self, params: dict[str, Any]) -> dict[str, Any]:
         node = params.get("node")

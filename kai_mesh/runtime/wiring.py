@@ -50,6 +50,9 @@ def wire_delivery(
     outbox.attach(store)
     remote.outbox = outbox
     live = [t for t in remote.transports if not getattr(t, "store_and_forward", None)]
+    for transport in live:
+        if hasattr(transport, "boot"):
+            transport.boot = store.runs  # announces say when we restarted
     interfaces = [(t, i) for t in live for i in t.interfaces()]
     slowest = min(interfaces, key=lambda ti: ti[1].bitrate or 1 << 62, default=None)
     duty, bitrate = 1.0, None
