@@ -511,24 +511,33 @@ class FailureDetector:
         if not self._order:
             self._next_probe_at = None
             return
-        if self._index >= len(self._order):
-            self._rng.shuffle(self._order)
-            self._index = 0
-        target = self._order[self._index]
-        self._index += 1
-        peer = self._peers[target]
         scale = 1 + self._health
-        interval = self.config.probe_interval(peer.link_rtt, peer.bitrate) * scale
-        self._next_probe_at = now + interval
-        if peer.heard_at is not None and now - peer.heard_at < interval:
-            # Heard within a period (its heartbeat): a probe would only repeat what we know.
-            # On a broadcast medium this is what keeps an idle mesh to one frame per node.
-            self._probe = None
+        examined: set[bytes] = set()
+        while len(examined) < len(self._order):  # each peer once, across a reshuffle too
+            if self._index >= len(self._order):
+                self._rng.shuffle(self._order)
+                self._index = 0
+            target = self._order[self._index]
+            self._index += 1
+            examined.add(target)
+            peer = self._peers[target]
+            interval = self.config.probe_interval(peer.link_rtt, peer.bitrate) * scale
+            if peer.heard_at is not None and now - peer.heard_at < interval:
+                # Heard within a period (its heartbeat): a probe would only repeat what we
+                # know. Go on to the next peer at once, so a silent one is reached soon.
+                continue
+            seq = self._next_seq()
+            timeout = self.config.probe_timeout(peer.link_rtt, peer.bitrate) * scale
+            self._probe = _Probe(target, seq, now + timeout)
+            self._next_probe_at = now + interval
+            out.append(SendProbe(to=target, seq=seq, suspect=peer.status is not Status.ALIVE))
             return
-        seq = self._next_seq()
-        timeout = self.config.probe_timeout(peer.link_rtt, peer.bitrate) * scale
-        self._probe = _Probe(target, seq, now + timeout)
-        out.append(SendProbe(to=target, seq=seq, suspect=peer.status is not Status.ALIVE))
+        # Everyone spoke within its period: on a broadcast medium an idle mesh sends nothing but
+        # heartbeats. Look again after the shortest period.
+        self._probe = None
+        self._next_probe_at = now + scale * min(
+            self.config.probe_interval(p.link_rtt, p.bitrate) for p in self._peers.values()
+        )
 
     def _go_indirect(self, probe: _Probe, out: list[Output]) -> None:
         probe.indirect = True

@@ -36,6 +36,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         link=args.link,
         prefix=args.prefix,
         propagation=args.propagation,
+        bitrate=args.bitrate,
+        duty_cycle=args.duty_cycle,
     )
     names = ", ".join(f"{nd.name} (pid {nd.pid})" for nd in state.nodes)
     _print(args, cluster.status(state), f"up: {state.topology} of {names}")
@@ -169,6 +171,19 @@ def _fill(harness: argparse.ArgumentParser) -> None:
     p = add("up", cmd_up, "create the namespaces and node homes, start the nodes", as_json)
     p.add_argument("-n", type=int, required=True, help="how many nodes")
     p.add_argument("--link", choices=cluster.LINKS, default="lan", help="lora: 20kbit, 1%% loss")
+    p.add_argument(
+        "--bitrate",
+        type=int,
+        metavar="BPS",
+        help="the interface bitrate the nodes are told (Reticulum's timeouts, kai-mesh's airtime "
+        "budget); shape the link itself with `shape --rate`",
+    )
+    p.add_argument(
+        "--duty-cycle",
+        type=float,
+        metavar="PCT",
+        help="the airtime budget, percent of each hour (e.g. 1 for EU 868 MHz)",
+    )
     p.add_argument("--topology", choices=cluster.TOPOLOGIES, default="bridge")
     p.add_argument("--prefix", default="km", help="namespace names start PREFIX- (km)")
     p.add_argument(

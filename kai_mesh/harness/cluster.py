@@ -135,6 +135,8 @@ def up(
     prefix: str = "km",
     ready_timeout: float = READY_TIMEOUT,
     propagation: Sequence[str] = (),
+    bitrate: int | None = None,
+    duty_cycle: float | None = None,
 ) -> HarnessState:
     """Build the network, write the homes, start the nodes and wait until each answers.
 
@@ -174,7 +176,7 @@ def up(
         )
     try:
         _build_network(state)
-        _write_homes(state, propagation)
+        _write_homes(state, propagation, bitrate=bitrate, duty_cycle=duty_cycle)
         state.save()
         if link == "lora":
             shape(state, [nd.name for nd in state.nodes], LORA_RATE, LORA_LOSS)
@@ -209,9 +211,16 @@ def _apply_bridge_rules(state: HarnessState) -> None:
     netns.apply_nft(state.hub, netns.bridge_rules_script(allowed, groups))
 
 
-def _write_homes(state: HarnessState, propagation: Sequence[str] = ()) -> None:
+def _write_homes(
+    state: HarnessState,
+    propagation: Sequence[str] = (),
+    *,
+    bitrate: int | None = None,
+    duty_cycle: float | None = None,
+) -> None:
     genesis, keys = homes.make_mesh([nd.name for nd in state.nodes], "harness")
-    bitrate = LORA_BITRATE if state.link == "lora" else None
+    if bitrate is None and state.link == "lora":
+        bitrate = LORA_BITRATE
     for node, key in zip(state.nodes, keys, strict=True):
         home = Path(node.home)
         if home.exists():
@@ -223,6 +232,7 @@ def _write_homes(state: HarnessState, propagation: Sequence[str] = ()) -> None:
             node.name,
             transport=node.transport,
             bitrate=bitrate,
+            duty_cycle=duty_cycle,
             propagation=node.name in propagation,
         )
 

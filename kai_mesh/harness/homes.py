@@ -62,7 +62,12 @@ def write_node_files(
 
 
 def node_config_text(
-    name: str, *, transport: bool, bitrate: int | None, propagation: bool = False
+    name: str,
+    *,
+    transport: bool,
+    bitrate: int | None,
+    propagation: bool = False,
+    duty_cycle: float | None = None,
 ) -> str:
     """A node's config.toml: its name, `[reticulum]`, `[lxmf]` (a propagation node when
     `propagation`; announced after 1 s, not LXMF's 20) and one UDP broadcast interface."""
@@ -94,17 +99,27 @@ def node_config_text(
     ]
     if bitrate is not None:
         lines.append(f"bitrate = {bitrate}")
+    if duty_cycle is not None:
+        lines.append(f"duty_cycle = {duty_cycle}")
     return "\n".join(lines) + "\n"
 
 
 def write_config(
-    paths: NodePaths, name: str, *, transport: bool, bitrate: int | None, propagation: bool = False
+    paths: NodePaths,
+    name: str,
+    *,
+    transport: bool,
+    bitrate: int | None,
+    propagation: bool = False,
+    duty_cycle: float | None = None,
 ) -> None:
     """Write the node's config.toml and read it back, so a bad one fails `up`, not the node.
 
     Raises:
         ConfigError: this kai-mesh refuses the file (it names the key).
     """
-    text = node_config_text(name, transport=transport, bitrate=bitrate, propagation=propagation)
+    text = node_config_text(
+        name, transport=transport, bitrate=bitrate, propagation=propagation, duty_cycle=duty_cycle
+    )
     write_private(paths.config_file, text.encode())
     load_config(paths.config_file)

@@ -116,7 +116,13 @@ class Liveness:
         """A peer of this mesh was seen (or its link changed): watch it."""
         if node_id == self.node_id:
             return
-        self.detector.add_peer(node_id, trio.current_time(), link_rtt, bitrate)
+        now = trio.current_time()
+        new = node_id not in self.detector.peers()
+        self.detector.add_peer(node_id, now, link_rtt, bitrate)
+        heard = self._heard_at.get(node_id)
+        if new and heard is not None:
+            # Its heartbeats came before its announce: do not probe what we already hear.
+            self._act(self.detector.receive(Heard(from_id=node_id), heard))
         self._wake.set()
 
     def heard(self, node_id: bytes) -> None:
@@ -256,5 +262,13 @@ def heartbeat_interval(config: DetectorConfig, slowest_bitrate: int | None) -> f
 
 def detector_config(duty_cycle: float, liveness_share: float) -> DetectorConfig:
     """Detector tuning for a node whose slowest interface may transmit `duty_cycle` of the time,
-    of which `liveness_share` (of that budget) goes to heartbeats and probes."""
+    of which `liveness_share` (of that budget) goes to heartbeats and probes.
+
+    On a duty-cycled radio a period lasts many minutes and every neighbour hears every heartbeat,
+    so a suspicion is refuted within a period or not at all: it lasts 2 to 4 periods there
+    instead of SWIM's 4 to 24 (which assume gossip needs many cheap periods to spread)."""
+    if duty_cycle < 1:
+        return DetectorConfig(
+            airtime_share=duty_cycle * liveness_share, suspicion_mult=2.0, suspicion_max_mult=2.0
+        )
     return DetectorConfig(airtime_share=duty_cycle * liveness_share)

@@ -33,6 +33,7 @@ from kai_mesh.core.errors import (
     UsageError,
 )
 from kai_mesh.core.retry import RetryPolicy
+from kai_mesh.interfaces import InterfaceConfig
 from kai_mesh.nodefiles import NodeFiles
 from kai_mesh.runtime.agents import AgentHost, AgentSpec
 from kai_mesh.runtime.bus import Bus, new_message
@@ -161,7 +162,7 @@ class Node:
             max_ttl=config.max_ttl,
             verify_key_for=self.trusted.get,
         )
-        duties = {i.name: i.duty_cycle / 100 for i in config.interfaces if i.duty_cycle}
+        duties = {i.name: d / 100 for i in config.interfaces if (d := _duty_percent(i))}
         self.egress = Egress(list(transports), lambda interface: duties.get(interface.name))
         self.remote = RemoteRouter(
             node_id=self.node_id,
@@ -441,3 +442,9 @@ def _outbox_row(row: OutboxRow, now: float) -> dict[str, Any]:
         "done_after_s": None if row.done_at is None else round(row.done_at - row.created_at, 3),
         "reply": reply,
     }
+
+
+def _duty_percent(interface: InterfaceConfig) -> float | None:
+    """The interface's airtime budget in percent: `duty_cycle`, else an RNode's own
+    `airtime_limit_long` (hardware/rnode/*.toml), else None (the egress default)."""
+    return interface.duty_cycle or getattr(interface.options, "airtime_limit_long", None)

@@ -372,3 +372,22 @@ def test_hearing_a_suspect_or_failed_peer_brings_it_back() -> None:
     assert det.state_of(b"b").status is Status.ALIVE
     assert any(isinstance(o, PeerRecovered) for o in out)
     assert det.receive(Heard(from_id=b"zz"), 3.0) == []  # not a peer: ignored
+
+
+def test_the_round_skips_heard_peers_and_probes_the_silent_one_at_once() -> None:
+    det = FailureDetector(b"a", WIFI, random.Random(5))
+    for peer in (b"b", b"c", b"d"):
+        det.add_peer(peer, 0.0, *WIFI_LINK)
+    interval = WIFI.probe_interval(*WIFI_LINK)
+    now, probed = 0.0, []
+    for _ in range(12):
+        for talker in (b"b", b"c"):  # b and c send heartbeats; d has gone quiet
+            det.receive(Heard(from_id=talker), now)
+        probes = [o for o in det.handle_timer(now) if isinstance(o, SendProbe)]
+        probed += [p.to for p in probes]
+        for probe in probes:  # d still answers its probes
+            det.receive(ProbeAcked(from_id=probe.to, seq=probe.seq), now + 0.01)
+        assert det.local_health == 0
+        now += interval
+    # Every period probes d, never b or c: the round does not spend periods on peers it hears.
+    assert probed == [b"d"] * 12
