@@ -45,6 +45,10 @@ DEFAULT_DUTY = {"RNodeInterface": 0.01}
 DutyFor = Callable[[InterfaceInfo], float | None]
 
 
+class AirtimeShed(TransportError):
+    """The frame waited too long for airtime, or the lane was full: given up, not sent."""
+
+
 @dataclass(eq=False)
 class _Frame:
     transport: Transport
@@ -52,6 +56,7 @@ class _Frame:
     data: bytes
     done: trio.Event = field(default_factory=trio.Event)
     error: str | None = None
+    shed: bool = False
 
     def __len__(self) -> int:
         return len(self.data)
@@ -103,8 +108,28 @@ class Egress:
         self._fail(shed)
         lane.wake.set()
         await frame.done.wait()
+        if frame.shed:
+            raise AirtimeShed(frame.error or "shed")
         if frame.error is not None:
             raise TransportError(frame.error)
+
+    async def broadcast(self, transport: Transport, data: bytes) -> None:
+        """One background frame on every interface of `transport` (a heartbeat). It goes only if
+        every interface with a lane has background airtime for it now: a heartbeat that must
+        wait is worth nothing, so it is dropped (raises `TransportError`), never queued."""
+        broadcast = getattr(transport, "broadcast", None)
+        if broadcast is None:
+            raise TransportError(f"{transport.name} cannot broadcast")
+        now = trio.current_time()
+        lanes = [self._lane(transport, i) for i in transport.interfaces()]
+        budgets = [lane.queue.budget for lane in lanes if lane is not None]
+        if not all(b.can_send(len(data), now, True) for b in budgets):
+            raise TransportError("no background airtime left for a broadcast now")
+        for lane in lanes:
+            if lane is not None:
+                lane.queue.budget.spend(len(data), now, True)
+                lane.lane_bytes += len(data) + lane.queue.budget.overhead_bytes
+        await broadcast(data)
 
     def status(self) -> list[dict[str, Any]]:
         """Airtime used against the budget, per interface with a lane."""
@@ -157,10 +182,13 @@ class Egress:
             interface = interfaces[0]
         if interface is None:
             return None
+        return self._lane(transport, interface)
+
+    def _lane(self, transport: Transport, interface: InterfaceInfo) -> _Lane | None:
         key = (transport.name, interface.name)
-        if key not in self._lanes:
+        if key not in self._lanes and self._nursery is not None:  # not before `run()`
             self._lanes[key] = self._open_lane(transport, interface)
-        return self._lanes[key]
+        return self._lanes.get(key)
 
     def _open_lane(self, transport: Transport, interface: InterfaceInfo) -> _Lane | None:
         budget = self.budget_for(transport, interface)
@@ -203,7 +231,11 @@ class Egress:
     @staticmethod
     def _fail(shed: list[Shed[_Frame]]) -> None:
         for item in shed:
-            item.frame.error = f"shed: {item.reason.value}"
+            waited = item.shed_at - item.queued_at
+            item.frame.error = (
+                f"no airtime on this interface ({item.reason.value} after {waited:.1f} s)"
+            )
+            item.frame.shed = True
             item.frame.done.set()
 
     async def _sync_loop(self) -> None:

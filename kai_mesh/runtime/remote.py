@@ -30,6 +30,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import trio
@@ -50,7 +51,7 @@ from kai_mesh.core.frames import (
     frame_kind,
 )
 from kai_mesh.runtime.delivery import Outbox
-from kai_mesh.runtime.egress import Egress
+from kai_mesh.runtime.egress import AirtimeShed, Egress
 from kai_mesh.runtime.liveness import Liveness
 from kai_mesh.runtime.store import OutboxRow, Store
 from transports.base import (
@@ -171,6 +172,9 @@ class RemoteRouter:
             with trio.move_on_after(limit):
                 try:
                     await self.egress.send(transport, node_id, data, message.priority)
+                except AirtimeShed as exc:
+                    # Store-and-forward would spend the same airtime: the sender hears now.
+                    return self.error_reply(message, "overloaded", str(exc))
                 except TransportError as exc:
                     failure = str(exc)
                 else:
@@ -264,7 +268,12 @@ class RemoteRouter:
                 reset(node_id)
 
     def broadcasts(self) -> list[Callable[[bytes], Awaitable[None]]]:
-        return [b for t in self.transports if (b := getattr(t, "broadcast", None)) is not None]
+        """One sender per transport that can broadcast, each held to its airtime budget."""
+        out: list[Callable[[bytes], Awaitable[None]]] = []
+        for transport in self.transports:
+            if getattr(transport, "broadcast", None) is not None:
+                out.append(partial(self.egress.broadcast, transport))
+        return out
 
     async def ping(self, node: str) -> tuple[PingResult, bytes]:
         transport, node_id = self.locate(node)
