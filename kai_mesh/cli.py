@@ -366,6 +366,7 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
             "; ".join(map(_transport_line, status["transports"])) or "none (local only)",
         ),
         ("messages", ", ".join(f"{k} {v}" for k, v in status["bus"].items() if k != "queued")),
+        *_delivery_rows(status),
         (
             "refused input",
             ", ".join(f"{k} {v}" for k, v in status["refused"].items() if v) or "none",
@@ -375,6 +376,40 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
         table.add_row(f"[bold]{key}[/]", value)
     Console().print(table)
     return ExitCode.OK
+
+
+def _delivery_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    for lane in status.get("airtime") or []:
+        rows.append(
+            (
+                f"airtime {lane['interface']}",
+                f"{lane['used_s']:.1f} of {lane['budget_s']:.1f} s/h "
+                f"({lane['used_fraction']:.0%}; duty cycle {lane['duty_cycle']:.4g}, "
+                f"{lane['bitrate']} bit/s), {lane['queued']} waiting, "
+                f"shed {sum(lane['shed'].values())}",
+            )
+        )
+    outbox = status.get("outbox")
+    if outbox:
+        rows.append(
+            (
+                "outbox",
+                f"{outbox['waiting']} waiting, {outbox['delivered']} delivered, "
+                f"{outbox['expired']} expired, {outbox['attempts']} attempts",
+            )
+        )
+    live = status.get("liveness")
+    if live:
+        peers = ", ".join(f"{n} {k}" for k, n in live["peers"].items())
+        rows.append(
+            (
+                "liveness",
+                f"peers {peers}; heartbeat every {live['heartbeat_interval_s']:g} s, "
+                f"local health {live['local_health']}",
+            )
+        )
+    return rows
 
 
 def _transport_line(transport: dict[str, Any]) -> str:

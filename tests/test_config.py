@@ -61,6 +61,10 @@ def test_home_puts_everything_under_one_directory(
         ("[agents.extra.w]\nclass = 'a:B'\ncommand = ['x']\n", "exactly one of class or command"),
         ("[agents.extra.w]\ncommand = ['x']\nisolation = 'vm'\n", "isolation"),
         ("a = \n", "line 1"),
+        ("[delivery]\nmust_arrive = 'alarm'\n", "[delivery] must_arrive: expected a list"),
+        ("[delivery]\nretry_cap = 0\n", "[delivery] retry_cap: expected a positive number"),
+        ("[airtime]\nliveness_share = 1.5\n", "[airtime] liveness_share: expected a share"),
+        ("[airtime]\nheartbeat = 3\n", "[airtime] heartbeat: unknown key"),
     ],
 )
 def test_errors_name_file_and_key(tmp_path: Path, text: str, needle: str) -> None:
@@ -84,3 +88,15 @@ def test_unreadable_bytes_are_a_config_error(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ConfigError, match=str(path)):
         load_config(path)
+
+
+def test_delivery_and_airtime_settings_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[delivery]\nmust_arrive = ["alarm"]\nretry_cap = 30\nhandoff_after = 120\n'
+        "[airtime]\nliveness_share = 0.1\nannounce_share = 0.02\n"
+    )
+    config = load_config(path)
+    assert config.must_arrive == ("alarm",) and config.retry_cap == 30
+    assert config.handoff_after == 120
+    assert (config.liveness_share, config.announce_share) == (0.1, 0.02)

@@ -198,6 +198,8 @@ def _with(**changes: Any) -> dict[str, Any]:
         ([_with(bandwidth=1000)], '"lora" bandwidth'),
         ([_with(airtime_limit_long=101)], '"lora" airtime_limit_long: expected a percentage'),
         ([_with(airtime_limit_short=True)], '"lora" airtime_limit_short'),
+        ([_with(duty_cycle=0)], '"lora" duty_cycle: expected a percentage above 0'),
+        ([_with(duty_cycle=150)], '"lora" duty_cycle'),
         ([_with(enabled="yes")], '"lora" enabled: expected true or false'),
         ([_with(bitrate=0)], '"lora" bitrate'),
         ([_with(ingress_control=1)], '"lora" ingress_control'),
@@ -411,3 +413,8 @@ def test_a_hardware_snippet_appended_to_the_default_file_adds_an_interface(tmp_p
     path = tmp_path / "config.toml"
     path.write_text(default_config_text("pi") + "\n" + (HARDWARE / "eu868.toml").read_text())
     assert [i.name for i in load_config(path).interfaces] == ["lan", "lora"]
+
+
+def test_duty_cycle_is_kai_meshs_budget_and_never_reaches_rns() -> None:
+    section = rendered([_with(duty_cycle=0.5)])["interfaces"]["lora"]
+    assert "duty_cycle" not in section and section["airtime_limit_long"] == "1.0"

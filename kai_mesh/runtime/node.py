@@ -321,6 +321,8 @@ class Node:
             raise ControlError("bad_request", "must_arrive: expected true or false")
         to = message.to
         remote = isinstance(to, AgentAddress) and not self.bus.is_local(to.node)
+        # Without transports there is no outbox: the bus says the node is unknown, as always.
+        remote = remote and self.remote.outbox is not None
         if remote and (durable or message.intent in self.config.must_arrive):
             try:
                 return await self.remote.submit(message)

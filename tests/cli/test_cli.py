@@ -198,3 +198,18 @@ def test_a_missing_rnode_port_is_one_line_naming_the_interface(home: Home) -> No
     assert done.returncode == ExitCode.FAILURE
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "'lora'" in lines[0] and "/dev/ttyUSB-none" in lines[0]
+
+
+def test_outbox_and_must_arrive_on_a_node_without_transports(running: Home) -> None:
+    empty = running.run("outbox")
+    assert empty.returncode == 0 and "nothing waits" in empty.stdout
+    assert running.json("outbox", "--all") == []
+    # To itself a message is delivered at once: --must-arrive changes nothing on one node.
+    local = running.run("send", "--must-arrive", "kai://pi1/echo", "echo", '"here"')
+    assert local.returncode == 0 and json.loads(local.stdout) == "here"
+    # A local-only node has no outbox for other nodes: an error reply, not a silent queue.
+    far = running.run("send", "--must-arrive", "kai://pi9/echo", "echo", "1")
+    assert far.returncode == ExitCode.REMOTE_ERROR
+    assert "pi9" in far.stderr
+    status = running.json("status")
+    assert status["outbox"] is None and status["liveness"] is None and status["airtime"] == []
