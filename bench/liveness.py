@@ -128,7 +128,7 @@ def detection(slow: bool) -> dict[str, Any]:
         if slow:
             cluster.shape(state, NAMES, "5kbit", None, shared=True)
         all_alive(state, 300 if slow else 30)
-        cluster.kill(state, "node5")
+        cluster.kill_node(state, "node5")
         seconds = wait(lambda: status_of(state, "node1", "node5") == "failed", 3600, "failed")
         live = call(state, "node1", "status")["liveness"]
     return {"link": "5 kbit/s" if slow else "veth", "detect_s": round(seconds, 1), **live}

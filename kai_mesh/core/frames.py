@@ -69,7 +69,10 @@ FRAME_DELIVER = 0x10
 FRAME_ACKS = 0x11
 FRAME_SWIM = 0x12
 FRAME_HEARTBEAT = 0x13
-_KINDS = frozenset({FRAME_ENVELOPE, FRAME_DELIVER, FRAME_ACKS, FRAME_SWIM, FRAME_HEARTBEAT})
+FRAME_STATE = 0x14  # replicated-state sync (core.state_wire)
+_KINDS = frozenset(
+    {FRAME_ENVELOPE, FRAME_DELIVER, FRAME_ACKS, FRAME_SWIM, FRAME_HEARTBEAT, FRAME_STATE}
+)
 
 MAX_ACKS = 64
 MAX_FRAME = 512  # SWIM and heartbeat frames; the largest valid heartbeat is well under 400 bytes

@@ -2,9 +2,10 @@
 
 Heartbeats: every `interval` the node broadcasts one signed heartbeat (`core.frames`) on every
 transport that can broadcast — one frame per node and interface, however many peers hear it —
-carrying a counter that never goes back (the store's run count in the high bits) and room for the
-digests of later issues. A heartbeat that verifies and is newer than the last one from its node
-is proof of life (`Heard`); so is any message over a verified link.
+carrying a counter that never goes back (the store's run count in the high bits) and the digests
+other services ask for (the replicated state's, slot 1), which are handed to them on arrival. A
+heartbeat that verifies and is newer than the last one from its node is proof of life (`Heard`);
+so is any message over a verified link.
 
 The detector (`core.membership`) probes, in a shuffled round, only the peers it has not heard
 from within their period: on a broadcast medium an idle mesh sends nothing but heartbeats and
@@ -77,6 +78,8 @@ class Liveness:
         on_contact: Callable[[bytes], None] = lambda node_id: None,
         names: Callable[[bytes], str | None] = lambda node_id: None,
         rng: random.Random | None = None,
+        digests: Callable[[], Mapping[int, bytes]] = dict,
+        on_digests: Callable[[bytes, Mapping[int, bytes]], None] = lambda node_id, d: None,
     ) -> None:
         self.node_id = secrets.node_id
         self._secrets = secrets
@@ -88,6 +91,8 @@ class Liveness:
         self._emit = emit
         self._on_contact = on_contact
         self._names = names
+        self._digests = digests  # what other services put on our heartbeats (state, governance)
+        self._on_digests = on_digests
         # The counter and the incarnation must not go back across restarts (replay protection,
         # and SWIM ignores an alive older than what it knows): the run count is persisted.
         self._counter = run_number << 32
@@ -143,6 +148,8 @@ class Liveness:
             return  # our own, echoed by a shared medium
         self.counters["heartbeats_heard"] += 1
         self.heard(heartbeat.node_id)
+        if heartbeat.digests:
+            self._on_digests(heartbeat.node_id, heartbeat.digests)
 
     def on_swim(self, node_id: bytes, data: bytes) -> None:
         try:
@@ -179,7 +186,7 @@ class Liveness:
             if self._broadcasts:
                 self._counter += 1
                 frame = encode_heartbeat(
-                    Heartbeat(node_id=self.node_id, counter=self._counter, digests={}),
+                    Heartbeat(node_id=self.node_id, counter=self._counter, digests=self._digests()),
                     self._secrets,
                     self.mesh_id,
                 )

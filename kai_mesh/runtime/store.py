@@ -8,8 +8,10 @@ loss can take the last transactions; `durable=True` trades speed for that too).
 Tables: `meta` (schema version, run count, the clean-shutdown marker) and `seen` (the replay window
 of messages that arrived from other nodes, so a replay is refused across restarts too, and a message
 that must arrive is handed to its agent once however often it is retried) and `outbox` (messages
-that must arrive, until the recipient acknowledges them or they expire). Later issues add the signed
-update logs and governance objects through `_MIGRATIONS`.
+that must arrive, until the recipient acknowledges them or they expire), and the replicated state's
+logs: `state_headers` (signed stream claims), `state_entries` (signed entries, by stream and seq)
+and `state_evidence` (conflicting claims and forks, both records). Governance objects come later
+through `_MIGRATIONS`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,17 @@ _MIGRATIONS: tuple[str, ...] = (
         done_at REAL, reply BLOB
     ) WITHOUT ROWID;
     CREATE INDEX outbox_state ON outbox (state);
+    """,
+    """
+    CREATE TABLE state_headers (client_id INTEGER PRIMARY KEY, data BLOB NOT NULL);
+    CREATE TABLE state_entries (
+        client_id INTEGER NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
+        PRIMARY KEY (client_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE state_evidence (
+        id INTEGER PRIMARY KEY, kind TEXT NOT NULL, client_id INTEGER NOT NULL,
+        first BLOB NOT NULL, second BLOB NOT NULL
+    );
     """,
 )
 
@@ -200,6 +213,36 @@ class Store:
                 values["reply"] = bytes(values["reply"])
             out.append(OutboxRow(**values))
         return out
+
+    # ---- replicated state --------------------------------------------------------------------
+
+    def state_append(
+        self, headers: Iterable[tuple[int, bytes]], entries: Iterable[tuple[int, int, bytes]]
+    ) -> None:
+        """Commit stream headers `(client_id, data)` and entries `(client_id, seq, data)` in one
+        transaction; a record already there is left as it is (the logs only grow)."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO state_headers VALUES (?, ?)", headers)
+            self._db.executemany("INSERT OR IGNORE INTO state_entries VALUES (?, ?, ?)", entries)
+
+    def state_logs(self) -> tuple[list[bytes], list[bytes]]:
+        """Every header, and every entry in stream and seq order: what rebuilds the doc."""
+        with self._lock:
+            headers = [bytes(r[0]) for r in self._db.execute("SELECT data FROM state_headers")]
+            entries = [
+                bytes(r[0])
+                for r in self._db.execute("SELECT data FROM state_entries ORDER BY client_id, seq")
+            ]
+        return headers, entries
+
+    def state_keep_evidence(self, kind: str, client_id: int, first: bytes, second: bytes) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO state_evidence (kind, client_id, first, second) VALUES (?, ?, ?, ?)",
+                (kind, client_id, first, second),
+            )
 
     def close(self) -> None:
         """Mark a clean shutdown and close. The next open sees `was_clean`."""

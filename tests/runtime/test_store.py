@@ -137,3 +137,16 @@ def test_a_database_of_the_first_schema_gains_the_outbox(tmp_path: Path) -> None
     store.outbox_add(_row(7))
     assert store.outbox_counts() == {"waiting": 1}
     store.close()
+
+
+def test_state_logs_only_grow_and_come_back_in_stream_order(tmp_path: Path) -> None:
+    store = Store(tmp_path / "node.db")
+    store.state_append([(7, b"h7")], [(7, 2, b"e7.2"), (7, 1, b"e7.1")])
+    store.state_append([(3, b"h3"), (7, b"other")], [(3, 1, b"e3.1"), (7, 1, b"forged")])
+    store.state_keep_evidence("fork", 7, b"e7.1", b"forged")
+    store.close()
+    store = Store(tmp_path / "node.db")
+    headers, entries = store.state_logs()
+    assert sorted(headers) == [b"h3", b"h7"]  # the second claim of 7 did not replace the first
+    assert entries == [b"e3.1", b"e7.1", b"e7.2"]
+    store.close()
