@@ -8,8 +8,6 @@ client of the daemon's control socket. Errors are one line on stderr, never a tr
 from __future__ import annotations
 
 import argparse
-import base64
-import enum
 import json
 import logging
 import os
@@ -20,7 +18,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kai_mesh import __version__
-from kai_mesh.client import ControlClient, ControlError, NodeNotRunning
+from kai_mesh.cli_common import CliError, ExitCode, _client, _paths, print_json
+from kai_mesh.cli_state import add_state_parser
+from kai_mesh.client import ControlError
 from kai_mesh.config import Config, NodePaths, default_config_text, load_config
 from kai_mesh.core.address import check_name, parse_address
 from kai_mesh.core.envelope import Priority
@@ -32,52 +32,6 @@ if TYPE_CHECKING:
     from transports.base import Transport
     from transports.lxmf import LxmfTransport
     from transports.reticulum import ReticulumTransport
-
-
-class ExitCode(enum.IntEnum):
-    """Exit codes of every `kai-mesh` command (also listed in the README)."""
-
-    OK = 0
-    FAILURE = 1  # an unexpected failure; the message says what
-    USAGE = 2  # bad arguments, a broken config file, a malformed address or payload
-    NOT_RUNNING = 3  # no daemon is running on this home
-    CONFLICT = 4  # a node already exists (init) or already runs (run) on this home
-    REMOTE_ERROR = 5  # the message was delivered and answered with an error
-    TIMEOUT = 6  # no reply in time
-    INTERRUPTED = 130  # Ctrl-C
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: ExitCode) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, bytes):
-        return {"$bytes": base64.b64encode(value).decode()}
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def print_json(value: Any) -> None:
-    print(json.dumps(value, default=_json_default, ensure_ascii=False))
-
-
-def _paths(args: argparse.Namespace) -> NodePaths:
-    return NodePaths.resolve(args.home)
-
-
-def _client(args: argparse.Namespace, timeout: float | None = 10.0) -> ControlClient:
-    paths = _paths(args)
-    try:
-        return ControlClient(paths.socket, timeout=timeout)
-    except NodeNotRunning:
-        home = f" --home {args.home}" if args.home else ""
-        raise CliError(
-            f"no node is running on {paths.config_file.parent} "
-            f"(no control socket at {paths.socket}); start one with: kai-mesh{home} run",
-            ExitCode.NOT_RUNNING,
-        ) from None
 
 
 def _default_name() -> str:
@@ -564,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="also the delivered and expired ones")
     p = add("events", cmd_events, "follow the node's events as JSON lines until Ctrl-C", False)
     p.add_argument("topics", nargs="*", help="messages, agents, logs, peers, outbox (default: all)")
+    add_state_parser(sub, common)
     add_harness_parser(sub, common)
     return parser
 

@@ -40,8 +40,10 @@ from kai_mesh.runtime.bus import Bus, new_message
 from kai_mesh.runtime.control import ControlServer, EventHub
 from kai_mesh.runtime.egress import Egress
 from kai_mesh.runtime.remote import RemoteRouter
+from kai_mesh.runtime.state import StateService
+from kai_mesh.runtime.state_control import WithStateAgent, state_method
 from kai_mesh.runtime.store import OutboxRow, Store
-from kai_mesh.runtime.wiring import wire_delivery
+from kai_mesh.runtime.wiring import alive_peers, wire_delivery
 from transports.base import Transport
 
 log = logging.getLogger(__name__)
@@ -148,10 +150,18 @@ class Node:
         self.mesh_id = files.genesis.mesh_id
         self.hub = EventHub()
         self.agents = AgentHost(agent_specs(config), on_event=self.hub.publish)
+        self.state = StateService(
+            secrets=files.secrets,
+            mesh_id=files.genesis.mesh_id,
+            keys=files.trusted_keys,
+            send=self._send_state,
+            peers=lambda: alive_peers(self.remote),
+            emit=self.hub.publish,
+        )
         self.bus = Bus(
             node_id=self.node_id,
             name=self.name,
-            agents=self.agents,
+            agents=WithStateAgent(self.agents, self.state),
             queue_capacity=config.queue_capacity,
             on_event=self.hub.publish,
         )
@@ -197,6 +207,7 @@ class Node:
             self.store = await trio.to_thread.run_sync(Store, self.paths.database)
             if not self.store.was_clean and self.store.runs > 1:
                 log.warning("the previous run did not shut down cleanly")
+            await self.state.start(self.store)
             if self.remote.transports:
                 self._wire_delivery(self.store)
             with trio.CancelScope() as self._cancel:
@@ -205,6 +216,7 @@ class Node:
                     await nursery.start(self.agents.run)
                     await nursery.start(self.bus.serve)
                     await nursery.start(self.remote.run)
+                    await nursery.start(self.state.run)
                     await nursery.start(self.control.serve)
                     self.started_at = time.time()
                     log.info(
@@ -234,7 +246,12 @@ class Node:
             liveness_share=self.config.liveness_share,
             announce_share=self.config.announce_share,
             names=self._name_of,
+            state=self.state,
         )
+
+    async def _send_state(self, node_id: bytes, frame: bytes) -> None:
+        # Sync is background traffic: it yields to messages and keeps to its airtime share.
+        await self.remote.send_frame(node_id, frame, Priority.NORMAL, background=True)
 
     def _name_of(self, node_id: bytes) -> str | None:
         return next((p.name for p in self.remote.peers() if p.node_id == node_id), None)
@@ -258,6 +275,8 @@ class Node:
             return await self._send(params)
         if method == "outbox":
             return await trio.to_thread.run_sync(self._outbox, params)
+        if method.startswith("state_"):
+            return await state_method(self.state, method, params, self._name_of)
         if method == "ping_node":
             return await self._ping(params)
         fn = self._methods.get(method)
@@ -297,6 +316,7 @@ class Node:
             "refused": refused,
             "airtime": self.egress.status(),
             "outbox": self._outbox_summary(),
+            "state": self.state.status(),
             "liveness": None
             if liveness is None
             else {

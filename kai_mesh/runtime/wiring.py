@@ -18,9 +18,22 @@ from kai_mesh.core.retry import RetryPolicy
 from kai_mesh.runtime.delivery import Outbox
 from kai_mesh.runtime.liveness import Liveness, detector_config, heartbeat_interval
 from kai_mesh.runtime.remote import RemoteRouter
+from kai_mesh.runtime.state import StateService
 from kai_mesh.runtime.store import Store
 
 ANNOUNCE_BYTES = 200  # an RNS announce with kai-mesh's app_data, on the air (LAB.md: 199)
+
+
+def alive_peers(remote: RemoteRouter) -> list[bytes]:
+    """The peers the detector holds alive (none before liveness is wired)."""
+    liveness = remote.liveness
+    if liveness is None:
+        return []
+    return [
+        n
+        for n in liveness.detector.peers()
+        if liveness.detector.state_of(n).status.value == "alive"
+    ]
 
 
 def wire_delivery(
@@ -36,8 +49,11 @@ def wire_delivery(
     announce_share: float,
     names: Callable[[bytes], str | None] = lambda node_id: None,
     rng: random.Random | None = None,
+    state: StateService | None = None,
 ) -> None:
-    """Give `remote` an outbox on `store` and a liveness service. Call before `remote.run()`."""
+    """Give `remote` an outbox on `store` and a liveness service, and route the replicated
+    state's frames and heartbeat digest (when `state` is given). Call before `remote.run()`."""
+    remote.state = state
     remote.store = store
     outbox = Outbox(
         send=remote.send_frame,
@@ -71,12 +87,17 @@ def wire_delivery(
     async def send_swim(node_id: bytes, frame: bytes) -> None:
         await remote.send_frame(node_id, frame, Priority.HIGH, background=True)
 
+    beat = heartbeat_interval(tuning, bitrate)
+    if state is not None:
+        # On a slow radio a round costs airtime: no more than one per peer per heartbeat.
+        state.min_round_gap = max(state.min_round_gap, beat)
+        state.round_interval = max(state.round_interval, 4 * beat)
     remote.liveness = Liveness(
         secrets=secrets,
         mesh_id=mesh_id,
         keys=keys,
         config=tuning,
-        heartbeat_interval=heartbeat_interval(tuning, bitrate),
+        heartbeat_interval=beat,
         send=send_swim,
         broadcasts=remote.broadcasts(),
         emit=emit,
@@ -84,4 +105,6 @@ def wire_delivery(
         on_contact=outbox.heard_from,
         names=names,
         rng=rng,
+        digests=state.digests if state is not None else dict,
+        on_digests=state.on_digests if state is not None else lambda node_id, digests: None,
     )

@@ -7,6 +7,7 @@ import signal
 import stat
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -213,3 +214,43 @@ def test_outbox_and_must_arrive_on_a_node_without_transports(running: Home) -> N
     assert "pi9" in far.stderr
     status = running.json("status")
     assert status["outbox"] is None and status["liveness"] is None and status["airtime"] == []
+
+
+def test_state_set_show_export_import_and_the_state_agent(running: Home, tmp_path: Path) -> None:
+    done = running.run("state", "set", "shared/notes", '{"today": "rain", "n": 3, "list": [1, 2]}')
+    assert done.returncode == 0, done.stderr
+    assert json.loads(running.run("state", "show", "shared/notes").stdout) == {
+        "today": "rain",
+        "n": 3,
+        "list": [1, 2],
+    }
+    # Agents and other nodes use the `state` agent by message.
+    via_agent = running.run("send", "kai://pi1/state", "get", '{"path": "shared/notes/n"}')
+    assert json.loads(via_agent.stdout) == 3
+    running.run("send", "kai://pi1/state", "set", '{"path": "tasks/t1", "value": {"ok": true}}')
+    assert running.json("state", "show")["value"]["tasks"] == {"t1": {"ok": True}}
+    export = tmp_path / "state.yjs"
+    assert running.run("state", "export", "--format", "yjs", str(export)).returncode == 0
+    assert export.stat().st_size > 20
+    assert running.run("state", "delete", "shared/notes").returncode == 0
+    assert running.run("state", "show", "shared/notes").returncode == ExitCode.USAGE
+    imported = running.run("state", "import", "--format", "yjs", str(export))
+    assert imported.returncode == 0, imported.stderr
+    assert json.loads(running.run("state", "show", "shared/notes/today").stdout) == "rain"
+    status = running.json("status")["state"]
+    assert status["streams"] == 1 and status["entries"] >= 4
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["state", "set", "shared/big", str(2**64)], "string"),
+        (["state", "set", "nowhere/x", "1"], "services"),
+        (["state", "set", "shared/x", "{not json"], "JSON"),
+        (["state", "show", "shared/missing"], "no such path"),
+    ],
+)
+def test_state_refuses_bad_paths_and_values(running: Home, args: list[str], needle: str) -> None:
+    done = running.run(*args)
+    assert done.returncode == ExitCode.USAGE, done.stderr
+    assert needle in done.stderr and done.stderr.count("\n") == 1
