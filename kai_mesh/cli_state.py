@@ -80,14 +80,17 @@ def cmd_import(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_sync(args: argparse.Namespace) -> ExitCode:
-    result = _call(args, "state_sync", {})
+    result = _call(args, "state_sync", {"wait": args.wait})
     if args.json:
         print_json(result)
         return ExitCode.OK
-    print(f"started a sync round with {result['rounds_started']} peer(s)")
+    print(f"synced with {result['rounds_started']} peer(s)")
     for peer in result["peers"]:
-        state = "in sync" if peer["in_sync"] else "differs: a round is under way"
-        print(f"  {peer['name'] or peer['node_id']}: {state} (its digest {peer['their_digest']})")
+        state = "in sync" if peer["in_sync"] else "differs (or its heartbeat is not heard)"
+        print(
+            f"  {peer['name'] or peer['node_id']}: {state}; it lacked {peer['they_lacked']} "
+            f"entries, we lacked {peer['we_lacked']}"
+        )
     return ExitCode.OK
 
 
@@ -116,4 +119,5 @@ def add_state_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         p = add(name, fn, what)
         p.add_argument("--format", choices=["yjs"], default="yjs", help="yjs (the only one)")
         p.add_argument("file")
-    add("sync", cmd_sync, "start a sync round with every peer and say which differ")
+    p = add("sync", cmd_sync, "sync with every peer now; per peer, what each side lacked")
+    p.add_argument("--wait", type=float, default=2.0, help="seconds to let the rounds run (2)")

@@ -28,7 +28,7 @@ from kai_mesh.core import ydoc
 from kai_mesh.core.errors import KaiMeshError, TransportError, UsageError
 from kai_mesh.core.identity import NodeSecrets
 from kai_mesh.core.replica import Received, Replica
-from kai_mesh.core.state_wire import parse_entry, parse_header
+from kai_mesh.core.state_wire import Entries, decode_sync, encode_sync, parse_entry, parse_header
 from kai_mesh.runtime.store import Store
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,9 @@ class StateService:
         self._last_round: dict[bytes, float] = {}
         self._peer_digest: dict[bytes, bytes] = {}
         self._digest_at: dict[bytes, float] = {}
+        # Entries each side turned out to lack, per peer, since the last `sync_now`.
+        self._lacked_here: dict[bytes, int] = {}
+        self._lacked_there: dict[bytes, int] = {}
         self._nursery: trio.Nursery | None = None
         self._write_lock = trio.Lock()  # one local transaction committed at a time, in order
         self.counters = {"local_entries": 0, "peer_entries": 0, "rounds": 0, "frames_sent": 0}
@@ -157,8 +160,6 @@ class StateService:
         return len(records)
 
     async def _push(self, node_id: bytes, records: list[bytes]) -> None:
-        from kai_mesh.core.state_wire import Entries, encode_sync
-
         headers = [r for r in records if r[:1] == b"\x01"]
         entries = [r for r in records if r[:1] == b"\x02"]
         await self._send_to(node_id, encode_sync(Entries(headers=headers, entries=entries)))
@@ -182,6 +183,8 @@ class StateService:
     def sync_now(self) -> int:
         """Start a round with every peer now (`kai-mesh state sync`); how many were started."""
         peers = self._peers()
+        self._lacked_here.clear()
+        self._lacked_there.clear()
         for node_id in peers:
             self._start_round(node_id, force=True)
         return len(peers)
@@ -207,6 +210,11 @@ class StateService:
         except KaiMeshError as exc:
             log.debug("state frame from %s refused: %s", node_id.hex(), exc)
             return
+        self._lacked_here[node_id] = self._lacked_here.get(node_id, 0) + len(received.entries)
+        for reply in replies:
+            sent = decode_sync(reply)
+            if isinstance(sent, Entries):
+                self._lacked_there[node_id] = self._lacked_there.get(node_id, 0) + len(sent.entries)
         if received.entries:
             self.counters["peer_entries"] += len(received.entries)
             self._emit(
@@ -275,14 +283,19 @@ class StateService:
 
     def sync_report(self, names: Callable[[bytes], str | None]) -> list[dict[str, Any]]:
         mine = None if self.replica is None else self.replica.digest()
+        peers = sorted(set(self._peer_digest) | set(self._lacked_here) | set(self._peers()))
         return [
             {
                 "node_id": node_id.hex(),
                 "name": names(node_id),
-                "their_digest": digest.hex(),
-                "in_sync": digest == mine,
+                "their_digest": None
+                if node_id not in self._peer_digest
+                else (self._peer_digest[node_id].hex()),
+                "in_sync": self._peer_digest.get(node_id) == mine,
+                "we_lacked": self._lacked_here.get(node_id, 0),
+                "they_lacked": self._lacked_there.get(node_id, 0),
             }
-            for node_id, digest in sorted(self._peer_digest.items())
+            for node_id in peers
         ]
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import trio
+
 from kai_mesh.agents.base import AgentRequest
 from kai_mesh.client import ControlError
 from kai_mesh.core import ydoc
@@ -53,6 +55,10 @@ async def state_method(
             return {"changed": made > 0, "status": state.status()}
         if method == "state_sync":
             started = state.sync_now()
+            wait = params.get("wait", 2.0)
+            if not isinstance(wait, int | float) or not 0 <= wait <= 60:
+                raise UsageError("state_sync: wait is 0 to 60 seconds")
+            await trio.sleep(wait)  # let the rounds run: the report says what each side lacked
             return {"rounds_started": started, "peers": state.sync_report(names)}
     except (UsageError, KaiMeshError) as exc:
         raise ControlError("bad_request", str(exc)) from None

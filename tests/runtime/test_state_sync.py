@@ -111,3 +111,24 @@ async def test_fifty_nodes_on_a_sparse_graph_converge_after_a_burst(autojump_clo
         vectors = [s.replica.vector() for s in states if s.replica]
         assert all(v == vectors[0] for v in vectors) and len(vectors[0]) == 8
         nursery.cancel_scope.cancel()
+
+
+async def test_sync_now_reports_what_each_side_lacked(autojump_clock: object) -> None:
+    net = MemoryNetwork(seed=6)
+    secrets = [NodeSecrets.generate(os.urandom) for _ in range(2)]
+    keys = {s.node_id: s.verify_key for s in secrets}
+    async with trio.open_nursery() as nursery:
+        a, b = [await start_node(nursery, net, s, keys, i) for i, s in enumerate(secrets)]
+        net.full([s.node_id for s in secrets], LinkProfile(latency=0.01))
+        await trio.sleep(3)
+        net.partition([secrets[0].node_id], [secrets[1].node_id])
+        await a.write(("shared", "a1"), 1)
+        await a.write(("shared", "a2"), 2)
+        await b.write(("shared", "b1"), 3)
+        net.heal()
+        assert b.sync_now() == 1  # before any heartbeat could start a round of its own
+        await trio.sleep(3)
+        report = b.sync_report(lambda node_id: None)
+        assert [(r["we_lacked"], r["they_lacked"], r["in_sync"]) for r in report] == [(2, 1, True)]
+        assert a.read(("shared",)) == b.read(("shared",)) == {"a1": 1, "a2": 2, "b1": 3}
+        nursery.cancel_scope.cancel()
