@@ -28,6 +28,7 @@ from kai_mesh.runtime.bus import Bus, new_message
 from kai_mesh.runtime.remote import RemoteRouter
 from kai_mesh.runtime.store import Store
 from kai_mesh.runtime.wiring import wire_delivery
+from transports.base import MessageReceived
 from transports.memory import LinkProfile, MemoryNetwork, MemoryTransport
 
 MESH = b"d" * 32
@@ -57,6 +58,9 @@ class Node:
 
 
 class Mesh:
+    policy = FAST
+    store_and_forward: Any = None
+
     def __init__(self, tmp: Path, names: list[str], nursery: trio.Nursery) -> None:
         self.net = MemoryNetwork(seed=7)
         self.nodes = {n: Node(n, NodeSecrets.generate(os.urandom), tmp / f"{n}.db") for n in names}
@@ -100,6 +104,8 @@ class Mesh:
                 error_reply=bus.error_reply,
             )
             bus.remote = router.request
+            if self.store_and_forward is not None:
+                router.store_and_forward = self.store_and_forward
             wire_delivery(
                 router,
                 node.store,
@@ -107,7 +113,7 @@ class Mesh:
                 mesh_id=MESH,
                 keys=self.keys,
                 emit=node.emit,
-                policy=FAST,
+                policy=self.policy,
                 liveness_share=1.0,
                 announce_share=1.0,
                 rng=random.Random(1),
@@ -123,10 +129,12 @@ class Mesh:
 
 
 @asynccontextmanager
-async def mesh(tmp: Path, names: list[str]) -> AsyncIterator[Mesh]:
+async def mesh(tmp: Path, names: list[str], **options: Any) -> AsyncIterator[Mesh]:
     async with AsyncExitStack() as stack:
         nursery = await stack.enter_async_context(trio.open_nursery())
         m = Mesh(tmp, names, nursery)
+        for key, value in options.items():
+            setattr(m, key, value)
         for name in names:
             await m.start(name)
         m.net.full([m.nodes[n].node_id for n in names], LINK)
@@ -252,3 +260,34 @@ async def test_a_silent_node_is_declared_failed_and_recovers_when_it_returns(
         m.net.heal()
         await wait_for(lambda: a.topics("peers", "peer_recovered"), within=10)
         assert live.statuses()["alive"] == 2
+
+
+async def test_an_unacknowledged_message_is_also_left_with_store_and_forward(
+    tmp_path: Path,
+) -> None:
+    """The propagation node is played by a list: what was left there is handed to b's router as
+    LXMF would, while a and b are still apart; b serves it once and acknowledges the direct retry
+    after the heal."""
+    left: list[tuple[bytes, bytes]] = []
+
+    async def propagation(node_id: bytes, data: bytes) -> bool:
+        left.append((node_id, data))
+        return True
+
+    policy = RetryPolicy(base=0.2, cap=0.5, handoff_after=1.0)
+    async with mesh(tmp_path, ["a", "b"], policy=policy, store_and_forward=propagation) as m:
+        a, b = m.nodes["a"], m.nodes["b"]
+        assert a.router is not None and b.router is not None and b.store is not None
+        m.net.partition([a.node_id], [b.node_id])
+        msg = message(a, f"kai://{b.node_id.hex()}/echo", "via propagation")
+        await a.router.submit(msg)
+        await wait_for(lambda: a.topics("outbox", "handed_off"), within=5)
+        assert a.store.outbox_get(msg.message_id).handed_off  # type: ignore[union-attr]
+        assert len(left) == 1 and left[0][0] == b.node_id
+        b.router._on_frame(m.transports["b"], MessageReceived(node_id=a.node_id, data=left[0][1]))
+        await wait_for(lambda: b.store.seen_count() == 1)  # type: ignore[union-attr]
+        assert row_state(a, msg.message_id) == "waiting"  # b's ack could not cross the partition
+        m.net.heal()
+        await wait_for(lambda: row_state(a, msg.message_id) == "delivered")
+        assert b.router.counters.get("duplicates", 0) >= 1  # the direct retry: acked, not served
+        assert len(left) == 1  # handed over once
