@@ -125,6 +125,7 @@ async def test_sync_now_reports_what_each_side_lacked(autojump_clock: object) ->
         await a.write(("shared", "a1"), 1)
         await a.write(("shared", "a2"), 2)
         await b.write(("shared", "b1"), 3)
+        await trio.sleep(1)  # the pushes run, and fail, while the two are still apart
         net.heal()
         assert b.sync_now() == 1  # before any heartbeat could start a round of its own
         await trio.sleep(3)
