@@ -123,6 +123,7 @@ class Config:
     handoff_after: float = 60.0
     liveness_share: float = 0.04
     announce_share: float = 0.01
+    background_share: float = 0.25
     reticulum: ReticulumSettings = field(default_factory=ReticulumSettings)
     lxmf: LxmfSettings = field(default_factory=LxmfSettings)
     interfaces: tuple[InterfaceConfig, ...] = DEFAULT_INTERFACES
@@ -185,6 +186,7 @@ _SCHEMA: dict[tuple[str, str], tuple[str, Callable[[Any], str | None]]] = {
     ("delivery", "handoff_after"): ("handoff_after", _positive_number),
     ("airtime", "liveness_share"): ("liveness_share", _share),
     ("airtime", "announce_share"): ("announce_share", _share),
+    ("airtime", "background_share"): ("background_share", _share),
 }
 _SECTIONS = {section for section, _ in _SCHEMA} | {"reticulum", "interfaces", "lxmf"}
 
@@ -331,6 +333,9 @@ handoff_after = 60.0
 # probes, and for announces; their intervals stretch to fit on slow links.
 liveness_share = 0.04
 announce_share = 0.01
+# The most of the budget all background traffic together may use (heartbeats, probes, state
+# sync, relayed announces); the rest is kept for messages.
+background_share = 0.25
 
 [reticulum]
 # false: no Reticulum at all, the offline mesh of one (kai-mesh init --local-only writes false).

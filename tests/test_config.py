@@ -94,9 +94,10 @@ def test_delivery_and_airtime_settings_are_read(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text(
         '[delivery]\nmust_arrive = ["alarm"]\nretry_cap = 30\nhandoff_after = 120\n'
-        "[airtime]\nliveness_share = 0.1\nannounce_share = 0.02\n"
+        "[airtime]\nliveness_share = 0.1\nannounce_share = 0.02\nbackground_share = 0.5\n"
     )
     config = load_config(path)
     assert config.must_arrive == ("alarm",) and config.retry_cap == 30
     assert config.handoff_after == 120
     assert (config.liveness_share, config.announce_share) == (0.1, 0.02)
+    assert config.background_share == 0.5

@@ -76,9 +76,12 @@ class _Lane:
 class Egress:
     """See the module docstring. `run()` in the node's nursery; `send()` from anywhere."""
 
-    def __init__(self, transports: list[Transport], duty_for: DutyFor) -> None:
+    def __init__(
+        self, transports: list[Transport], duty_for: DutyFor, background_share: float = 0.25
+    ) -> None:
         self.transports = transports
         self._duty_for = duty_for
+        self.background_share = background_share
         self._lanes: dict[tuple[str, str], _Lane | None] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -166,6 +169,7 @@ class Egress:
         return AirtimeBudget(
             interface.bitrate,
             duty if duty is not None else 1.0,
+            background_share=self.background_share,
             overhead_bytes=LINK_OVERHEAD,
             short_window=PACING_WINDOW,
             short_duty_cycle=PACING_SHARE,

@@ -173,7 +173,11 @@ class Node:
             verify_key_for=self.trusted.get,
         )
         duties = {i.name: d / 100 for i in config.interfaces if (d := _duty_percent(i))}
-        self.egress = Egress(list(transports), lambda interface: duties.get(interface.name))
+        self.egress = Egress(
+            list(transports),
+            lambda interface: duties.get(interface.name),
+            background_share=config.background_share,
+        )
         self.remote = RemoteRouter(
             node_id=self.node_id,
             transports=transports,
