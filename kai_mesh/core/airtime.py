@@ -191,6 +191,15 @@ class AirtimeBudget:
         bits = self.frame_bits(size)
         return max(self._now, *(w.fits_at(bits) for w in self._windows(background)))
 
+    def fits_hour(self, size: int, now: float, background: bool) -> bool:
+        """Whether the frame fits the long window (and the background share) at `now`, ignoring
+        the short window: for a transfer the transport paces itself (a Reticulum Resource),
+        which may be larger than a burst window could ever hold."""
+        self._advance(now)
+        bits = self.frame_bits(size)
+        windows = [self._long, self._background] if background else [self._long]
+        return all(w.fits_at(bits) <= self._now for w in windows)
+
     def spend(self, size: int, now: float, background: bool = False) -> float:
         """Charge a frame sent at `now`, whether or not it fits; return its overdraft in seconds.
 

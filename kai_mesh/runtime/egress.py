@@ -6,7 +6,9 @@ set in its config; faster interfaces send at once (a LAN has no airtime to save 
 already orders by priority). A lane's budget is the interface's duty cycle over an hour (EU 868:
 1 % for RNode interfaces unless configured) plus a 2-second pacing window at 90 % of the bitrate,
 so frames wait here, in priority order, instead of piling up in a radio's or a kernel's queue
-where a `critical` frame would wait behind them. `critical` is never held or shed; lower
+where a `critical` frame would wait behind them. A frame larger than one packet goes out as the
+transport's own paced transfer (an RNS Resource, which has its own window): it is held only to the
+hour's budget, and charged whole. `critical` is never held or shed; lower
 priorities wait up to their `MAX_DELAY`, then fail with an error the sender sees.
 
 What the lane does not send itself (Reticulum's announces, link setup, keepalives, proofs, and
@@ -38,6 +40,7 @@ PACING_SHARE = 0.9
 MAX_DELAY = {Priority.LOW: 30.0, Priority.NORMAL: 60.0, Priority.HIGH: 120.0}
 CAPACITY = 512
 SYNC_EVERY = 5.0
+PACKET_BYTES = 430  # RNS Link.MDU (431) less our frame-type byte: larger frames are Resources
 
 #: Duty cycle for an interface with no `duty_cycle` in its config, by RNS interface class.
 DEFAULT_DUTY = {"RNodeInterface": 0.01}
@@ -106,6 +109,9 @@ class Egress:
         if lane is None:
             await transport.send(node_id, data)
             return
+        if len(data) > PACKET_BYTES:
+            await self._send_transfer(lane, node_id, data, priority, background)
+            return
         frame = _Frame(transport, node_id, data)
         shed = lane.queue.push(frame, priority, background, trio.current_time())
         self._fail(shed)
@@ -115,6 +121,19 @@ class Egress:
             raise AirtimeShed(frame.error or "shed")
         if frame.error is not None:
             raise TransportError(frame.error)
+
+    async def _send_transfer(
+        self, lane: _Lane, node_id: bytes, data: bytes, priority: Priority, background: bool
+    ) -> None:
+        """More than one packet: the transport sends it as a paced, windowed transfer (an RNS
+        Resource), so it does not queue behind the burst window; it must fit the hour's budget
+        (critical always goes) and is charged whole."""
+        budget, now = lane.queue.budget, trio.current_time()
+        if priority < Priority.CRITICAL and not budget.fits_hour(len(data), now, background):
+            raise AirtimeShed(f"no airtime this hour for {len(data)} bytes on {lane.interface}")
+        budget.spend(len(data), now, background)
+        lane.lane_bytes += len(data) + budget.overhead_bytes
+        await lane.transport.send(node_id, data)
 
     async def broadcast(self, transport: Transport, data: bytes) -> None:
         """One background frame on every interface of `transport` (a heartbeat). It goes only if

@@ -369,3 +369,14 @@ def test_budget_holds_over_an_hour_of_mixed_traffic(
     assert sum(queue.stats.sent.values()) == len(sent)
     assert sum(queue.stats.shed.values()) == len(shed)
     event(f"sent {len(sent) // 50 * 50}+, shed {len(shed) // 10 * 10}+, overdraft {overdraft > 0}")
+
+
+def test_a_transfer_larger_than_the_burst_window_is_judged_by_the_hour() -> None:
+    budget = AirtimeBudget(20_000, 1.0, short_window=2.0, short_duty_cycle=0.9)
+    assert not budget.can_ever_send(20_000, False)  # 20 KB never fits a 2 s burst window
+    assert budget.fits_hour(20_000, 0.0, False)  # but the hour holds it
+    lora = AirtimeBudget(5000, 0.01)  # 36 s an hour: 22 KB
+    assert lora.fits_hour(20_000, 0.0, False)
+    lora.spend(20_000, 0.0)
+    assert not lora.fits_hour(20_000, 1.0, False)  # the second one must wait for the hour
+    assert lora.fits_hour(20_000, 3601.0, False)
