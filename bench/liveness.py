@@ -261,17 +261,20 @@ def main() -> None:
     parser.add_argument("--fp-min", type=float, default=10)
     parser.add_argument("--slow", action="store_true", help="also detect at 5 kbit/s (minutes)")
     parser.add_argument("--sim-only", action="store_true")
+    parser.add_argument("--idle-only", action="store_true", help="only the idle measurement")
     parser.add_argument("--runs", type=int, default=20, help="simulated runs per case")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    out: dict[str, Any] = {
-        "simulated": [
+    out: dict[str, Any] = {"simulated": []}
+    if args.idle_only:
+        out["idle"] = idle(args.warmup_s, args.idle_min)
+    else:
+        out["simulated"] = [
             sim_summary(None, 1.0, 0.05, args.runs),
             sim_summary(5000, 1.0, 0.05, args.runs),
             sim_summary(5000, 0.01, 0.05, args.runs),
         ]
-    }
-    if not args.sim_only and os.geteuid() == 0:
+    if not args.sim_only and not args.idle_only and os.geteuid() == 0:
         out["detection"] = [detection(False)] + ([detection(True)] if args.slow else [])
         out["false_positives"] = false_positives(args.fp_min)
         out["idle"] = idle(args.warmup_s, args.idle_min)

@@ -77,11 +77,14 @@ def wire_delivery(
         budget = remote.egress.budget_for(*slowest)
         if budget is not None:
             duty = budget.duty_cycle
-            for transport in live:
-                interval = getattr(transport, "announce_interval", None)
-                if interval is not None:
-                    stretched = adaptive_interval(interval, ANNOUNCE_BYTES, budget, announce_share)
-                    transport.announce_interval = stretched  # type: ignore[attr-defined]
+            # Every transport's announces (Reticulum's and LXMF's) share the same radio, and
+            # the announce share between them.
+            announcers = [t for t in remote.transports if hasattr(t, "announce_interval")]
+            for transport in announcers:
+                share = announce_share / len(announcers)
+                base = transport.announce_interval
+                stretched = adaptive_interval(base, ANNOUNCE_BYTES, budget, share)
+                transport.announce_interval = stretched
     tuning = detector_config(duty, liveness_share)
 
     async def send_swim(node_id: bytes, frame: bytes) -> None:
