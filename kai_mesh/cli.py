@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from kai_mesh import __version__
 from kai_mesh.cli_common import CliError, ExitCode, _client, _paths, print_json
+from kai_mesh.cli_genesis import add_genesis_parser, init_from_genesis
 from kai_mesh.cli_state import add_state_parser
 from kai_mesh.cli_views import cmd_agents, cmd_outbox, cmd_peers, cmd_status
 from kai_mesh.client import ControlError
@@ -49,7 +50,7 @@ def cmd_init(args: argparse.Namespace) -> ExitCode:
     from kai_mesh.core.identity import MemberRecord, NodeSecrets
 
     paths = _paths(args)
-    if paths.secrets.exists() and not args.force:
+    if args.genesis is None and paths.secrets.exists() and not args.force:
         raise CliError(
             f"a node already exists at {paths.data_dir}; `kai-mesh init --force` replaces it "
             "and its keys are lost",
@@ -57,6 +58,8 @@ def cmd_init(args: argparse.Namespace) -> ExitCode:
         )
     if paths.lock.exists() and _lock_held(paths):
         raise CliError("the node on this home is running; stop it first", ExitCode.CONFLICT)
+    if args.genesis is not None:
+        return init_from_genesis(args, paths)
     name = check_name("node", args.name) if args.name else None
     if name is None and paths.config_file.exists() and not args.force:
         name = load_config(paths.config_file).name
@@ -259,7 +262,7 @@ def cmd_send(args: argparse.Namespace) -> ExitCode:
 
 def cmd_events(args: argparse.Namespace) -> ExitCode:
     with _client(args, timeout=None) as client:
-        client.subscribe(args.topics or ["messages", "agents", "logs", "peers", "outbox"])
+        client.subscribe(args.topics or ["messages", "agents", "logs", "peers", "outbox", "state"])
         for topic, data in client.events():
             print_json({"event": topic, "data": data})
             sys.stdout.flush()
@@ -307,6 +310,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mesh", help="the mesh's name (default: the node's name)")
     p.add_argument("--force", action="store_true", help="replace an existing node and its keys")
     p.add_argument(
+        "--genesis",
+        metavar="FILE",
+        help="join the mesh of a signed genesis (`kai-mesh genesis`) instead: keeps this home's "
+        "existing node and keys (it never makes new ones; its key must be listed), keeps the "
+        "config and, without --name, the node's name; --force leaves the current mesh, whose "
+        "database goes to data/archive/",
+    )
+    p.add_argument(
         "--local-only",
         action="store_true",
         help="no Reticulum: an offline mesh of one (default: discover the LAN)",
@@ -336,8 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("outbox", cmd_outbox, "list the messages that must arrive and still wait, and why")
     p.add_argument("--all", action="store_true", help="also the delivered and expired ones")
     p = add("events", cmd_events, "follow the node's events as JSON lines until Ctrl-C", False)
-    p.add_argument("topics", nargs="*", help="messages, agents, logs, peers, outbox (default: all)")
+    p.add_argument(
+        "topics", nargs="*", help="messages, agents, logs, peers, outbox, state (default: all)"
+    )
     add_state_parser(sub, common)
+    add_genesis_parser(sub, common)
     add_harness_parser(sub, common)
     return parser
 
