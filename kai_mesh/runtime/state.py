@@ -74,7 +74,7 @@ class StateService:
         self._digest_at: dict[bytes, float] = {}
         # Entries each side turned out to lack, per peer, since the last `sync_now`.
         self._lacked_here: dict[bytes, int] = {}
-        self._lacked_there: dict[bytes, int] = {}
+        self._lacked_there: dict[bytes, set[bytes]] = {}  # distinct entries: rounds may overlap
         self._nursery: trio.Nursery | None = None
         self._write_lock = trio.Lock()  # one local transaction committed at a time, in order
         self.counters = {"local_entries": 0, "peer_entries": 0, "rounds": 0, "frames_sent": 0}
@@ -214,7 +214,7 @@ class StateService:
         for reply in replies:
             sent = decode_sync(reply)
             if isinstance(sent, Entries):
-                self._lacked_there[node_id] = self._lacked_there.get(node_id, 0) + len(sent.entries)
+                self._lacked_there.setdefault(node_id, set()).update(sent.entries)
         if received.entries:
             self.counters["peer_entries"] += len(received.entries)
             self._emit(
@@ -293,7 +293,7 @@ class StateService:
                 else (self._peer_digest[node_id].hex()),
                 "in_sync": self._peer_digest.get(node_id) == mine,
                 "we_lacked": self._lacked_here.get(node_id, 0),
-                "they_lacked": self._lacked_there.get(node_id, 0),
+                "they_lacked": len(self._lacked_there.get(node_id, ())),
             }
             for node_id in peers
         ]
