@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from kai_mesh import __version__
 from kai_mesh.cli_common import CliError, ExitCode, _client, _paths, print_json
 from kai_mesh.cli_genesis import add_genesis_parser, init_from_genesis
+from kai_mesh.cli_governance import add_governance_parser
 from kai_mesh.cli_state import add_state_parser
 from kai_mesh.cli_views import cmd_agents, cmd_outbox, cmd_peers, cmd_status
 from kai_mesh.client import ControlError
@@ -348,9 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="also the delivered and expired ones")
     p = add("events", cmd_events, "follow the node's events as JSON lines until Ctrl-C", False)
     p.add_argument(
-        "topics", nargs="*", help="messages, agents, logs, peers, outbox, state (default: all)"
+        "topics",
+        nargs="*",
+        help="messages, agents, logs, peers, outbox, state, governance (default: all)",
     )
     add_state_parser(sub, common)
+    add_governance_parser(sub, common)
     add_genesis_parser(sub, common)
     add_harness_parser(sub, common)
     return parser

@@ -70,8 +70,17 @@ FRAME_ACKS = 0x11
 FRAME_SWIM = 0x12
 FRAME_HEARTBEAT = 0x13
 FRAME_STATE = 0x14  # replicated-state sync (core.state_wire)
+FRAME_GOVERNANCE = 0x15  # governance sync: msgpack [1, records] or [2, head] (runtime.governance)
 _KINDS = frozenset(
-    {FRAME_ENVELOPE, FRAME_DELIVER, FRAME_ACKS, FRAME_SWIM, FRAME_HEARTBEAT, FRAME_STATE}
+    {
+        FRAME_ENVELOPE,
+        FRAME_DELIVER,
+        FRAME_ACKS,
+        FRAME_SWIM,
+        FRAME_HEARTBEAT,
+        FRAME_STATE,
+        FRAME_GOVERNANCE,
+    }
 )
 
 MAX_ACKS = 64

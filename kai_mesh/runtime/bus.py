@@ -92,6 +92,9 @@ class Bus:
         #: Set by the node when it has transports: carries messages for other nodes.
         self.remote: Callable[[StandardMessage, float | None], Awaitable[StandardMessage]] | None
         self.remote = None
+        #: Set by the node: the reason while a certified emergency shutdown holds, else None.
+        #: Every local agent is then refused with code `shutdown`.
+        self.halted: Callable[[], str | None] = lambda: None
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -160,6 +163,9 @@ class Bus:
             agent = to.agent
         else:
             raise BusError("unknown_node", f"no route to node {to.node}: it is not this node")
+        reason = self.halted()
+        if reason is not None:
+            raise BusError("shutdown", f"the mesh is shut down by governance: {reason}")
         intents = self.agents.intents_of(agent)
         if intents is None:
             raise BusError("no_such_agent", f"no agent {agent!r} on node {self.name}")

@@ -39,6 +39,9 @@ from kai_mesh.runtime.agents import AgentHost, AgentSpec
 from kai_mesh.runtime.bus import Bus, new_message
 from kai_mesh.runtime.control import ControlServer, EventHub
 from kai_mesh.runtime.egress import Egress
+from kai_mesh.runtime.governance import GovernanceService
+from kai_mesh.runtime.governance_control import METHODS as GOV_METHODS
+from kai_mesh.runtime.governance_control import governance_method
 from kai_mesh.runtime.remote import RemoteRouter
 from kai_mesh.runtime.state import StateService
 from kai_mesh.runtime.state_control import WithStateAgent, state_method
@@ -158,6 +161,13 @@ class Node:
             peers=lambda: alive_peers(self.remote),
             emit=self.hub.publish,
         )
+        self.governance = GovernanceService(
+            secrets=files.secrets,
+            genesis=files.genesis,
+            send=self._send_governance,
+            peers=lambda: alive_peers(self.remote),
+            emit=self.hub.publish,
+        )
         self.bus = Bus(
             node_id=self.node_id,
             name=self.name,
@@ -165,6 +175,7 @@ class Node:
             queue_capacity=config.queue_capacity,
             on_event=self.hub.publish,
         )
+        self.bus.halted = self.governance.halted
         self.trusted = files.trusted_keys
         decoder = EnvelopeDecoder(
             mesh_id=self.mesh_id,
@@ -212,6 +223,7 @@ class Node:
             if not self.store.was_clean and self.store.runs > 1:
                 log.warning("the previous run did not shut down cleanly")
             await self.state.start(self.store)
+            await self.governance.start(self.store)
             if self.remote.transports:
                 self._wire_delivery(self.store)
             with trio.CancelScope() as self._cancel:
@@ -221,6 +233,7 @@ class Node:
                     await nursery.start(self.bus.serve)
                     await nursery.start(self.remote.run)
                     await nursery.start(self.state.run)
+                    await nursery.start(self.governance.run)
                     await nursery.start(self.control.serve)
                     self.started_at = time.time()
                     log.info(
@@ -251,11 +264,16 @@ class Node:
             announce_share=self.config.announce_share,
             names=self._name_of,
             state=self.state,
+            governance=self.governance,
         )
 
     async def _send_state(self, node_id: bytes, frame: bytes) -> None:
         # Sync is background traffic: it yields to messages and keeps to its airtime share.
         await self.remote.send_frame(node_id, frame, Priority.NORMAL, background=True)
+
+    async def _send_governance(self, node_id: bytes, frame: bytes) -> None:
+        # Governance is rare and decides who may do what: high priority, never background.
+        await self.remote.send_frame(node_id, frame, Priority.HIGH, background=False)
 
     def _name_of(self, node_id: bytes) -> str | None:
         return next((p.name for p in self.remote.peers() if p.node_id == node_id), None)
@@ -281,6 +299,8 @@ class Node:
             return await trio.to_thread.run_sync(self._outbox, params)
         if method.startswith("state_"):
             return await state_method(self.state, method, params, self._name_of)
+        if method in GOV_METHODS:
+            return await governance_method(self.governance, method, params)
         if method == "ping_node":
             return await self._ping(params)
         fn = self._methods.get(method)
@@ -321,6 +341,7 @@ class Node:
             "airtime": self.egress.status(),
             "outbox": self._outbox_summary(),
             "state": self.state.status(),
+            "governance": self.governance.status(),
             "liveness": None
             if liveness is None
             else {

@@ -43,6 +43,7 @@ from kai_mesh.core.frames import (
     FRAME_ACKS,
     FRAME_DELIVER,
     FRAME_ENVELOPE,
+    FRAME_GOVERNANCE,
     FRAME_HEARTBEAT,
     FRAME_STATE,
     FRAME_SWIM,
@@ -53,6 +54,7 @@ from kai_mesh.core.frames import (
 )
 from kai_mesh.runtime.delivery import Outbox
 from kai_mesh.runtime.egress import AirtimeShed, Egress
+from kai_mesh.runtime.governance import GovernanceService
 from kai_mesh.runtime.liveness import Liveness
 from kai_mesh.runtime.state import StateService
 from kai_mesh.runtime.store import OutboxRow, Store
@@ -99,6 +101,7 @@ class RemoteRouter:
         self.outbox: Outbox | None = None  # set by the node once its store is open
         self.liveness: Liveness | None = None
         self.state: StateService | None = None
+        self.governance: GovernanceService | None = None
         self.store: Store | None = None
         self.decoder = decoder
         self.local = local
@@ -328,6 +331,8 @@ class RemoteRouter:
             self.liveness.on_heartbeat(event.data)
         elif kind == FRAME_STATE and self.state is not None and self._nursery is not None:
             self._nursery.start_soon(self.state.on_frame, event.node_id, event.data)
+        elif kind == FRAME_GOVERNANCE and self.governance is not None and self._nursery is not None:
+            self._nursery.start_soon(self.governance.on_frame, event.node_id, event.data)
         else:
             self._refuse("frame.unexpected")
 

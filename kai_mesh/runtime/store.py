@@ -10,12 +10,13 @@ of messages that arrived from other nodes, so a replay is refused across restart
 that must arrive is handed to its agent once however often it is retried) and `outbox` (messages
 that must arrive, until the recipient acknowledges them or they expire), and the replicated state's
 logs: `state_headers` (signed stream claims), `state_entries` (signed entries, by stream and seq)
-and `state_evidence` (conflicting claims and forks, both records). Governance objects come later
-through `_MIGRATIONS`.
+and `state_evidence` (conflicting claims and forks, both records), and `gov_objects` (every
+governance record kept: proposals, votes, redemptions, by the SHA-256 of their bytes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -54,6 +55,9 @@ _MIGRATIONS: tuple[str, ...] = (
         id INTEGER PRIMARY KEY, kind TEXT NOT NULL, client_id INTEGER NOT NULL,
         first BLOB NOT NULL, second BLOB NOT NULL
     );
+    """,
+    """
+    CREATE TABLE gov_objects (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
     """,
 )
 
@@ -243,6 +247,21 @@ class Store:
                 "INSERT INTO state_evidence (kind, client_id, first, second) VALUES (?, ?, ?, ?)",
                 (kind, client_id, first, second),
             )
+
+    # ---- governance --------------------------------------------------------------------------
+
+    def gov_add(self, records: Iterable[bytes]) -> None:
+        """Commit governance records in one transaction (keyed by their SHA-256; a record
+        already there is left as it is)."""
+        rows = [(hashlib.sha256(r).digest(), r) for r in records]
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO gov_objects VALUES (?, ?)", rows)
+
+    def gov_objects(self) -> list[bytes]:
+        """Every governance record kept, in no particular order (the machine needs none)."""
+        with self._lock:
+            return [bytes(r[0]) for r in self._db.execute("SELECT data FROM gov_objects")]
 
     def close(self) -> None:
         """Mark a clean shutdown and close. The next open sees `was_clean`."""

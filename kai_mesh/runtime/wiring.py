@@ -16,6 +16,7 @@ from kai_mesh.core.envelope import Priority
 from kai_mesh.core.identity import NodeSecrets
 from kai_mesh.core.retry import RetryPolicy
 from kai_mesh.runtime.delivery import Outbox
+from kai_mesh.runtime.governance import GovernanceService
 from kai_mesh.runtime.liveness import Liveness, detector_config, heartbeat_interval
 from kai_mesh.runtime.remote import RemoteRouter
 from kai_mesh.runtime.state import StateService
@@ -50,10 +51,13 @@ def wire_delivery(
     names: Callable[[bytes], str | None] = lambda node_id: None,
     rng: random.Random | None = None,
     state: StateService | None = None,
+    governance: GovernanceService | None = None,
 ) -> None:
     """Give `remote` an outbox on `store` and a liveness service, and route the replicated
-    state's frames and heartbeat digest (when `state` is given). Call before `remote.run()`."""
+    state's and governance's frames and heartbeat digests (when `state`, `governance` are
+    given). Call before `remote.run()`."""
     remote.state = state
+    remote.governance = governance
     remote.store = store
     outbox = Outbox(
         send=remote.send_frame,
@@ -95,6 +99,21 @@ def wire_delivery(
         # On a slow radio a round costs airtime: no more than one per peer per heartbeat.
         state.min_round_gap = max(state.min_round_gap, beat)
         state.round_interval = max(state.round_interval, 4 * beat)
+    if governance is not None:
+        governance.min_round_gap = max(governance.min_round_gap, beat)
+
+    def digests() -> dict[int, bytes]:
+        out = {} if state is None else state.digests()
+        if governance is not None:
+            out.update(governance.digests())
+        return out
+
+    def on_digests(node_id: bytes, heard: Mapping[int, bytes]) -> None:
+        if state is not None:
+            state.on_digests(node_id, heard)
+        if governance is not None:
+            governance.on_digests(node_id, heard)
+
     remote.liveness = Liveness(
         secrets=secrets,
         mesh_id=mesh_id,
@@ -108,6 +127,6 @@ def wire_delivery(
         on_contact=outbox.heard_from,
         names=names,
         rng=rng,
-        digests=state.digests if state is not None else dict,
-        on_digests=state.on_digests if state is not None else lambda node_id, digests: None,
+        digests=digests,
+        on_digests=on_digests,
     )

@@ -254,3 +254,64 @@ def test_state_refuses_bad_paths_and_values(running: Home, args: list[str], need
     done = running.run(*args)
     assert done.returncode == ExitCode.USAGE, done.stderr
     assert needle in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_governance_propose_policy_log_and_proposals_on_a_mesh_of_one(running: Home) -> None:
+    done = running.run("propose", "policy_update", '{"k": "v"}')
+    assert done.returncode == 0, done.stderr
+    assert "certified" in done.stdout and "1 of 1" in done.stdout
+    assert running.json("policy", "show")["policy"]["k"] == "v"
+    assert 'k = "v"' in running.run("policy", "show").stdout
+    log = running.json("governance", "log")
+    assert [(e["height"], e["kind"], e["body"]) for e in log] == [(1, "policy_update", {"k": "v"})]
+    proposals = running.json("proposals")
+    assert [(p["id"], p["status"]) for p in proposals] == [(log[0]["id"], "certified")]
+    status = running.json("status")["governance"]
+    assert status["height"] == 1 and status["head"] == log[0]["id"] and status["threshold"] == 1
+    # Voting for a certified proposal is refused, by a unique start of its id.
+    again = running.run("vote", log[0]["id"][:8])
+    assert again.returncode == ExitCode.USAGE and "certified" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["propose", "bogus", "{}"], "unknown kind"),
+        (["propose", "policy_update", "{not json"], "JSON"),
+        (["propose", "node_authorization", '{"node_key": "zz", "role": "member"}'], "hex"),
+        (["vote", "abcdef"], "no proposal"),
+    ],
+)
+def test_governance_refuses_bad_input_in_one_line(
+    running: Home, args: list[str], needle: str
+) -> None:
+    done = running.run(*args)
+    assert done.returncode == ExitCode.USAGE, done.stderr
+    assert needle in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_emergency_shutdown_refuses_every_agent_across_a_restart_until_lifted(home: Home) -> None:
+    proc = home.start()
+    try:
+        assert home.run("send", "kai://pi1/echo", "echo", '"up"').returncode == 0
+        done = home.run("propose", "emergency_shutdown", '{"reason": "drill"}')
+        assert done.returncode == 0, done.stderr
+        refused = home.run("send", "kai://pi1/echo", "echo", '"x"')
+        assert refused.returncode == ExitCode.REMOTE_ERROR
+        assert "shutdown" in refused.stderr and "drill" in refused.stderr
+        assert home.json("status")["governance"]["shutdown"] is True
+        assert home.run("stop").returncode == 0
+        stop(proc)
+        proc = home.start()  # the fold is rebuilt from the stored records: still shut down
+        assert home.run("send", "kai://pi1/echo", "echo", '"x"').returncode == ExitCode.REMOTE_ERROR
+        assert home.run("propose", "shutdown_lift").returncode == 0
+        back = home.run("send", "kai://pi1/echo", "echo", '"back"')
+        assert back.returncode == 0 and json.loads(back.stdout) == "back"
+        assert [e["kind"] for e in home.json("governance", "log")] == [
+            "emergency_shutdown",
+            "shutdown_lift",
+        ]
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        stop(proc)
