@@ -17,9 +17,10 @@ and ACKS for messages that must arrive (the outbox, runtime/delivery.py), SWIM p
 (runtime/liveness.py) and heartbeats, which also arrive as broadcasts. Everything sent leaves
 through the egress lanes (runtime/egress.py), in priority order and within the airtime budget.
 
-Store-and-forward: when the direct send fails (the transport raises, or the deadline passes
-before it could send) and a transport offers `store_and_forward(node_id, data)` (LXMF), the
-envelope is left there and the caller gets a `queued` reply at once instead of waiting: payload
+Store-and-forward: when the direct send fails (the transport raises, the deadline passes
+before it could send, or no reply came back in time: the link may have been dead) and a
+transport offers `store_and_forward(node_id, data)` (LXMF), the envelope is left there and the
+caller gets a `queued` reply instead of an error: payload
 `{"queued": "lxmf-propagated", "node": …, "message_id": …}`. A reply that arrives later for such
 a message is counted as `late_replies` (no one waits for it any more).
 """
@@ -189,15 +190,17 @@ class RemoteRouter:
                     await waiter.done.wait()
         finally:
             del self._waiting[message.message_id]
-        if not sent:
-            queued = await self._store_and_forward(message, node_id, data)
-            if queued is not None:
-                return queued
-            if failure is not None:
-                return self.error_reply(message, "unreachable", failure)
-        if waiter.reply is None:
-            return self.error_reply(message, "timeout", f"no reply from {to.node} in time")
-        return waiter.reply
+        if waiter.reply is not None:
+            return waiter.reply
+        # Not sent, or sent on a link that may be dead (a peer killed a moment ago still has a
+        # link that looks alive): leave it with store-and-forward. A copy that did arrive is
+        # refused there as a replay, so the agent never runs twice.
+        queued = await self._store_and_forward(message, node_id, data)
+        if queued is not None:
+            return queued
+        if not sent and failure is not None:
+            return self.error_reply(message, "unreachable", failure)
+        return self.error_reply(message, "timeout", f"no reply from {to.node} in time")
 
     async def _store_and_forward(
         self, message: StandardMessage, node_id: bytes, data: bytes

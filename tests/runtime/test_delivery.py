@@ -291,3 +291,23 @@ async def test_an_unacknowledged_message_is_also_left_with_store_and_forward(
         await wait_for(lambda: row_state(a, msg.message_id) == "delivered")
         assert b.router.counters.get("duplicates", 0) >= 1  # the direct retry: acked, not served
         assert len(left) == 1  # handed over once
+
+
+async def test_no_reply_over_a_link_that_swallows_everything_is_queued_for_forwarding(
+    tmp_path: Path,
+) -> None:
+    """A peer killed a moment ago still looks reachable: the send 'succeeds', nothing comes back.
+    With a store-and-forward transport the caller hears 'queued', not 'timeout'."""
+    left: list[tuple[bytes, bytes]] = []
+
+    async def propagation(node_id: bytes, data: bytes) -> bool:
+        left.append((node_id, data))
+        return True
+
+    async with mesh(tmp_path, ["a", "b"], store_and_forward=propagation) as m:
+        a, b = m.nodes["a"], m.nodes["b"]
+        assert a.router is not None
+        m.net.link(a.node_id, b.node_id, LinkProfile(loss=1.0))  # b is gone, the link is not
+        reply = await a.router.request(message(a, f"kai://{b.node_id.hex()}/echo", 1), 1.0)
+        assert reply.intent == "queued" and reply.payload["queued"] == "lxmf-propagated"
+        assert [n for n, _ in left] == [b.node_id]
