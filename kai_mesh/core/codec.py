@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 
-from kai_mesh.core.errors import Malformed, Truncated, UnknownVersion
+from kai_mesh.core.errors import Malformed, Truncated, UnknownVersion, UsageError
 
 
 def pack(value: object) -> bytes:
@@ -83,3 +83,22 @@ def digest(domain: str, *parts: bytes) -> bytes:
     for part in parts:
         h.update(part)
     return h.digest()
+
+
+# Field checks shared by the wire codecs: `error` is UsageError when we encode (our mistake) and
+# Malformed when we decode (their bytes).
+FieldError = type[UsageError] | type[Malformed]
+
+
+def checked_int(value: object, name: str, low: int, high: int, error: FieldError) -> int:
+    """`value` if it is an int with low <= value < high (msgpack's true is a bool, not an int)."""
+    if type(value) is not int or not low <= value < high:
+        raise error(f"{name}: must be an integer {low} <= x < {high}")
+    return value
+
+
+def checked_bytes(value: object, name: str, size: int, error: FieldError) -> bytes:
+    """`value` if it is exactly `size` bytes."""
+    if type(value) is not bytes or len(value) != size:
+        raise error(f"{name}: must be {size} bytes")
+    return value

@@ -55,7 +55,15 @@ from typing import Any
 import nacl.signing
 
 from kai_mesh.core.address import NODE_ID_BYTES
-from kai_mesh.core.codec import digest, pack, split_format, unpack_prefix
+from kai_mesh.core.codec import (
+    FieldError,
+    checked_bytes,
+    checked_int,
+    digest,
+    pack,
+    split_format,
+    unpack_prefix,
+)
 from kai_mesh.core.errors import Malformed, Oversize, Truncated, UsageError
 from kai_mesh.core.genesis import check_quorum
 from kai_mesh.core.identity import SIGNATURE_BYTES, NodeSecrets, signing_input, verify
@@ -90,38 +98,22 @@ KINDS: tuple[str, ...] = (
 )
 _CODE = {kind: i + 1 for i, kind in enumerate(KINDS)}
 
-# Shared by encoding (our mistake: UsageError) and decoding (their bytes: Malformed).
-_Error = type[UsageError] | type[Malformed]
 
-
-def _int(value: object, name: str, low: int, high: int, error: _Error) -> int:
-    # `type(...) is int`: msgpack's true is a bool, and bool is an int subclass in Python.
-    if type(value) is not int or not low <= value < high:
-        raise error(f"{name}: must be an integer {low} <= x < {high}")
-    return value
-
-
-def _bytes(value: object, name: str, size: int, error: _Error) -> bytes:
-    if type(value) is not bytes or len(value) != size:
-        raise error(f"{name}: must be {size} bytes")
-    return value
-
-
-def _text(value: object, name: str, error: _Error, *, empty: bool = False) -> str:
+def _text(value: object, name: str, error: FieldError, *, empty: bool = False) -> str:
     if type(value) is not str or len(value) > MAX_TEXT or (not value and not empty):
         least = 0 if empty else 1
         raise error(f"{name}: must be a string of {least} to {MAX_TEXT} characters")
     return value
 
 
-def _time(value: object, name: str, error: _Error) -> int:
-    return _int(value, name, 0, MAX_TIME, error)
+def _time(value: object, name: str, error: FieldError) -> int:
+    return checked_int(value, name, 0, MAX_TIME, error)
 
 
 # Bodies -------------------------------------------------------------------------------------------
 
 
-def canonical(value: object, error: _Error = UsageError, depth: int = 0) -> Any:
+def canonical(value: object, error: FieldError = UsageError, depth: int = 0) -> Any:
     """`value` as governance carries it: lists for tuples, maps sorted by key (all string keys
     or all integer keys), finite floats, integers msgpack holds. Raises `error` otherwise."""
     if depth > MAX_DEPTH:
@@ -129,7 +121,7 @@ def canonical(value: object, error: _Error = UsageError, depth: int = 0) -> Any:
     if value is None or type(value) in (bool, str, bytes):
         return value
     if type(value) is int:
-        return _int(value, "integer", -(2**63), 2**64, error)
+        return checked_int(value, "integer", -(2**63), 2**64, error)
     if type(value) is float:
         if not math.isfinite(value):
             raise error("floats must be finite")
@@ -148,13 +140,13 @@ def canonical(value: object, error: _Error = UsageError, depth: int = 0) -> Any:
     raise error(f"a {type(value).__name__} cannot be carried")
 
 
-def _fields(body: object, kind: str, required: set[str], error: _Error) -> dict[str, Any]:
+def _fields(body: object, kind: str, required: set[str], error: FieldError) -> dict[str, Any]:
     if not isinstance(body, Mapping) or set(body) != required:
         raise error(f"{kind}: the body has exactly the keys {sorted(required)}")
     return dict(body)
 
 
-def _settings(body: object, kind: str, error: _Error) -> dict[str, Any]:
+def _settings(body: object, kind: str, error: FieldError) -> dict[str, Any]:
     if not isinstance(body, Mapping) or not body:
         raise error(f"{kind}: the body is a non-empty map of settings")
     for key in body:
@@ -163,7 +155,7 @@ def _settings(body: object, kind: str, error: _Error) -> dict[str, Any]:
     if kind == "policy_update":
         ttl = out.get("max_ttl")
         if ttl is not None:
-            _int(ttl, "policy max_ttl", 1, 2**32, error)
+            checked_int(ttl, "policy max_ttl", 1, 2**32, error)
         intents = out.get("guest_intents")
         if intents is not None and not (
             isinstance(intents, list) and all(type(i) is str and i for i in intents)
@@ -172,34 +164,34 @@ def _settings(body: object, kind: str, error: _Error) -> dict[str, Any]:
     return out
 
 
-def check_body(kind: str, body: object, error: _Error = UsageError) -> dict[str, Any]:
+def check_body(kind: str, body: object, error: FieldError = UsageError) -> dict[str, Any]:
     """The canonical body of a proposal of `kind`, or `error` naming what is wrong."""
     if kind in ("policy_update", "config_update"):
         return _settings(body, kind, error)
     if kind == "node_authorization":
         which = "invite_key" if isinstance(body, Mapping) and "invite_key" in body else "node_key"
         fields = _fields(body, kind, {which, "role"}, error)
-        _bytes(fields[which], f"{kind} {which}", KEY_BYTES, error)
+        checked_bytes(fields[which], f"{kind} {which}", KEY_BYTES, error)
         _text(fields["role"], f"{kind} role", error)
     elif kind == "node_revocation":
         fields = _fields(body, kind, {"node_id", "cut"}, error)
-        _bytes(fields["node_id"], "revocation node_id", NODE_ID_BYTES, error)
+        checked_bytes(fields["node_id"], "revocation node_id", NODE_ID_BYTES, error)
         cut = fields["cut"]
         if not isinstance(cut, Mapping) or len(cut) > MAX_ITEMS:
             raise error(f"revocation cut: a map of at most {MAX_ITEMS} streams")
         for client_id, seq in cut.items():
-            _int(client_id, "revocation cut client_id", 0, MAX_CLIENT_ID, error)
-            _int(seq, "revocation cut seq", 0, MAX_TIME, error)
+            checked_int(client_id, "revocation cut client_id", 0, MAX_CLIENT_ID, error)
+            checked_int(seq, "revocation cut seq", 0, MAX_TIME, error)
     elif kind == "admin_change":
         fields = _fields(body, kind, {"admins", "threshold"}, error)
         admins = fields["admins"]
         if not isinstance(admins, list | tuple) or not 1 <= len(admins) <= MAX_ADMINS:
             raise error(f"admin_change admins: a list of 1 to {MAX_ADMINS} keys")
         for key in admins:
-            _bytes(key, "admin_change admin key", KEY_BYTES, error)
+            checked_bytes(key, "admin_change admin key", KEY_BYTES, error)
         if len(set(admins)) != len(admins):
             raise error("admin_change: an admin key is listed twice")
-        _int(fields["threshold"], "admin_change threshold", 1, MAX_ADMINS + 1, error)
+        checked_int(fields["threshold"], "admin_change threshold", 1, MAX_ADMINS + 1, error)
         try:
             check_quorum(len(admins), fields["threshold"])
         except Malformed as exc:
@@ -234,9 +226,9 @@ class Vote:
         return bytes([VOTE_FORMAT]) + pack([self.proposal_id, self.voter, self.signed_time])
 
 
-def _check_vote(proposal_id: object, voter: object, signed_time: object, e: _Error) -> None:
-    _bytes(proposal_id, "vote proposal_id", ID_BYTES, e)
-    _bytes(voter, "vote voter", KEY_BYTES, e)
+def _check_vote(proposal_id: object, voter: object, signed_time: object, e: FieldError) -> None:
+    checked_bytes(proposal_id, "vote proposal_id", ID_BYTES, e)
+    checked_bytes(voter, "vote voter", KEY_BYTES, e)
     _time(signed_time, "vote signed_time", e)
 
 
@@ -283,10 +275,10 @@ class Proposal:
         return proposal_id(self.unsigned_bytes())
 
 
-def _check_proposal(p: Proposal, e: _Error) -> dict[str, Any]:
-    _bytes(p.parent, "proposal parent", ID_BYTES, e)
+def _check_proposal(p: Proposal, e: FieldError) -> dict[str, Any]:
+    checked_bytes(p.parent, "proposal parent", ID_BYTES, e)
     _time(p.expires_at, "proposal expires_at", e)
-    _bytes(p.proposer, "proposal proposer", KEY_BYTES, e)
+    checked_bytes(p.proposer, "proposal proposer", KEY_BYTES, e)
     if type(p.nonce) is not bytes or len(p.nonce) > MAX_NONCE:
         raise e(f"proposal nonce: at most {MAX_NONCE} bytes")
     _time(p.signed_time, "proposal signed_time", e)
@@ -351,9 +343,9 @@ class Redemption:
         return digest("gov-redemption", self.body())
 
 
-def _check_redemption(invite: object, node: object, signed_time: object, e: _Error) -> None:
-    _bytes(invite, "redemption invite_key", KEY_BYTES, e)
-    _bytes(node, "redemption node_key", KEY_BYTES, e)
+def _check_redemption(invite: object, node: object, signed_time: object, e: FieldError) -> None:
+    checked_bytes(invite, "redemption invite_key", KEY_BYTES, e)
+    checked_bytes(node, "redemption node_key", KEY_BYTES, e)
     _time(signed_time, "redemption signed_time", e)
     if invite == node:
         raise e("redemption: the node key cannot be the invite key")

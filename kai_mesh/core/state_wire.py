@@ -46,7 +46,16 @@ from typing import Any
 import pycrdt
 
 from kai_mesh.core.address import NODE_ID_BYTES
-from kai_mesh.core.codec import digest, pack, split_format, unpack_exact, unpack_prefix
+from kai_mesh.core.codec import (
+    FieldError,
+    checked_bytes,
+    checked_int,
+    digest,
+    pack,
+    split_format,
+    unpack_exact,
+    unpack_prefix,
+)
 from kai_mesh.core.errors import (
     Malformed,
     Oversize,
@@ -77,25 +86,9 @@ MAX_RECORD = MAX_MESSAGE - 32  # a header or entry: one alone always fits in an 
 
 _BUCKETS, _VECTORS, _ENTRIES = 1, 2, 3
 
-# Shared by encoding (our mistake: UsageError) and decoding (their bytes: Malformed).
-_Error = type[UsageError] | type[Malformed]
 
-
-def _int(value: object, name: str, low: int, high: int, error: _Error) -> int:
-    # `type(...) is int`: msgpack's true is a bool, and bool is an int subclass in Python.
-    if type(value) is not int or not low <= value < high:
-        raise error(f"{name}: must be an integer {low} <= x < {high}")
-    return value
-
-
-def _bytes(value: object, name: str, size: int, error: _Error) -> bytes:
-    if type(value) is not bytes or len(value) != size:
-        raise error(f"{name}: must be {size} bytes")
-    return value
-
-
-def client_id_ok(value: object, error: _Error = Malformed) -> int:
-    return _int(value, "client_id", 0, MAX_CLIENT_ID, error)
+def client_id_ok(value: object, error: FieldError = Malformed) -> int:
+    return checked_int(value, "client_id", 0, MAX_CLIENT_ID, error)
 
 
 def bucket_of(client_id: int) -> int:
@@ -133,7 +126,7 @@ class Header:
     client_id: int
 
     def __post_init__(self) -> None:
-        _bytes(self.node_id, "header node_id", NODE_ID_BYTES, UsageError)
+        checked_bytes(self.node_id, "header node_id", NODE_ID_BYTES, UsageError)
         client_id_ok(self.client_id, UsageError)
 
 
@@ -149,7 +142,7 @@ def parse_header(data: bytes) -> tuple[Header, bytes, bytes]:
     value, body, sig = _split_signed(data, HEADER_FORMAT, "state header")
     if not isinstance(value, list) or len(value) != 2:
         raise Malformed("state header: expected [node_id, client_id]")
-    node_id = _bytes(value[0], "header node_id", NODE_ID_BYTES, Malformed)
+    node_id = checked_bytes(value[0], "header node_id", NODE_ID_BYTES, Malformed)
     return Header(node_id, client_id_ok(value[1])), body, sig
 
 
@@ -187,10 +180,12 @@ class Entry:
         _check_entry(self.client_id, self.seq, self.prev, self.update, UsageError)
 
 
-def _check_entry(client_id: object, seq: object, prev: object, update: object, e: _Error) -> None:
+def _check_entry(
+    client_id: object, seq: object, prev: object, update: object, e: FieldError
+) -> None:
     client_id_ok(client_id, e)
-    _int(seq, "entry seq", 1, MAX_SEQ, e)
-    _bytes(prev, "entry prev", HASH_BYTES, e)
+    checked_int(seq, "entry seq", 1, MAX_SEQ, e)
+    checked_bytes(prev, "entry prev", HASH_BYTES, e)
     if type(update) is not bytes or not update:
         raise e("entry update: must be non-empty bytes")
     if seq == 1 and prev != ZERO_HASH:
@@ -268,31 +263,31 @@ class Entries:
 SyncMessage = Buckets | Vectors | Entries
 
 
-def _bucket_map(value: object, e: _Error) -> dict[int, bytes]:
+def _bucket_map(value: object, e: FieldError) -> dict[int, bytes]:
     if not isinstance(value, Mapping):
         raise e("buckets: expected a map")
     for key, item in value.items():
-        _int(key, "bucket", 0, BUCKETS, e)
-        _bytes(item, "bucket hash", BUCKET_HASH_BYTES, e)
+        checked_int(key, "bucket", 0, BUCKETS, e)
+        checked_bytes(item, "bucket hash", BUCKET_HASH_BYTES, e)
     return dict(sorted(value.items()))
 
 
-def _clean_vectors(v: Vectors, e: _Error) -> dict[int, int]:
+def _clean_vectors(v: Vectors, e: FieldError) -> dict[int, int]:
     if type(v.reply) is not bool or not isinstance(v.seqs, Mapping):
         raise e("vectors: expected a map and a reply flag")
     if len(v.seqs) > MAX_ITEMS:
         raise e(f"vectors: at most {MAX_ITEMS} streams")
     for client_id, seq in v.seqs.items():
         client_id_ok(client_id, e)
-        _int(seq, "vector seq", 0 if v.reply else 1, MAX_SEQ, e)
-    _int(v.lo, "vectors lo", 0, MAX_CLIENT_ID, e)
-    _int(v.hi, "vectors hi", 0, MAX_CLIENT_ID, e)
+        checked_int(seq, "vector seq", 0 if v.reply else 1, MAX_SEQ, e)
+    checked_int(v.lo, "vectors lo", 0, MAX_CLIENT_ID, e)
+    checked_int(v.hi, "vectors hi", 0, MAX_CLIENT_ID, e)
     if v.reply:
         if (v.mask, v.check, v.lo, v.hi) != (0, b"", 0, MAX_CLIENT_ID - 1) or not v.seqs:
             raise e("vectors: a want list names streams and covers nothing")
     else:
-        _int(v.mask, "vectors mask", 1, ALL_BUCKETS + 1, e)
-        _bytes(v.check, "vectors check", BUCKET_HASH_BYTES, e)
+        checked_int(v.mask, "vectors mask", 1, ALL_BUCKETS + 1, e)
+        checked_bytes(v.check, "vectors check", BUCKET_HASH_BYTES, e)
         if v.lo > v.hi:
             raise e("vectors: lo > hi")
         if not all(v.covers(c) for c in v.seqs):
@@ -300,7 +295,7 @@ def _clean_vectors(v: Vectors, e: _Error) -> dict[int, int]:
     return dict(sorted(v.seqs.items()))
 
 
-def _records(value: object, fmt: int, e: _Error) -> tuple[bytes, ...]:
+def _records(value: object, fmt: int, e: FieldError) -> tuple[bytes, ...]:
     if not isinstance(value, list | tuple) or len(value) > MAX_ITEMS:
         raise e(f"entries: expected a list of at most {MAX_ITEMS} records")
     for record in value:
