@@ -6,9 +6,10 @@ import argparse
 import base64
 import enum
 import json
+from collections.abc import Callable
 from typing import Any
 
-from kai_mesh.client import ControlClient, NodeNotRunning
+from kai_mesh.client import ControlClient, ControlError, NodeNotRunning
 from kai_mesh.config import NodePaths
 
 
@@ -56,3 +57,29 @@ def _client(args: argparse.Namespace, timeout: float | None = 10.0) -> ControlCl
             f"(no control socket at {paths.socket}); start one with: kai-mesh{home} run",
             ExitCode.NOT_RUNNING,
         ) from None
+
+
+def call_node(args: argparse.Namespace, method: str, params: dict[str, Any]) -> Any:
+    """One control request; an error reply is a `CliError` (exit 2 for a bad request, else 1)."""
+    with _client(args, timeout=60) as client:
+        try:
+            return client.call(method, params)
+        except ControlError as exc:
+            code = ExitCode.USAGE if exc.code == "bad_request" else ExitCode.FAILURE
+            raise CliError(f"{exc.code}: {exc.message}", code) from None
+
+
+def add_verb(
+    verbs: Any,
+    common: argparse.ArgumentParser,
+    name: str,
+    fn: Callable[[argparse.Namespace], ExitCode],
+    help: str,
+) -> argparse.ArgumentParser:
+    """A sub-command of a group (`state show`, `genesis sign`, …) that takes `--json`."""
+    p: argparse.ArgumentParser = verbs.add_parser(
+        name, parents=[common], help=help, description=help
+    )
+    p.set_defaults(fn=fn)
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    return p

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kai_mesh.cli_common import CliError, ExitCode, _paths, print_json
+from kai_mesh.cli_common import CliError, ExitCode, _paths, add_verb, print_json
 from kai_mesh.config import NodePaths, default_config_text, load_config
 from kai_mesh.core.address import check_name
 from kai_mesh.core.errors import BadSignature, KaiMeshError, ProtocolError, StoreError, UsageError
@@ -366,10 +366,7 @@ def add_genesis_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def add(name: str, fn: Callable[[argparse.Namespace], ExitCode], help: str) -> Any:
-        p = verbs.add_parser(name, parents=[common], help=help, description=help)
-        p.set_defaults(fn=fn)
-        p.add_argument("--json", action="store_true", help="print JSON for scripts")
-        return p
+        return add_verb(verbs, common, name, fn, help)
 
     p = add("new", cmd_new, "write an unsigned genesis to FILE (fresh random nonce)")
     p.add_argument("--mesh", required=True, help="the mesh's name")

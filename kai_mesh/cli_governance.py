@@ -13,21 +13,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from kai_mesh.cli_common import CliError, ExitCode, _client, print_json
-from kai_mesh.client import ControlError
+from kai_mesh.cli_common import ExitCode, add_verb, call_node, print_json
 from kai_mesh.core.errors import UsageError
 from kai_mesh.core.gov_wire import KINDS
 
 _HEX_KEYS = ("node_key", "invite_key", "node_id")
-
-
-def _call(args: argparse.Namespace, method: str, params: dict[str, Any]) -> Any:
-    with _client(args, timeout=60) as client:
-        try:
-            return client.call(method, params)
-        except ControlError as exc:
-            code = ExitCode.USAGE if exc.code == "bad_request" else ExitCode.FAILURE
-            raise CliError(f"{exc.code}: {exc.message}", code) from None
 
 
 def _unhex(text: object, name: str) -> bytes:
@@ -68,7 +58,7 @@ def cmd_propose(args: argparse.Namespace) -> ExitCode:
     params: dict[str, Any] = {"kind": args.kind, "body": body}
     if args.expires_in is not None:
         params["expires_in"] = args.expires_in
-    result = _call(args, "gov_propose", params)
+    result = call_node(args, "gov_propose", params)
     if args.json:
         print_json(result)
     else:
@@ -77,7 +67,7 @@ def cmd_propose(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_vote(args: argparse.Namespace) -> ExitCode:
-    result = _call(args, "gov_vote", {"id": args.id})
+    result = call_node(args, "gov_vote", {"id": args.id})
     if args.json:
         print_json(result)
     else:
@@ -91,7 +81,7 @@ def _summary(p: dict[str, Any]) -> str:
 
 
 def cmd_proposals(args: argparse.Namespace) -> ExitCode:
-    result = _call(args, "gov_proposals", {})
+    result = call_node(args, "gov_proposals", {})
     if args.json:
         print_json(result)
         return ExitCode.OK
@@ -104,7 +94,7 @@ def cmd_proposals(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_policy_show(args: argparse.Namespace) -> ExitCode:
-    result = _call(args, "gov_policy", {})
+    result = call_node(args, "gov_policy", {})
     if args.json:
         print_json(result)
         return ExitCode.OK
@@ -122,7 +112,7 @@ def cmd_policy_show(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_log(args: argparse.Namespace) -> ExitCode:
-    result = _call(args, "gov_log", {})
+    result = call_node(args, "gov_log", {})
     if args.json:
         print_json(result)
         return ExitCode.OK
@@ -137,10 +127,7 @@ def cmd_log(args: argparse.Namespace) -> ExitCode:
 
 def add_governance_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     def add(parent: Any, name: str, fn: Callable[[argparse.Namespace], ExitCode], help: str) -> Any:
-        p = parent.add_parser(name, parents=[common], help=help, description=help)
-        p.set_defaults(fn=fn)
-        p.add_argument("--json", action="store_true", help="print JSON for scripts")
-        return p
+        return add_verb(parent, common, name, fn, help)
 
     p = add(sub, "propose", cmd_propose, "propose a governance change (admins only)")
     p.add_argument("kind", help=f"one of {', '.join(KINDS)}")

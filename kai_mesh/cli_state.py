@@ -12,23 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kai_mesh.cli_common import CliError, ExitCode, _client, print_json
-from kai_mesh.client import ControlError
+from kai_mesh.cli_common import ExitCode, add_verb, call_node, print_json
 from kai_mesh.core import ydoc
 from kai_mesh.core.errors import UsageError
 
 
-def _call(args: argparse.Namespace, method: str, params: dict[str, Any]) -> Any:
-    with _client(args, timeout=60) as client:
-        try:
-            return client.call(method, params)
-        except ControlError as exc:
-            code = ExitCode.USAGE if exc.code == "bad_request" else ExitCode.FAILURE
-            raise CliError(f"{exc.code}: {exc.message}", code) from None
-
-
 def cmd_show(args: argparse.Namespace) -> ExitCode:
-    result = _call(args, "state_show", {"path": args.path or ""})
+    result = call_node(args, "state_show", {"path": args.path or ""})
     print_json(result["value"] if not args.json else result)
     return ExitCode.OK
 
@@ -39,7 +29,7 @@ def cmd_set(args: argparse.Namespace) -> ExitCode:
     except json.JSONDecodeError as exc:
         raise UsageError(f"value is not valid JSON: {exc}") from None
     ydoc.check_value(value, path=args.path)  # before msgpack, which cannot carry 2**64 at all
-    result = _call(args, "state_set", {"path": args.path, "value": value})
+    result = call_node(args, "state_set", {"path": args.path, "value": value})
     if args.json:
         print_json(result)
     else:
@@ -48,7 +38,7 @@ def cmd_set(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_delete(args: argparse.Namespace) -> ExitCode:
-    result = _call(args, "state_delete", {"path": args.path})
+    result = call_node(args, "state_delete", {"path": args.path})
     if args.json:
         print_json(result)
     else:
@@ -57,7 +47,7 @@ def cmd_delete(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_export(args: argparse.Namespace) -> ExitCode:
-    result = _call(args, "state_export", {})
+    result = call_node(args, "state_export", {})
     Path(args.file).write_bytes(result["update"])
     if args.json:
         print_json({"file": args.file, "bytes": result["bytes"]})
@@ -71,7 +61,7 @@ def cmd_import(args: argparse.Namespace) -> ExitCode:
         update = Path(args.file).read_bytes()
     except OSError as exc:
         raise UsageError(f"{args.file}: cannot read: {exc.strerror}") from None
-    result = _call(args, "state_import", {"update": update})
+    result = call_node(args, "state_import", {"update": update})
     if args.json:
         print_json(result)
     else:
@@ -80,7 +70,7 @@ def cmd_import(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_sync(args: argparse.Namespace) -> ExitCode:
-    result = _call(args, "state_sync", {"wait": args.wait})
+    result = call_node(args, "state_sync", {"wait": args.wait})
     if args.json:
         print_json(result)
         return ExitCode.OK
@@ -100,10 +90,7 @@ def add_state_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     verbs = state.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def add(name: str, fn: Callable[[argparse.Namespace], ExitCode], help: str) -> Any:
-        p = verbs.add_parser(name, parents=[common], help=help, description=help)
-        p.set_defaults(fn=fn)
-        p.add_argument("--json", action="store_true", help="print JSON for scripts")
-        return p
+        return add_verb(verbs, common, name, fn, help)
 
     p = add("show", cmd_show, "print the state, or the value at PATH, as JSON")
     p.add_argument("path", nargs="?", help="e.g. shared/notes (default: everything)")
