@@ -11,21 +11,19 @@ from pathlib import Path
 
 import trio
 
-from kai_mesh.core.envelope import EnvelopeDecoder, Priority
+from kai_mesh.core.envelope import Priority
 from kai_mesh.core.genesis import DEFAULT_POLICY, Genesis
 from kai_mesh.core.identity import NodeSecrets, node_id_of
 from kai_mesh.core.retry import RetryPolicy
-from kai_mesh.runtime.agents import AgentHost
-from kai_mesh.runtime.bus import Bus
 from kai_mesh.runtime.governance import (
     GovernanceService,
     chunk_records,
     decode_frame,
     encode_records,
 )
-from kai_mesh.runtime.remote import RemoteRouter
 from kai_mesh.runtime.store import Store
 from kai_mesh.runtime.wiring import alive_peers, wire_delivery
+from tests.runtime.builders import memory_router
 from transports.memory import LinkProfile, MemoryNetwork
 
 
@@ -57,19 +55,7 @@ async def start_node(
 ) -> GovNode:
     keys = {node_id_of(k): k for k in genesis.trusted_nodes}
     store = store or Store(Path(":memory:"))
-    host = AgentHost([], on_event=_ignore)
-    bus = Bus(node_id=secrets.node_id, name=None, agents=host, queue_capacity=8, on_event=_ignore)
-    transport = net.transport(secrets.node_id, None)
-    decoder = EnvelopeDecoder(
-        mesh_id=genesis.mesh_id, max_bytes=4096, max_ttl=3600, verify_key_for=keys.get
-    )
-    router = RemoteRouter(
-        node_id=secrets.node_id,
-        transports=[transport],
-        decoder=decoder,
-        local=bus.request,
-        error_reply=bus.error_reply,
-    )
+    router = memory_router(net, secrets, genesis.mesh_id, keys)
 
     async def send(node_id: bytes, frame: bytes) -> None:
         await router.send_frame(node_id, frame, Priority.HIGH)
