@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
+
+from netns_common import harness, wait
 
 from kai_mesh.client import ControlClient
 from kai_mesh.config import NodePaths
@@ -31,25 +28,6 @@ from kai_mesh.core.control_frames import Push, Request, encode_frame
 from kai_mesh.harness import cluster
 
 ECHO = "kai://node2/echo"
-
-
-def wait(condition: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> float:
-    t0 = time.perf_counter()
-    while not condition():
-        if time.perf_counter() - t0 > timeout:
-            raise SystemExit(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
-    return time.perf_counter() - t0
-
-
-@contextmanager
-def harness(prefix: str, n: int = 2) -> Iterator[cluster.HarnessState]:
-    directory = Path(tempfile.mkdtemp(prefix="kmb-", dir="/tmp"))
-    try:
-        yield cluster.up(directory, n, prefix=prefix)
-    finally:
-        cluster.down(directory, prefix)
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def client(state: cluster.HarnessState, node: str, timeout: float = 60) -> ControlClient:

@@ -26,15 +26,12 @@ import itertools
 import json
 import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
+
+from netns_common import harness, wait
 
 from kai_mesh.client import ControlClient
 from kai_mesh.config import NodePaths
@@ -59,25 +56,6 @@ NAMES = [f"node{k}" for k in range(1, 6)]
 GOAL_BYTES_PER_HOUR = 0.05 * 0.01 * 3600 * 5000 / 8  # 5 % of a 1 % duty budget at 5 kbit/s
 
 
-def wait(condition: Callable[[], bool], timeout: float, what: str, step: float = 0.2) -> float:
-    t0 = time.perf_counter()
-    while not condition():
-        if time.perf_counter() - t0 > timeout:
-            raise SystemExit(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
-    return time.perf_counter() - t0
-
-
-@contextmanager
-def harness(prefix: str, **options: Any) -> Iterator[cluster.HarnessState]:
-    directory = Path(tempfile.mkdtemp(prefix="kmb-", dir="/tmp"))
-    try:
-        yield cluster.up(directory, 5, prefix=prefix, **options)
-    finally:
-        cluster.down(directory, prefix)
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 def call(state: cluster.HarnessState, node: str, method: str) -> Any:
     socket = NodePaths.resolve(state.node(node).home).socket
     with ControlClient(socket, timeout=30) as c:
@@ -94,6 +72,7 @@ def all_alive(state: cluster.HarnessState, timeout: float) -> None:
             lambda n=name: call(state, n, "status")["liveness"]["peers"]["alive"] == 4,  # type: ignore[misc]
             timeout,
             f"{name} to see 4 peers alive",
+            step=0.2,
         )
 
 
@@ -104,7 +83,7 @@ def tx_bytes(state: cluster.HarnessState, node: str) -> int:
 
 
 def idle(warmup_s: float, minutes: float) -> dict[str, Any]:
-    with harness("kmbi", bitrate=5000, duty_cycle=1.0) as state:
+    with harness("kmbi", 5, bitrate=5000, duty_cycle=1.0) as state:
         cluster.shape(state, NAMES, "5kbit", None, shared=True)
         all_alive(state, 120)
         time.sleep(warmup_s)
@@ -124,18 +103,20 @@ def idle(warmup_s: float, minutes: float) -> dict[str, Any]:
 
 def detection(slow: bool) -> dict[str, Any]:
     options: dict[str, Any] = {"bitrate": 5000} if slow else {}
-    with harness("kmbk", **options) as state:
+    with harness("kmbk", 5, **options) as state:
         if slow:
             cluster.shape(state, NAMES, "5kbit", None, shared=True)
         all_alive(state, 300 if slow else 30)
         cluster.kill_node(state, "node5")
-        seconds = wait(lambda: status_of(state, "node1", "node5") == "failed", 3600, "failed")
+        seconds = wait(
+            lambda: status_of(state, "node1", "node5") == "failed", 3600, "failed", step=0.2
+        )
         live = call(state, "node1", "status")["liveness"]
     return {"link": "5 kbit/s" if slow else "veth", "detect_s": round(seconds, 1), **live}
 
 
 def false_positives(minutes: float) -> dict[str, Any]:
-    with harness("kmbf") as state:
+    with harness("kmbf", 5) as state:
         all_alive(state, 30)
         cluster.shape(state, NAMES, None, 5.0)
         time.sleep(minutes * 60)

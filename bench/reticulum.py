@@ -22,16 +22,14 @@ import argparse
 import base64
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from netns_common import harness, wait
 
 from kai_mesh.client import ControlClient
 from kai_mesh.config import NodePaths
@@ -42,26 +40,6 @@ HERE = Path(__file__).resolve().parent
 ETH_IP_UDP = 42
 RAW_RNS_100B = 179
 ECHO = "kai://node2/echo"
-
-
-def wait(condition: Callable[[], bool], timeout: float, what: str, step: float = 0.01) -> float:
-    """Poll `condition`; return the seconds it took, or raise naming `what`."""
-    t0 = time.perf_counter()
-    while not condition():
-        if time.perf_counter() - t0 > timeout:
-            raise SystemExit(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
-    return time.perf_counter() - t0
-
-
-@contextmanager
-def harness(prefix: str) -> Iterator[cluster.HarnessState]:
-    directory = Path(tempfile.mkdtemp(prefix="kmb-", dir="/tmp"))
-    try:
-        yield cluster.up(directory, 2, prefix=prefix)
-    finally:
-        cluster.down(directory, prefix)
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def client(state: cluster.HarnessState, node: str, timeout: float = 60) -> ControlClient:
@@ -221,7 +199,7 @@ def discovery_and_link(state: cluster.HarnessState) -> dict[str, Any]:
     t0 = time.perf_counter()
     cluster.start_node(state, "node2")
     ready = time.perf_counter() - t0
-    heard = wait(lambda: "node2" in peers(state, "node1"), 30, "node1 to hear node2")
+    heard = wait(lambda: "node2" in peers(state, "node1"), 30, "node1 to hear node2", step=0.01)
     discovery = ready + heard
     with client(state, "node1") as c:
         t1 = time.perf_counter()
