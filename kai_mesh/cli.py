@@ -150,7 +150,7 @@ def _lxmf(paths: NodePaths, config: Config, files: NodeFiles) -> LxmfTransport:
         mesh_id=files.genesis.mesh_id,
         node_id=files.secrets.node_id,
         member=files.member,
-        trusted_keys=files.trusted_keys,
+        trusted_keys=files.members,
         propagation_node=config.lxmf.propagation_node,
         stamp_cost=config.lxmf.stamp_cost,
         node_announce_delay=config.lxmf.node_announce_delay,
@@ -176,7 +176,7 @@ def _reticulum(paths: NodePaths, config: Config, files: NodeFiles) -> ReticulumT
         mesh_id=files.genesis.mesh_id,
         node_id=files.secrets.node_id,
         member=files.member,
-        trusted_keys=files.trusted_keys,
+        trusted_keys=files.members,
         announce_interval=config.reticulum.announce_interval,
     )
     transport.start_rns()

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from kai_mesh.config import NodePaths
 from kai_mesh.core.errors import KaiMeshError, StoreError
 from kai_mesh.core.genesis import Genesis
 from kai_mesh.core.identity import MemberRecord, NodeSecrets, node_id_of
+from kai_mesh.runtime.members import Members
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -58,6 +60,12 @@ class NodeFiles:
     def trusted_keys(self) -> dict[bytes, bytes]:
         """Node id -> Ed25519 key of every node the genesis trusts (this one included)."""
         return {node_id_of(key): key for key in self.genesis.trusted_nodes}
+
+    @cached_property
+    def members(self) -> Members:
+        """The live member map, one per loaded node: it starts as `trusted_keys` and the
+        governance fold keeps it current (runtime/members.py)."""
+        return Members(self.trusted_keys)
 
     def write(self, paths: NodePaths) -> None:
         """Write the three files (not the config); the secrets last mean "initialised"."""

@@ -91,7 +91,7 @@ class LxmfTransport:
         self.mesh_id = mesh_id
         self.node_id = node_id
         self.member = member
-        self.trusted_keys = dict(trusted_keys)
+        self.trusted_keys = trusted_keys  # live: the governance fold changes it
         self.propagation_node = propagation_node
         self.stamp_cost = stamp_cost
         self.node_announce_delay = node_announce_delay

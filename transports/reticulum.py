@@ -56,6 +56,7 @@ from transports.base import (
     InterfaceInfo,
     MessageReceived,
     PeerInfo,
+    PeerLost,
     PeerSeen,
     PingResult,
     TransportEvent,
@@ -129,7 +130,7 @@ class ReticulumTransport:
         self.mesh_id = mesh_id
         self.node_id = node_id
         self.member = member
-        self.trusted_keys = dict(trusted_keys)  # node id -> Ed25519 key
+        self.trusted_keys = trusted_keys  # node id -> Ed25519 key; live: the fold changes it
         self.announce_interval = announce_interval
         self.capabilities = capabilities
         self._counters: dict[str, int] = {
@@ -279,6 +280,16 @@ class ReticulumTransport:
             state, peer.link = peer.link, None
             self._count("links_reset")
             state.link.teardown()
+
+    def forget(self, node_id: bytes) -> None:
+        """`node_id` is no longer a member: close every link to it and drop it as a peer. Its
+        announces and handshakes are refused from now on, since `trusted_keys` lacks it."""
+        self._peers.pop(node_id, None)
+        for state in list(self._links.values()):
+            if state.node_id == node_id and not state.closed:
+                self._count("links_revoked")
+                state.link.teardown()
+        self._emit(PeerLost(node_id=node_id))
 
     async def send(self, node_id: bytes, data: bytes) -> None:
         if len(data) > MAX_PAYLOAD:

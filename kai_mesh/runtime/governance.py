@@ -36,7 +36,7 @@ from kai_mesh.core.errors import KaiMeshError, Malformed, TransportError, UsageE
 from kai_mesh.core.frames import FRAME_GOVERNANCE
 from kai_mesh.core.genesis import Genesis
 from kai_mesh.core.gov_wire import ID_BYTES, MAX_PROPOSAL, parse_proposal
-from kai_mesh.core.governance import Governance, Outcome
+from kai_mesh.core.governance import Governance, GovernanceState, Outcome
 from kai_mesh.core.identity import NodeSecrets
 from kai_mesh.runtime.store import Store
 
@@ -53,6 +53,7 @@ DEFAULT_EXPIRY = 7 * 24 * 3600  # seconds a proposal stays open unless told othe
 
 SendFrame = Callable[[bytes, bytes], Awaitable[None]]
 Emit = Callable[[str, dict[str, Any]], None]
+Watcher = Callable[[GovernanceState], object]
 
 
 def encode_records(records: list[bytes]) -> bytes:
@@ -98,6 +99,13 @@ def chunk_records(records: list[bytes], limit: int = SYNC_MAX_BYTES) -> list[lis
     return chunks
 
 
+def _call(watcher: Watcher, state: GovernanceState) -> None:
+    try:
+        watcher(state)
+    except Exception:  # one broken watcher must not stop the others or the sync
+        log.exception("governance watcher failed")
+
+
 class GovernanceService:
     """See the module docstring. `await start(store)`, then `run()` in the node's nursery."""
 
@@ -127,6 +135,8 @@ class GovernanceService:
         self._lock = trio.Lock()  # receive + persist, one at a time
         self._last_ask: dict[bytes, float] = {}
         self._peer_head: dict[bytes, bytes] = {}
+        self._watchers: list[Watcher] = []
+        self._seen: GovernanceState | None = None
         self.counters = {"local_records": 0, "peer_records": 0, "asks_sent": 0, "frames_sent": 0}
         self.counters.update({"frames_received": 0, "send_failed": 0, "frames_refused": 0})
 
@@ -141,6 +151,7 @@ class GovernanceService:
             gov.receive(record)
         self.gov = gov
         state = gov.state
+        self._changed()
         log.info(
             "governance: %d records restored, height %d%s",
             len(records),
@@ -182,7 +193,24 @@ class GovernanceService:
             await self._persist([data])
         self._after_local(data)
 
+    def watch(self, watcher: Watcher) -> None:
+        """Call `watcher(state)` now (if open) and whenever the fold changes: members,
+        roles, policy and shutdown are read from the fold, never copied at start."""
+        self._watchers.append(watcher)
+        if self.gov is not None:
+            _call(watcher, self.gov.state)
+
+    def _changed(self) -> None:
+        # Compared whole, not by head: a redeemed invite admits a member without moving the head.
+        state = self._need().state
+        if state == self._seen:
+            return
+        self._seen = state
+        for watcher in self._watchers:
+            _call(watcher, state)
+
     def _after_local(self, data: bytes) -> None:
+        self._changed()
         self.counters["local_records"] += 1
         self._emit("governance", {"event": "changed", "origin": "local", "head": self.head_hex()})
         self._push(data, exclude=None)
@@ -201,6 +229,7 @@ class GovernanceService:
             if new:
                 await self._persist(new)
         if new:
+            self._changed()
             self.counters["peer_records" if origin else "local_records"] += len(new)
             changed = any(o.changed for o in outcomes)
             self._emit(

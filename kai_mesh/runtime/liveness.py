@@ -130,6 +130,13 @@ class Liveness:
             self._act(self.detector.receive(Heard(from_id=node_id), heard))
         self._wake.set()
 
+    def forget(self, node_id: bytes) -> None:
+        """`node_id` left the mesh (revoked): stop probing it, and do not report it failed."""
+        self._heard_at.pop(node_id, None)
+        if node_id in self.detector.peers():
+            self.detector.remove_peer(node_id, trio.current_time())
+        self._wake.set()
+
     def heard(self, node_id: bytes) -> None:
         """Authenticated traffic from `node_id` (a message on a verified link)."""
         self._heard_at[node_id] = trio.current_time()

@@ -156,7 +156,7 @@ class Node:
         self.state = StateService(
             secrets=files.secrets,
             mesh_id=files.genesis.mesh_id,
-            keys=files.trusted_keys,
+            keys=files.members,
             send=self._send_state,
             peers=lambda: alive_peers(self.remote),
             emit=self.hub.publish,
@@ -176,7 +176,7 @@ class Node:
             on_event=self.hub.publish,
         )
         self.bus.halted = self.governance.halted
-        self.trusted = files.trusted_keys
+        self.trusted = files.members
         decoder = EnvelopeDecoder(
             mesh_id=self.mesh_id,
             max_bytes=config.max_message_bytes,
@@ -199,6 +199,8 @@ class Node:
         )
         if transports:
             self.bus.remote = self.remote.request
+        self.governance.watch(self.trusted.update)
+        self.trusted.on_removed(self._on_revoked)
         self.control = ControlServer(
             paths.socket, self.handle, self.hub, max_frame=config.max_frame_bytes
         )
@@ -274,6 +276,17 @@ class Node:
     async def _send_governance(self, node_id: bytes, frame: bytes) -> None:
         # Governance is rare and decides who may do what: high priority, never background.
         await self.remote.send_frame(node_id, frame, Priority.HIGH, background=False)
+
+    def _on_revoked(self, node_id: bytes) -> None:
+        """A member the fold no longer holds: close every link to it, forget it as a peer."""
+        log.warning("node %s is no longer a member: closing its links", node_id.hex())
+        for transport in self.remote.transports:
+            forget = getattr(transport, "forget", None) or getattr(transport, "reset_link", None)
+            if forget is not None:
+                forget(node_id)
+        if self.remote.liveness is not None:
+            self.remote.liveness.forget(node_id)  # gone by decision, not failed
+        self.hub.publish("peers", {"event": "peer_revoked", "node_id": node_id.hex()})
 
     def _name_of(self, node_id: bytes) -> str | None:
         return next((p.name for p in self.remote.peers() if p.node_id == node_id), None)

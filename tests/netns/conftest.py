@@ -79,8 +79,25 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep each phase's report on the item, so `harness` can tell whether the test failed."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"report_{report.when}", report)
+
+
+def _node_logs(path: Path, lines: int = 60) -> str:
+    """The tail of every node log under a harness directory: what a CI failure needs read."""
+    parts = []
+    for log in sorted(path.glob("**/node.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        parts.append(f"--- {log.relative_to(path)} (last {len(tail)} lines)\n" + "\n".join(tail))
+    return "\n".join(parts)
+
+
 @pytest.fixture
-def harness() -> Iterator[Harness]:
+def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     require_netns()
     # Under /tmp and short: the nodes' control sockets must fit in a Unix socket address.
     path = Path(tempfile.mkdtemp(prefix="kmh-", dir="/tmp"))
@@ -89,4 +106,7 @@ def harness() -> Iterator[Harness]:
         yield h
     finally:
         h.run("down", "--prefix", h.prefix)
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            report.sections.append(("node logs", _node_logs(path)))
         shutil.rmtree(path, ignore_errors=True)
