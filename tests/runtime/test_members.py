@@ -76,7 +76,7 @@ async def test_a_watcher_that_raises_does_not_stop_the_others() -> None:
     )
     await service.start(Store(Path(":memory:")))
     service.watch(broken)  # called at once: the service is open
-    service.watch(lambda state: seen.append(state.height))  # type: ignore[attr-defined]
+    service.watch(lambda state: seen.append(state.height))
     await service.propose("policy_update", {"k": "v"})
     assert seen == [0, 1]
     await trio.lowlevel.checkpoint()
