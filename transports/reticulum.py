@@ -73,6 +73,8 @@ MAX_PAYLOAD = 256 * 1024
 EVENT_BUFFER = 4096
 ANSWER_GAP = 60.0  # seconds between two announces made to answer a new peer
 RADIO_BITRATE = 1_000_000  # below this an interface counts as a radio: links closed sooner
+LINK_WAIT = 20.0  # longest wait for a link to establish, then for its handshake
+FAST_LINK_WAIT = 2.0  # first wait for a link on a fast one-hop path (doubled on each retry)
 
 
 @dataclass(eq=False)
@@ -399,15 +401,15 @@ class ReticulumTransport:
         peer = self._peers.get(node_id)
         if peer is None:
             raise TransportError(f"no announce heard from node {node_id.hex()}: no route to it")
-        for _attempt in range(3):
+        for attempt in range(3):
             state = peer.link
-            if state is not None and state.verified.is_set() and not state.closed:
+            if state is not None and _usable(state):
                 return state
             if peer.connecting is None:
                 peer.connecting = trio.Event()
                 try:
                     with trio.move_on_after(45):
-                        await self._open_link(peer)
+                        await self._open_link(peer, attempt)
                 finally:
                     peer.connecting.set()
                     peer.connecting = None
@@ -415,11 +417,20 @@ class ReticulumTransport:
                 with trio.move_on_after(45):
                     await peer.connecting.wait()
         state = peer.link
-        if state is not None and state.verified.is_set() and not state.closed:
+        if state is not None and _usable(state):
             return state
         raise TransportError(f"could not open a verified link to node {node_id.hex()}")
 
-    async def _open_link(self, peer: _Peer) -> None:
+    @staticmethod
+    def _establish_limit(link: Any, destination_hash: bytes, attempt: int) -> float:
+        rns_limit = min(LINK_WAIT, float(getattr(link, "establishment_timeout", LINK_WAIT)))
+        interface = RNS.Transport.next_hop_interface(destination_hash)
+        bitrate = getattr(interface, "bitrate", None) or 0
+        if bitrate >= RADIO_BITRATE and RNS.Transport.hops_to(destination_hash) <= 1:
+            return min(rns_limit, FAST_LINK_WAIT * 2.0**attempt)
+        return max(2.0, rns_limit)
+
+    async def _open_link(self, peer: _Peer, attempt: int = 0) -> None:
         destination_hash = peer.destination_hash
         if not RNS.Transport.has_path(destination_hash):
             RNS.Transport.request_path(destination_hash)
@@ -441,19 +452,34 @@ class ReticulumTransport:
         self._links[link.link_id] = state
         self._wire_link(link)
         link.set_link_established_callback(self._rns_link_established)
-        with trio.move_on_after(20):
-            await state.established.wait()
-        if not state.established.is_set() or state.closed:
+        # A link request can be lost without a word (RNS discards the result of sending it; seen
+        # on veth under load), and RNS gives up on it only after its own estimate, 12 s on a LAN.
+        # On a fast one-hop path wait 2, 4, then 8 s before asking again; take the peer's own
+        # link to us if it verifies meanwhile.
+        limit = self._establish_limit(link, destination_hash, attempt)
+        if not await self._wait_link(peer, state.established, limit) or state.closed:
             link.teardown()
             return
         link.identify(self._identity)
         self._send_hello(state)
-        with trio.move_on_after(20):
-            await state.settled.wait()
+        if not await self._wait_link(peer, state.settled, LINK_WAIT):
+            link.teardown()
+            return
         if state.verified.is_set() and state.node_id == peer.node_id:
             peer.link = state
         else:
             link.teardown()
+
+    async def _wait_link(self, peer: _Peer, event: trio.Event, limit: float) -> bool:
+        """Wait up to `limit` s for `event`; True if it is set. False as soon as the peer has a
+        verified link of its own making (then the caller drops its half-open one)."""
+        deadline = trio.current_time() + limit
+        while not event.is_set():
+            if _usable(peer.link) or trio.current_time() >= deadline:
+                return False
+            with trio.move_on_after(0.05):
+                await event.wait()
+        return True
 
     def _wire_link(self, link: Any) -> None:
         link.set_packet_callback(self._rns_packet)
@@ -691,6 +717,10 @@ class _AnnounceHandler:
         self, destination_hash: bytes, announced_identity: Any, app_data: bytes | None
     ) -> None:
         self.transport._rns_announce(destination_hash, announced_identity, app_data)
+
+
+def _usable(state: _Link | None) -> bool:
+    return state is not None and state.verified.is_set() and not state.closed
 
 
 def identity_from_public(public_key: bytes) -> Any:
