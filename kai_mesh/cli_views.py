@@ -107,7 +107,7 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
         ),
         ("uptime", f"{status['uptime_s']:.0f} s"),
         ("memory", f"{status['rss_bytes'] / 2**20:.1f} MiB RSS"),
-        ("agents", ", ".join(f"{a['name']} ({a['state']})" for a in status["agents"]) or "none"),
+        ("agents", _agents_line(status)),
         (
             "transports",
             "; ".join(map(_transport_line, status["transports"])) or "none (local only)",
@@ -123,6 +123,15 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
         table.add_row(f"[bold]{key}[/]", value)
     Console().print(table)
     return ExitCode.OK
+
+
+def _agents_line(status: dict[str, Any]) -> str:
+    line = ", ".join(f"{a['name']} ({a['state']})" for a in status["agents"]) or "none"
+    governance = status.get("governance") or {}
+    if governance.get("shutdown"):
+        reason = governance.get("shutdown_reason") or "no reason given"
+        line += f" — all stopped by the mesh's emergency shutdown: {reason}"
+    return line
 
 
 def _delivery_rows(status: dict[str, Any]) -> list[tuple[str, str]]:
@@ -183,7 +192,9 @@ def cmd_agents(args: argparse.Namespace) -> ExitCode:
             a["name"],
             ", ".join(a["intents"]),
             a["isolation"],
-            a["state"],
+            f"{a['state']} ({a['reason']})"
+            if a["state"] == "stopped" and a.get("reason")
+            else a["state"],
             str(a["served"]),
             str(a["errors"]),
             str(a["restarts"]),

@@ -20,6 +20,8 @@ message goes `PROPAGATED` through the nearest propagation node this node has hea
 Guests (LXMF clients that are not members): the message text is `AGENT INTENT [JSON]`; only the
 intents in `guest_intents` are served, through the local bus, from `kai://<node>/guest`; the reply
 (JSON text, or `error: …`) goes back as an LXMessage. Everything refused is counted, not raised.
+`guest_intents` starts as the configured list and follows the governance policy's
+`guest_intents` live (`set_guest_intents`, called from runtime/policy.py).
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ class LxmfTransport:
         self.propagation_node = propagation_node
         self.stamp_cost = stamp_cost
         self.node_announce_delay = node_announce_delay
-        self.guest_intents = frozenset(guest_intents)
+        self.configured_guest_intents = frozenset(guest_intents)
+        self.guest_intents = self.configured_guest_intents
         self.announce_interval = announce_interval
         self.sync_interval = sync_interval
         self.local: LocalHandler | None = None
@@ -266,6 +269,13 @@ class LxmfTransport:
     def bind_local(self, local: LocalHandler) -> None:
         """The node's bus, for guest requests (the RemoteRouter calls this)."""
         self.local = local
+
+    def set_guest_intents(self, intents: Iterable[str] | None) -> None:
+        """The intents guests may call from now on: the governance policy's list, or None for
+        the configured one (the policy has none)."""
+        self.guest_intents = (
+            self.configured_guest_intents if intents is None else frozenset(intents)
+        )
 
     def describe(self) -> dict[str, Any]:
         """Extra lines for `kai-mesh status`."""

@@ -161,6 +161,14 @@ def _settings(body: object, kind: str, error: FieldError) -> dict[str, Any]:
             isinstance(intents, list) and all(type(i) is str and i for i in intents)
         ):
             raise error("policy guest_intents: must be a list of intent names")
+        roles = out.get("critical_roles")
+        if roles is not None and not (
+            isinstance(roles, list) and all(type(r) is str and r for r in roles)
+        ):
+            raise error(
+                'policy critical_roles: must be a list of role names (e.g. ["admin"]), '
+                "or null to let every member send critical messages"
+            )
     return out
 
 

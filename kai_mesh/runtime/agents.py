@@ -12,6 +12,12 @@ the spec's override — is the business of the runners in `kai_mesh.runtime.agen
 
 A request raising in `handle` is the request's failure, not the agent's: the caller gets
 `AgentCrashed` and the same instance serves the next request.
+
+A certified emergency shutdown suspends the host (`suspend(reason)`, called from the governance
+watch in runtime/policy.py): every incarnation is torn down (worker processes killed, their
+pending callers answered), every agent shows `stopped` with the shutdown as its reason, and
+calls raise `AgentsSuspended` (code `shutdown`) until `resume()` starts them all again. A host
+suspended before `run` starts no agent at all, which is how a shutdown holds across restarts.
 """
 
 from __future__ import annotations
@@ -66,11 +72,18 @@ __all__ = [
     "AgentSpec",
     "AgentTimeout",
     "AgentUnavailable",
+    "AgentsSuspended",
     "NoSuchAgent",
     "UnknownIntent",
 ]
 
 log = logging.getLogger(__name__)
+
+
+class AgentsSuspended(AgentError):
+    """Every agent is stopped by a certified emergency shutdown (until a certified lift)."""
+
+    code = "shutdown"
 
 
 class AgentHost:
@@ -95,6 +108,9 @@ class AgentHost:
         self._on_event = on_event
         self._backoff = (backoff_initial, backoff_max, healthy_after)
         self._start_timeout = start_timeout
+        self._suspended: str | None = None  # the shutdown's reason while suspended
+        self._resumed = trio.Event()
+        self._generation: trio.CancelScope | None = None  # the running supervisors' scope
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -129,6 +145,11 @@ class AgentHost:
         slot = self._slots.get(name)
         return None if slot is None else slot.intents
 
+    @property
+    def suspended(self) -> str | None:
+        """The shutdown reason while the host is suspended, else None."""
+        return self._suspended
+
     def concurrency_of(self, name: str) -> int:
         """Requests the agent serves at once. Raises `NoSuchAgent`."""
         slot = self._slots.get(name)
@@ -149,12 +170,14 @@ class AgentHost:
         """Serve `request` with agent `name` and return the reply payload.
 
         `timeout` defaults to the spec's (inline agents cannot be timed out). Raises
-        `NoSuchAgent`, `UnknownIntent`, `AgentRejectedError`, `AgentCrashed`, `AgentTimeout` or
-        `AgentUnavailable`; never anything the agent itself raised.
+        `NoSuchAgent`, `AgentsSuspended`, `UnknownIntent`, `AgentRejectedError`,
+        `AgentCrashed`, `AgentTimeout` or `AgentUnavailable`; never anything the agent raised.
         """
         slot = self._slots.get(name)
         if slot is None:
             raise NoSuchAgent(f"no agent named {name!r}")
+        if self._suspended is not None:
+            raise self._refusal(name)
         if request.intent not in slot.intents and (slot.intents or slot.state == "ready"):
             served = ", ".join(sorted(slot.intents)) or "none"
             raise UnknownIntent(
@@ -187,6 +210,8 @@ class AgentHost:
             slot.timeouts += 1
             raise
         except AgentError:
+            if self._suspended is not None:  # the incarnation was torn down under the call
+                raise self._refusal(name) from None
             slot.errors += 1
             raise
         except AgentRejected as exc:
@@ -200,22 +225,77 @@ class AgentHost:
         slot.served += 1
         return result
 
+    def _refusal(self, name: str) -> AgentsSuspended:
+        why = f"the mesh is shut down by governance: {self._suspended}"
+        return AgentsSuspended(f"agent {name} is stopped: {why}")
+
     # -- supervision --------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Start every agent and supervise them until cancelled; worker processes are killed on
         the way out. `task_status.started()` is called once every agent has finished its first
-        start (ready, failed or waiting to restart). Never raises because of an agent."""
-        first_starts = [trio.Event() for _ in self._slots]
-        async with trio.open_nursery() as nursery:
-            for slot, first in zip(self._slots.values(), first_starts, strict=True):
-                nursery.start_soon(self._supervise, slot, first, name=f"agent:{slot.name}")
-            for first in first_starts:
-                await first.wait()
-            task_status.started()
+        start (ready, failed or waiting to restart), or at once while suspended. Never raises
+        because of an agent."""
+        started = False
+        while True:
+            if self._suspended is not None:
+                if not started:
+                    started = True
+                    task_status.started()
+                await self._resumed.wait()
+                continue
+            first_starts = [trio.Event() for _ in self._slots]
+            with trio.CancelScope() as self._generation:
+                async with trio.open_nursery() as nursery:
+                    for slot, first in zip(self._slots.values(), first_starts, strict=True):
+                        nursery.start_soon(self._supervise, slot, first, name=f"agent:{slot.name}")
+                    for first in first_starts:
+                        await first.wait()
+                    if not started:
+                        started = True
+                        task_status.started()
+                    await trio.sleep_forever()  # until suspend() cancels this generation
+            self._generation = None
+
+    # -- emergency shutdown -------------------------------------------------------------------
+
+    def suspend(self, reason: str) -> None:
+        """Stop every agent because of a certified emergency shutdown: tear down each
+        incarnation, answer pending calls with `AgentsSuspended`, show each agent `stopped` and
+        say so on the `agents` topic. Calling it again only updates the reason."""
+        reason = reason or "emergency shutdown"
+        if self._suspended is None:
+            self._resumed = trio.Event()
+        self._suspended = reason
+        if self._generation is not None:
+            # Cancel first: the supervisors then wake cancelled, not to restart a failed runner.
+            self._generation.cancel()
+        for slot in self._slots.values():
+            fail = getattr(slot.runner, "fail", None)  # process runners: kill, answer callers
+            if fail is not None:
+                fail(f"emergency shutdown: {reason}", self._refusal(slot.name))
+            slot.runner = None
+            slot.inline = None
+            slot.pid = None
+            slot.reason = f"emergency shutdown: {reason}"
+            log.warning("agent %s stopped: emergency shutdown: %s", slot.name, reason)
+            self._emit(slot, "stopped", reason=slot.reason, shutdown=True)
+
+    def resume(self) -> None:
+        """Start every agent again after a certified `shutdown_lift` (no-op if not suspended)."""
+        if self._suspended is None:
+            return
+        self._suspended = None
+        for slot in self._slots.values():
+            slot.reason = ""
+            log.info("agent %s resuming: the emergency shutdown is lifted", slot.name)
+            self._emit(slot, "resumed")
+        self._resumed.set()
 
     def _emit(self, slot: _Slot, event: str, **data: Any) -> None:
-        slot.state = {"started": "starting"}.get(event, event)
+        if self._suspended is not None and event != "stopped":
+            return  # a supervisor between its cancellation and its next checkpoint
+        slot.state = {"started": "starting", "resumed": "starting"}.get(event, event)
         try:
             self._on_event("agents", {"event": event, "agent": slot.name, **data})
         except Exception:

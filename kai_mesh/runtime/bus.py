@@ -12,6 +12,12 @@ Every outcome is a reply message: `intent="reply"` with the agent's answer, or `
 with `{"code": ..., "message": ...}`. Nothing an agent or a sender does raises out of the bus.
 In-process messages are not signed (DESIGN.md: one authentication is enough, and here there is no
 third party). Without transports, messages for other nodes get `unknown_node`.
+
+Governance: while a certified emergency shutdown holds (`halted`) every local agent is refused
+with code `shutdown`; a message this node sends itself (for any node) that the policy forbids —
+`critical` priority when this node's role is not in `critical_roles` — gets `forbidden` and is
+counted (`forbidden`). Requests from peers are checked by the remote router, which knows the
+sending node from its link.
 """
 
 from __future__ import annotations
@@ -95,6 +101,9 @@ class Bus:
         #: Set by the node: the reason while a certified emergency shutdown holds, else None.
         #: Every local agent is then refused with code `shutdown`.
         self.halted: Callable[[], str | None] = lambda: None
+        #: Set by the node (runtime/policy.py): why a message from a node at a priority is
+        #: refused by policy, else None. Applied here to this node's own messages.
+        self.admit: Callable[[bytes, Priority], str | None] = lambda node_id, priority: None
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -113,6 +122,11 @@ class Bus:
     ) -> StandardMessage:
         """Deliver `message`; wait for its reply at most `reply_within` seconds and until it
         expires. Every failure, a timeout included, comes back as an `error` reply."""
+        if self.is_local(message.sender.node):
+            why = self.admit(self.node_id, message.priority)
+            if why is not None:
+                self.counters["forbidden"] = self.counters.get("forbidden", 0) + 1
+                return self._finish(message, self.error_reply(message, "forbidden", why))
         to = message.to
         if isinstance(to, AgentAddress) and not self.is_local(to.node) and self.remote:
             return self._finish(message, await self.remote(message, reply_within))

@@ -42,6 +42,7 @@ from kai_mesh.runtime.egress import Egress
 from kai_mesh.runtime.governance import GovernanceService
 from kai_mesh.runtime.governance_control import METHODS as GOV_METHODS
 from kai_mesh.runtime.governance_control import governance_method
+from kai_mesh.runtime.policy import GovernanceEnforcer
 from kai_mesh.runtime.remote import RemoteRouter
 from kai_mesh.runtime.state import StateService
 from kai_mesh.runtime.state_control import WithStateAgent, state_method
@@ -200,6 +201,12 @@ class Node:
         if transports:
             self.bus.remote = self.remote.request
         self.governance.watch(self.trusted.update)
+        # Governance enforced: shutdown stops the agents; policy admits critical and guests.
+        self.enforcer = GovernanceEnforcer(
+            agents=self.agents, role=self.trusted.role, transports=transports
+        )
+        self.bus.admit = self.remote.admit = self.enforcer.admit
+        self.governance.watch(self.enforcer.on_state)
         self.trusted.on_removed(self._on_revoked)
         self.control = ControlServer(
             paths.socket, self.handle, self.hub, max_frame=config.max_frame_bytes

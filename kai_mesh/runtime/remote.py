@@ -10,7 +10,10 @@ Inbound, every `MessageReceived` is decoded by the core's `EnvelopeDecoder` (siz
 fields, signature, expiry, replay); an unsigned envelope must come from the node it names as its
 sender. Replies wake their waiter; requests go to the local bus in their own task, so a slow agent
 never holds up the transport's event stream, and the reply goes back the way the request came.
-Every refusal is counted by reason (`kai-mesh status`), never raised into the node.
+Every refusal is counted by reason (`kai-mesh status`), never raised into the node. A request the
+governance policy forbids (`admit`, runtime/policy.py: `critical` from a role not in
+`critical_roles`) gets a `forbidden` error reply, judged by the node the link proved, and is
+counted as `policy.forbidden`.
 
 Besides envelopes, the same byte strings carry the router's own frames (`core.frames`): DELIVER
 and ACKS for messages that must arrive (the outbox, runtime/delivery.py), SWIM probes and gossip
@@ -107,6 +110,9 @@ class RemoteRouter:
         self.decoder = decoder
         self.local = local
         self.error_reply = error_reply
+        #: Set by the node (runtime/policy.py): why a request from a peer at a priority is
+        #: refused by policy, else None.
+        self.admit: Callable[[bytes, Priority], str | None] = lambda node_id, priority: None
         # Defaults to the first transport that offers it (LXMF); transports that serve guests
         # get the local bus.
         offered = [getattr(t, "store_and_forward", None) for t in self.transports]
@@ -438,7 +444,13 @@ class RemoteRouter:
             self._refuse("envelope.unexpected_reply")
 
     async def _serve(self, transport: Transport, node_id: bytes, message: StandardMessage) -> None:
-        reply = await self.local(message, None)
+        why = self.admit(node_id, message.priority)
+        if why is not None:
+            self._refuse("policy.forbidden")
+            log.info("refused a request from %s: %s", node_id.hex(), why)
+            reply = self.error_reply(message, "forbidden", why)
+        else:
+            reply = await self.local(message, None)
         try:
             ends = LinkEnds(sender=self.node_id, receiver=node_id)
             await self.egress.send(transport, node_id, encode(reply, link=ends), reply.priority)

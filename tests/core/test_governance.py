@@ -477,6 +477,9 @@ def test_vote_bytes_fit_the_budget() -> None:
         ("policy_update", {}),
         ("policy_update", {"max_ttl": 0}),
         ("policy_update", {"guest_intents": "echo"}),
+        ("policy_update", {"critical_roles": "admin"}),
+        ("policy_update", {"critical_roles": ["admin", ""]}),
+        ("policy_update", {"critical_roles": [1]}),
         ("policy_update", {"x": float("nan")}),
         ("config_update", {"": 1}),
         ("config_update", {"x": {1: 2, "a": 3}}),
@@ -496,6 +499,13 @@ def test_vote_bytes_fit_the_budget() -> None:
 def test_bad_bodies_are_refused(kind: str, body: dict[str, Any]) -> None:
     with pytest.raises(UsageError):
         Proposal(MESH, kind, body, EXP, A.verify_key, b"", NOW)
+
+
+def test_critical_roles_is_a_list_of_role_names_and_a_bad_one_is_named() -> None:
+    for roles in (["admin", "ops"], [], None):
+        Proposal(MESH, "policy_update", {"critical_roles": roles}, EXP, A.verify_key, b"", NOW)
+    with pytest.raises(UsageError, match="critical_roles: must be a list of role names"):
+        Proposal(MESH, "policy_update", {"critical_roles": "admin"}, EXP, A.verify_key, b"", NOW)
 
 
 def test_non_canonical_and_damaged_records_are_malformed() -> None:
