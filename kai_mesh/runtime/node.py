@@ -389,6 +389,10 @@ class Node:
         # Without transports there is no outbox: the bus says the node is unknown, as always.
         remote = remote and self.remote.outbox is not None
         if remote and (durable or message.intent in self.config.must_arrive):
+            # The outbox skips the bus, so this node's own role is checked here, before commit.
+            forbidden = self.enforcer.admit(self.node_id, message.priority)
+            if forbidden is not None:
+                raise ControlError("forbidden", forbidden)
             try:
                 return await self.remote.submit(message)
             except UsageError as exc:
