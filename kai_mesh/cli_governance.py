@@ -1,9 +1,14 @@
-"""`kai-mesh propose|vote|proposals|policy|governance`: the mesh's threshold-signed governance.
+"""`kai-mesh propose|vote|revoke|proposals|policy|governance`: the mesh's threshold-signed
+governance.
 
 An admin proposes a change (`kai-mesh propose policy_update '{"k": "v"}'`); other admins vote
 for it (`kai-mesh vote ID`, where ID may be a unique start of the id); once `threshold` admins
 have voted it is certified everywhere and the fold (`kai-mesh policy show`) changes. Keys and node
 ids in bodies (`node_key`, `invite_key`, `node_id`, `admins`) are hex on the command line.
+
+`kai-mesh revoke NODE` proposes a `node_revocation` of a node (its id in hex, or its name) whose
+cut is that node's stream heads as this node holds them: what it wrote up to there stays in the
+replicated state, anything later is refused everywhere once the revocation is certified.
 """
 
 from __future__ import annotations
@@ -63,6 +68,26 @@ def cmd_propose(args: argparse.Namespace) -> ExitCode:
         print_json(result)
     else:
         print(f"proposed {result['id'][:12]} ({result['kind']}): {_summary(result)}")
+    return ExitCode.OK
+
+
+def cmd_revoke(args: argparse.Namespace) -> ExitCode:
+    params: dict[str, Any] = {"node": args.node}
+    if args.expires_in is not None:
+        params["expires_in"] = args.expires_in
+    result = call_node(args, "gov_revoke", params)
+    if args.json:
+        print_json(result)
+    else:
+        cut = result["body"]["cut"]
+        streams = (
+            ", ".join(
+                f"{c} up to {seq}" for c, seq in sorted(cut.items(), key=lambda kv: int(kv[0]))
+            )
+            or "none"
+        )
+        print(f"proposed {result['id'][:12]} (node_revocation): {_summary(result)}")
+        print(f"  node {result['body']['node_id']}, streams kept: {streams}")
     return ExitCode.OK
 
 
@@ -132,6 +157,9 @@ def add_governance_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add(sub, "propose", cmd_propose, "propose a governance change (admins only)")
     p.add_argument("kind", help=f"one of {', '.join(KINDS)}")
     p.add_argument("body", nargs="?", default="{}", help='JSON, e.g. \'{"k": "v"}\' (default {})')
+    p.add_argument("--expires-in", type=int, help="seconds the proposal stays open (7 days)")
+    p = add(sub, "revoke", cmd_revoke, "propose revoking a node, cut at its streams' heads here")
+    p.add_argument("node", help="the node's id (hex) or its name")
     p.add_argument("--expires-in", type=int, help="seconds the proposal stays open (7 days)")
     p = add(sub, "vote", cmd_vote, "vote for an open proposal (admins only)")
     p.add_argument("id", help="the proposal's id, or a unique start of it")

@@ -78,7 +78,8 @@ class Member:
 class GovernanceState:
     """The fold. Mappings are not to be mutated. `invites`: authorized, not yet taken (key ->
     role); `redeemed`: invite key -> the node key that took it; `revoked`: node id -> the cut
-    (Yjs client id -> last valid seq)."""
+    (Yjs client id -> last valid seq); `revoked_keys`: node id -> the key of each revoked node
+    that was a member (its entries up to the cut still verify under it)."""
 
     admins: tuple[bytes, ...]
     threshold: int
@@ -92,6 +93,7 @@ class GovernanceState:
     shutdown_reason: str
     head: bytes
     height: int
+    revoked_keys: Mapping[bytes, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +209,11 @@ def apply(state: GovernanceState, sp: SignedProposal) -> GovernanceState | Refus
         if node_id in state.revoked:
             return Refusal("already_revoked", f"node {node_id.hex()} is revoked already", pid)
         members = {k: v for k, v in state.members.items() if k != node_id}
-        return replace(new, members=members, revoked={**state.revoked, node_id: body["cut"]})
+        keys = dict(state.revoked_keys)
+        if node_id in state.members:
+            keys[node_id] = state.members[node_id].key
+        revoked = {**state.revoked, node_id: body["cut"]}
+        return replace(new, members=members, revoked=revoked, revoked_keys=keys)
     if p.kind == "admin_change":
         return replace(new, admins=tuple(body["admins"]), threshold=body["threshold"])
     if p.kind == "emergency_shutdown":
@@ -711,6 +717,7 @@ class Governance:
     def _with_claims(self, state: GovernanceState) -> GovernanceState:
         """`state` with each invite taken by its winning claim."""
         members, invites, redeemed = dict(state.members), dict(state.invites), {}
+        revoked_keys = dict(state.revoked_keys)
         for invite in sorted(state.invites):
             claims = self._claims.get(invite)
             if not claims:
@@ -719,11 +726,19 @@ class Governance:
             role = invites.pop(invite)
             redeemed[invite] = key
             node_id = node_id_of(key)
-            if node_id not in state.revoked and node_id not in members:
+            if node_id in state.revoked:  # admitted by invite, then revoked: its key is this
+                revoked_keys.setdefault(node_id, key)
+            elif node_id not in members:
                 members[node_id] = Member(key, role)
         if not redeemed:
             return state
-        return replace(state, members=members, invites=invites, redeemed=redeemed)
+        return replace(
+            state,
+            members=members,
+            invites=invites,
+            redeemed=redeemed,
+            revoked_keys=revoked_keys,
+        )
 
     def redemptions(self) -> dict[bytes, bytes]:
         """Invite key -> id of the claim that takes it (by the lowest (signed_time, id))."""

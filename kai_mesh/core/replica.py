@@ -7,7 +7,9 @@ raises for bad input, counting each refusal by reason:
 
 1. structure (a `ProtocolError` reason);
 2. the stream's header is known, else the entry waits (bounded) until it arrives;
-3. the signature is the header's node's, and `verify_key_for` still accepts that node;
+3. the signature is the header's node's, and `verify_key_for` still accepts that node, or
+   the node is revoked and the entry is at or below the revocation's cut (`core.revocation`:
+   it is checked under the key the node had; past the cut it is refused as "revoked");
 4. the chain: the next seq after the current head applies; an entry already held is a duplicate;
    a different entry at a held seq (or one whose `prev` is not our head) is a **fork**; one
    beyond the next waits for its predecessors;
@@ -21,6 +23,11 @@ A fork, foreign items or a bad update quarantine the stream (its later entries a
 are kept as `Evidence`; so is a header claiming a client id another node claimed first.
 Quarantined streams leave the vector, so peers who agree about them stop syncing them; a peer
 still listing one is sent the evidence, which makes it quarantine the stream too.
+
+`set_revoked` takes the governance fold's revocations: held entries past a cut are dropped and
+the doc rebuilt, so a node that applied them before it learned of the revocation ends with the
+same doc as one that never did; a quarantine for a fault past the cut is lifted, as a node that
+learned first never sees that fault. A revoked node's own replica refuses to write.
 
 Callers read `replica.doc`, and should fetch it afresh each time: a rebuild replaces it.
 """
@@ -36,6 +43,7 @@ from pycrdt import Doc, TransactionEvent
 
 from kai_mesh.core.errors import BadSignature, ProtocolError, UsageError
 from kai_mesh.core.identity import NodeSecrets, verify
+from kai_mesh.core.revocation import Revocation, Revocations, keep_after_revocation
 from kai_mesh.core.state_sync import (
     differing_buckets,
     entries_frames,
@@ -117,6 +125,7 @@ class Replica:
         self.verify_key_for = verify_key_for
         self.refused: dict[str, int] = {}
         self.counters: dict[str, int] = {}
+        self._revoked: dict[bytes, Revocation] = {}  # from governance: outlives `_reset`
         self._own_header = encode_header(Header(secrets.node_id, client_id), secrets, mesh_id)
         self._reset()
 
@@ -157,6 +166,8 @@ class Replica:
         """
         if self.client_id in self.quarantined:
             raise UsageError("our own stream is quarantined: open a new stream (client id)")
+        if self.secrets.node_id in self._revoked:
+            raise UsageError("this node is revoked: it may no longer write the replicated state")
         captured: list[bytes] = []
         self._capture = captured
         try:
@@ -217,7 +228,7 @@ class Replica:
 
     def _on_header(self, record: bytes, out: Received) -> int | None:
         try:
-            header = decode_header(record, self.mesh_id, self.verify_key_for)
+            header = decode_header(record, self.mesh_id, self._key_for)
         except ProtocolError as exc:
             self._refuse(exc.reason, out)
             return None
@@ -253,7 +264,11 @@ class Replica:
         if seq <= len(hashes) and hashes[seq - 1] == entry_hash(record):
             self._duplicate(out)
             return None
-        key = self.verify_key_for(node_id)
+        revocation = self._revoked.get(node_id)
+        if revocation is not None and seq > revocation.last_valid(client_id):
+            self._refuse("revoked", out)
+            return None
+        key = self._key_for(node_id)
         if key is None:
             self._refuse("untrusted", out)
             return None
@@ -283,6 +298,12 @@ class Replica:
         self._append(client_id, record, entry_hash(record))
         out.entries.append(record)
         return client_id
+
+    def _key_for(self, node_id: bytes) -> bytes | None:
+        """The key `node_id` signs with: a revoked node's comes from the fold, as it is no
+        longer a member (and a revoked node id never becomes one again)."""
+        revocation = self._revoked.get(node_id)
+        return self.verify_key_for(node_id) if revocation is None else revocation.key
 
     def _apply_foreign(self, client_id: int, update: bytes, record: bytes, out: Received) -> bool:
         try:
@@ -375,6 +396,73 @@ class Replica:
                 except BaseException:  # an accepted entry that fails now: count it, go on
                     self._count("rebuild_failures")
 
+    # Revocations ----------------------------------------------------------------------------------
+
+    def set_revoked(self, revoked: Revocations) -> int:
+        """Take the governance fold's revocations (node id -> key and cut; all of them, each
+        time). Entries held past a cut are dropped and the doc rebuilt without them; returns how
+        many were dropped (the shell may forget them in its logs too: restore refuses them)."""
+        self._revoked = dict(revoked)
+        lengths = {c: len(h) for c, h in self._hashes.items()}
+        dropped = 0
+        for client_id, keep in keep_after_revocation(self._claims, lengths, revoked).items():
+            dropped += lengths[client_id] - keep
+            del self._logs[client_id][keep:]
+            del self._hashes[client_id][keep:]
+        for client_id in list(self._pending):
+            revocation = self._revoked.get(self._claims.get(client_id, b""))
+            if revocation is not None:
+                self._forget_pending(client_id, revocation.last_valid(client_id))
+        lifted = self._lift_quarantines()
+        if dropped or lifted:
+            self._buckets = None
+        if dropped:
+            self.counters["revoked_dropped"] = self.counters.get("revoked_dropped", 0) + dropped
+            self._rebuild()
+        return dropped
+
+    def _forget_pending(self, client_id: int, last_valid: int) -> None:
+        waiting = self._pending[client_id]
+        for record in [r for r, seq in waiting.items() if seq > last_valid]:
+            del waiting[record]
+            self._pending_count -= 1
+        if not waiting:
+            del self._pending[client_id]
+
+    def _lift_quarantines(self) -> bool:
+        """Lift each quarantine of a revoked node's stream whose every fault lies past the cut:
+        a node that learned of the revocation first refused those entries as "revoked". (One
+        whose evidence was not kept stays: where its fault lies is unknown.)"""
+        lifted = False
+        for client_id in sorted(self.quarantined):
+            revocation = self._revoked.get(self._claims.get(client_id, b""))
+            if revocation is None:
+                continue
+            faults = [e for e in self._evidence if e.client_id == client_id]
+            faults = [e for e in faults if e.kind != "claim_taken"]
+            last_valid = revocation.last_valid(client_id)
+            if faults and all(parse_entry(e.records[-1])[0].seq > last_valid for e in faults):
+                self.quarantined.discard(client_id)
+                for evidence in faults:
+                    del self._evidence[evidence]
+                lifted = True
+        return lifted
+
+    def _past_cut(self, client_id: int, seq: int) -> bool:
+        """Whether a stream's entries after `seq` are all past a revocation's cut."""
+        revocation = self._revoked.get(self._claims.get(client_id, b""))
+        return revocation is not None and seq >= revocation.last_valid(client_id)
+
+    def heads_of(self, node_id: bytes) -> dict[int, int]:
+        """client id -> the highest seq held, of every stream `node_id` claimed with entries
+        held (quarantined ones too: their entries before the fault are valid). The cut a
+        revocation of `node_id` proposed by this node names."""
+        return {
+            c: len(h)
+            for c, h in sorted(self._hashes.items())
+            if h and self._claims.get(c) == node_id
+        }
+
     # Reconciliation -------------------------------------------------------------------------------
 
     def vector(self) -> dict[int, tuple[int, bytes]]:
@@ -413,6 +501,7 @@ class Replica:
             differ = differing_buckets(self._bucket_hashes(), message.hashes)
             return vector_frames(self.vector(), differ, max_bytes), Received()
         serve, want = plan(message, self.vector())
+        want = {c: seq for c, seq in want.items() if not self._past_cut(c, seq)}
         for client_id, seq in message.seqs.items():
             if client_id in self.quarantined:
                 want.pop(client_id, None)

@@ -1,22 +1,42 @@
-"""Governance's control-socket methods (`kai-mesh propose`, `vote`, `proposals`, `policy`,
-`governance log`). Plain values in and out: ids and keys as hex, bodies as the machine holds them
-(bytes stay bytes; the CLI shows them as hex)."""
+"""Governance's control-socket methods (`kai-mesh propose`, `vote`, `revoke`, `proposals`,
+`policy`, `governance log`). Plain values in and out: ids and keys as hex, bodies as the machine
+holds them (bytes stay bytes; the CLI shows them as hex).
+
+`gov_revoke` proposes a `node_revocation` whose cut is the revoked node's stream heads as this
+node holds them (`cut_for`, the replicated state's `revocation_cut`): the admins who vote agree
+to keep what the proposer saw, and everything later is refused everywhere.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kai_mesh.client import ControlError
+from kai_mesh.core.address import NODE_ID_BYTES
 from kai_mesh.core.errors import KaiMeshError, UsageError
 from kai_mesh.core.gov_wire import KINDS
 from kai_mesh.core.governance import Governance, LogEntry, ProposalStatus
 from kai_mesh.runtime.governance import GovernanceService
 
-METHODS = frozenset({"gov_propose", "gov_vote", "gov_proposals", "gov_policy", "gov_log"})
+METHODS = frozenset(
+    {"gov_propose", "gov_vote", "gov_revoke", "gov_proposals", "gov_policy", "gov_log"}
+)
+
+CutFor = Callable[[bytes], dict[int, int]]
+NodeNamed = Callable[[str], bytes | None]
 
 
-async def governance_method(gov: GovernanceService, method: str, params: dict[str, Any]) -> Any:
+async def governance_method(
+    gov: GovernanceService,
+    method: str,
+    params: dict[str, Any],
+    *,
+    cut_for: CutFor | None = None,
+    node_named: NodeNamed | None = None,
+) -> Any:
+    """`cut_for(node_id)`: the stream heads a revocation names (without it, `gov_revoke` is
+    refused); `node_named(name)`: a node id for a name `gov_revoke` is given, or None."""
     try:
         if method == "gov_propose":
             kind = params.get("kind")
@@ -25,12 +45,13 @@ async def governance_method(gov: GovernanceService, method: str, params: dict[st
             body = params.get("body", {})
             if not isinstance(body, dict):
                 raise UsageError("body: expected a map")
-            expires_in = params.get("expires_in")
-            if expires_in is None:
-                pid = await gov.propose(kind, body)
-            else:
-                pid = await gov.propose(kind, body, expires_in)
-            return _proposal(gov, pid)
+            return _proposal(gov, await _propose(gov, kind, body, params))
+        if method == "gov_revoke":
+            if cut_for is None:
+                raise UsageError("revocations need the replicated state, which is not open")
+            node_id = _node(params.get("node"), node_named)
+            body = {"node_id": node_id, "cut": cut_for(node_id)}
+            return _proposal(gov, await _propose(gov, "node_revocation", body, params))
         if method == "gov_vote":
             pid = _find(gov, params.get("id"))
             await gov.vote(pid)
@@ -54,6 +75,33 @@ async def governance_method(gov: GovernanceService, method: str, params: dict[st
     except (UsageError, KaiMeshError) as exc:
         raise ControlError("bad_request", str(exc)) from None
     raise ControlError("unknown_method", f"unknown method {method!r}")
+
+
+async def _propose(
+    gov: GovernanceService, kind: str, body: dict[str, Any], params: dict[str, Any]
+) -> bytes:
+    expires_in = params.get("expires_in")
+    if expires_in is None:
+        return await gov.propose(kind, body)
+    return await gov.propose(kind, body, expires_in)
+
+
+def _node(text: object, node_named: NodeNamed | None) -> bytes:
+    """A node id from its hex, or from a name `node_named` knows."""
+    if not isinstance(text, str) or not text:
+        raise UsageError("node: give a node id (hex) or a node's name")
+    try:
+        node_id = bytes.fromhex(text)
+    except ValueError:
+        node_id = b""
+    if len(node_id) == NODE_ID_BYTES:
+        return node_id
+    found = None if node_named is None else node_named(text)
+    if found is None:
+        raise UsageError(
+            f"node {text!r}: not a node id ({NODE_ID_BYTES} bytes in hex) or a known name"
+        )
+    return found
 
 
 def _machine(gov: GovernanceService) -> Governance:

@@ -201,6 +201,7 @@ class Node:
         if transports:
             self.bus.remote = self.remote.request
         self.governance.watch(self.trusted.update)
+        self.governance.watch(self.state.on_governance)  # after the members: cuts need the fold
         # Governance enforced: shutdown stops the agents; policy admits critical and guests.
         self.enforcer = GovernanceEnforcer(
             agents=self.agents, role=self.trusted.role, transports=transports
@@ -295,6 +296,9 @@ class Node:
             self.remote.liveness.forget(node_id)  # gone by decision, not failed
         self.hub.publish("peers", {"event": "peer_revoked", "node_id": node_id.hex()})
 
+    def _node_named(self, name: str) -> bytes | None:
+        return next((p.node_id for p in self.remote.peers() if p.name == name), None)
+
     def _name_of(self, node_id: bytes) -> str | None:
         return next((p.name for p in self.remote.peers() if p.node_id == node_id), None)
 
@@ -320,7 +324,13 @@ class Node:
         if method.startswith("state_"):
             return await state_method(self.state, method, params, self._name_of)
         if method in GOV_METHODS:
-            return await governance_method(self.governance, method, params)
+            return await governance_method(
+                self.governance,
+                method,
+                params,
+                cut_for=self.state.revocation_cut,
+                node_named=self._node_named,
+            )
         if method == "ping_node":
             return await self._ping(params)
         fn = self._methods.get(method)

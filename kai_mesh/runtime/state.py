@@ -12,6 +12,11 @@
   ENTRIES each side lacks), at most one round per peer per `min_round_gap`. Peers out of
   broadcast range get a round every `round_interval` anyway. A lost frame costs nothing but time:
   the next digest mismatch starts the next round.
+- **Revocations**: `on_governance` (a `GovernanceService.watch`er) hands the fold's revocations to
+  the replica, which refuses a revoked node's entries past the cut and drops those it held. The
+  logs keep what was persisted; a restore refuses it again, so a restart rebuilds the same doc.
+  Governance opens after the state, so the first fold also takes the logs in once more if the
+  start's restore refused entries as "untrusted" (members governance admitted, revoked nodes).
 - **Events**: the control socket's `state` topic hears of every change, local or from a peer.
 """
 
@@ -26,8 +31,10 @@ import trio
 
 from kai_mesh.core import ydoc
 from kai_mesh.core.errors import KaiMeshError, TransportError, UsageError
+from kai_mesh.core.governance import GovernanceState
 from kai_mesh.core.identity import NodeSecrets
 from kai_mesh.core.replica import Received, Replica
+from kai_mesh.core.revocation import Revocation, revocations_of
 from kai_mesh.core.state_wire import Entries, decode_sync, encode_sync, parse_entry, parse_header
 from kai_mesh.runtime.store import Store
 
@@ -69,6 +76,9 @@ class StateService:
         self._rng = rng or random.Random()
         self._store: Store | None = None
         self.replica: Replica | None = None
+        self._revoked: dict[bytes, Revocation] = {}
+        # The logs, kept from `start` to the first fold when that restore refused "untrusted".
+        self._boot_logs: tuple[list[bytes], list[bytes]] | None = None
         self._last_round: dict[bytes, float] = {}
         self._peer_digest: dict[bytes, bytes] = {}
         self._digest_at: dict[bytes, float] = {}
@@ -101,8 +111,35 @@ class StateService:
             client_id=client_id,
             verify_key_for=self._keys.get,
         )
-        self.replica.restore(headers, entries)
+        self.replica.set_revoked(self._revoked)
+        got = self.replica.restore(headers, entries)
+        if got.refused.get("untrusted"):
+            self._boot_logs = (headers, entries)
         log.info("state: %d streams, %d entries restored", len(headers), len(entries))
+
+    def on_governance(self, state: GovernanceState) -> None:
+        """The governance fold changed (`governance.watch(state.on_governance)`): apply its
+        revocations, and on the first fold after `start` take the logs in again if needed."""
+        revoked = revocations_of(state)
+        boot, self._boot_logs = self._boot_logs, None
+        if revoked == self._revoked and boot is None:
+            return
+        self._revoked = revoked
+        replica = self.replica
+        if replica is None:
+            return  # `start` applies them
+        dropped = replica.set_revoked(revoked)
+        if boot is not None:  # what was refused as "untrusted" is judged again; the rest is held
+            got = replica.receive([*boot[0], *boot[1]])
+            log.info("state: %d more entries restored with the fold's members", len(got.entries))
+        if dropped:
+            log.warning("state: %d entries past a revocation's cut dropped", dropped)
+        if dropped or boot is not None:
+            self._emit("state", {"event": "changed", "origin": "governance", "dropped": dropped})
+
+    def revocation_cut(self, node_id: bytes) -> dict[int, int]:
+        """The cut a revocation of `node_id` proposed now names: its streams' heads here."""
+        return self._need().heads_of(node_id)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -278,6 +315,7 @@ class StateService:
             "quarantined": sorted(replica.quarantined),
             "evidence": len(replica.evidence()),
             "refused": dict(replica.refused),
+            "revoked_dropped": replica.counters.get("revoked_dropped", 0),
             **self.counters,
         }
 
