@@ -239,7 +239,8 @@ async def test_an_expired_message_is_given_up_with_an_event(tmp_path: Path) -> N
         assert a.router is not None
         await a.router.submit(msg)
         await wait_for(lambda: row_state(a, msg.message_id) == "expired", within=5)
-        assert a.topics("outbox", "expired")
+        # The event follows the store's commit (in a thread), so it may come a moment later.
+        await wait_for(lambda: bool(a.topics("outbox", "expired")), within=2)
 
 
 async def test_a_silent_node_is_declared_failed_and_recovers_when_it_returns(
