@@ -21,6 +21,7 @@ from kai_mesh import __version__
 from kai_mesh.cli_common import CliError, ExitCode, _client, _paths, print_json
 from kai_mesh.cli_genesis import add_genesis_parser, init_from_genesis
 from kai_mesh.cli_governance import add_governance_parser
+from kai_mesh.cli_invite import add_invite_parser
 from kai_mesh.cli_state import add_state_parser
 from kai_mesh.cli_views import cmd_agents, cmd_outbox, cmd_peers, cmd_status
 from kai_mesh.client import ControlError
@@ -356,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_state_parser(sub, common)
     add_governance_parser(sub, common)
     add_genesis_parser(sub, common)
+    add_invite_parser(sub, common)
     add_harness_parser(sub, common)
     return parser
 

@@ -1,8 +1,9 @@
 """The files `kai-mesh init` writes in a node's data directory, and how they are read back.
 
-`node.key` (the secrets), `genesis.kai` and `member.kai`, each written atomically with mode 0600;
-the secrets go last, so their presence means "initialised" and a crash part-way leaves a home that
-`init` may simply redo. Used by `init`, by the daemon at start, and by the harness, which writes
+`node.key` (the secrets), `genesis.kai` and `member.kai` (and, on a node made by `kai-mesh join`,
+its invite claim `join.kai`), each written atomically with mode 0600; the secrets go last, so
+their presence means "initialised" and a crash part-way leaves a home that `init` may simply
+redo. Used by `init`, by the daemon at start, and by the harness, which writes
 many homes that share one genesis.
 """
 
@@ -18,6 +19,13 @@ from kai_mesh.core.errors import KaiMeshError, StoreError
 from kai_mesh.core.genesis import Genesis
 from kai_mesh.core.identity import MemberRecord, NodeSecrets, node_id_of
 from kai_mesh.runtime.members import Members
+
+JOIN_FILE = "join.kai"
+
+
+def claim_path(paths: NodePaths) -> Path:
+    """Where `kai-mesh join` leaves the node's invite claim (see runtime/invites.py)."""
+    return paths.data_dir / JOIN_FILE
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -26,9 +26,20 @@ Heartbeats: `broadcast(data)` sends one unencrypted packet to the PLAIN destinat
 forwards; it arrives as `BroadcastReceived`. The sender is not proven by RNS: the runtime's
 heartbeats are signed.
 
-Frames on a link: one type byte, then the body — HELLO (member record), MSG (an envelope), PING
-and PONG (an 8-byte nonce). An envelope that does not fit one packet goes as an RNS Resource.
-Links are opened on demand and closed after `idle_timeout` without traffic (short on radio).
+Frames on a link: one type byte, then the body — HELLO (member record), JOIN (msgpack [member
+record, invite claim]), MSG (an envelope), PING and PONG (an 8-byte nonce).
+
+Joining: a node made by `kai-mesh join` is not yet a member anywhere, so its HELLO would be
+refused. While it holds a claim (`join_claim`, a `gov_wire` redemption) it sends JOIN instead. A
+receiver that does not trust the record yet checks that the record is valid for this mesh, names
+the link's Reticulum key and is the claim's node, then hands the claim to `admit_claim` (the node:
+governance takes it, pushes it to every peer, and says whether the node is a member now) and
+admits the link as for a HELLO, or closes it (`join_refused`). A receiver that trusts the record
+already ignores the claim, so a joined node keeps sending JOIN (about 210 bytes more per link
+set-up) and is admitted even by a node that missed the claim's push.
+
+An envelope that does not fit one packet goes as an RNS Resource. Links are opened on demand
+and closed after `idle_timeout` without traffic (short on radio).
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ import os
 import random
 import signal
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +59,8 @@ import RNS
 import trio
 
 from kai_mesh.core.codec import pack, unpack_exact
-from kai_mesh.core.errors import KaiMeshError, ProtocolError, TransportError, Untrusted
+from kai_mesh.core.errors import KaiMeshError, Malformed, ProtocolError, TransportError, Untrusted
+from kai_mesh.core.gov_wire import parse_redemption
 from kai_mesh.core.identity import MemberRecord, admit_member
 from transports._bridge import ThreadBridge
 from transports.base import (
@@ -68,7 +80,8 @@ APP_NAME = "kai_mesh"
 ASPECT = "node"
 BEACON_ASPECT = "heartbeat"
 ANNOUNCE_FORMAT = 1
-HELLO, MSG, PING, PONG = 1, 2, 3, 4
+HELLO, MSG, PING, PONG, JOIN = 1, 2, 3, 4, 5
+MAX_JOIN = 2048  # bytes of a JOIN body: a member record and a claim
 MAX_PAYLOAD = 256 * 1024
 EVENT_BUFFER = 4096
 ANSWER_GAP = 60.0  # seconds between two announces made to answer a new peer
@@ -89,7 +102,7 @@ class _Link:
     settled: trio.Event = field(default_factory=trio.Event)  # verified, or closed: stop waiting
     verified: trio.Event = field(default_factory=trio.Event)
     hello_sent: bool = False
-    pending_hello: bytes | None = None  # a HELLO that overtook the identify (see _on_hello)
+    pending_hello: bytes | None = None  # a HELLO/JOIN frame that overtook the identify
     closed: bool = False
     last_activity: float = 0.0
 
@@ -135,6 +148,11 @@ class ReticulumTransport:
         self.trusted_keys = trusted_keys  # node id -> Ed25519 key; live: the fold changes it
         self.announce_interval = announce_interval
         self.capabilities = capabilities
+        #: The invite claim this node sends in JOIN frames (a node made by `kai-mesh join`).
+        self.join_claim: bytes | None = None
+        #: Takes a joiner's claim; True if its node is a member now (set by the node).
+        self.admit_claim: Callable[[bytes], Awaitable[bool]] | None = None
+        self._nursery: trio.Nursery | None = None
         self._counters: dict[str, int] = {
             "announces_heard": 0,
             "other_mesh": 0,
@@ -211,6 +229,7 @@ class ReticulumTransport:
             raise TransportError("start_rns() must run before run()")
         self._bridge.bind()
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._announce_loop)
             nursery.start_soon(self._idle_loop)
             task_status.started()
@@ -491,6 +510,10 @@ class ReticulumTransport:
 
     def _send_hello(self, state: _Link) -> None:
         state.hello_sent = True
+        if self.join_claim is not None:
+            body = pack([self.member.to_bytes(), self.join_claim])
+            self._send_frame(state, JOIN, body, verified_only=False)
+            return
         self._send_frame(state, HELLO, self.member.to_bytes(), verified_only=False)
 
     def _send_frame(self, state: _Link, kind: int, body: bytes, verified_only: bool = True) -> None:
@@ -639,8 +662,8 @@ class ReticulumTransport:
         if state is not None and not state.outbound:
             state.remote_public = public_key
             if state.pending_hello is not None:
-                body, state.pending_hello = state.pending_hello, None
-                self._on_hello(state, body)
+                frame, state.pending_hello = state.pending_hello, None
+                self._on_hello(state, frame[1:], frame[0])
 
     def _on_frame(self, link_id: bytes, frame: bytes) -> None:
         state = self._links.get(link_id)
@@ -648,8 +671,8 @@ class ReticulumTransport:
             return
         state.last_activity = trio.current_time()
         kind, body = frame[0], frame[1:]
-        if kind == HELLO:
-            self._on_hello(state, body)
+        if kind in (HELLO, JOIN):
+            self._on_hello(state, body, kind)
             return
         if not state.verified.is_set() or state.node_id is None:
             self._count("unverified_frame")
@@ -666,19 +689,27 @@ class ReticulumTransport:
         else:
             self._count("malformed")
 
-    def _on_hello(self, state: _Link, body: bytes) -> None:
+    def _on_hello(self, state: _Link, body: bytes, kind: int = HELLO) -> None:
         if state.remote_public is None and not state.outbound:
             # RNS runs each packet's callback on a thread of its own, so the HELLO can reach us
             # before the identify that precedes it on the wire: ask the link, else wait for it.
             identity = state.link.get_remote_identity()
             if identity is None:
-                state.pending_hello = body
+                state.pending_hello = bytes([kind]) + body
                 return
             state.remote_public = identity.get_public_key()
+        claim = None
         try:
+            if kind == JOIN:
+                body, claim = _split_join(body)
             record = admit_member(body, self.mesh_id, self.trusted_keys)
-        except ProtocolError as exc:
-            self._count("untrusted" if isinstance(exc, Untrusted) else "bad_member_record")
+        except Untrusted:
+            if claim is None or not self._start_join(state, body, claim):
+                self._count("untrusted")
+                state.link.teardown()
+            return
+        except ProtocolError:
+            self._count("bad_member_record")
             state.link.teardown()
             return
         node_id = record.node_id
@@ -703,6 +734,51 @@ class ReticulumTransport:
         state.verified.set()
         state.settled.set()
         self._emit(PeerSeen(peer=self._peer_info(peer)))
+        if self.join_claim is not None and state.outbound:
+            self._answer_announce()  # admitted, maybe just now: let the others hear of us
+
+    def _start_join(self, state: _Link, body: bytes, claim: bytes) -> bool:
+        """A valid record of a node we do not trust, with a claim: if the record is the link's
+        and the claim's node, hand the claim over (`_admit_join`); False to refuse at once."""
+        record = MemberRecord.from_bytes(body)  # admit_member checked it already
+        try:
+            node_key = parse_redemption(claim).redemption.node_key
+        except ProtocolError:
+            return False
+        if (
+            self.admit_claim is None
+            or self._nursery is None
+            or state.remote_public != record.rns_public
+            or node_key != record.verify_key
+        ):
+            return False
+        self._nursery.start_soon(self._admit_join, state, body, claim, self.admit_claim)
+        return True
+
+    async def _admit_join(
+        self, state: _Link, body: bytes, claim: bytes, admit: Callable[[bytes], Awaitable[bool]]
+    ) -> None:
+        try:
+            admitted = await admit(claim)
+        except Exception:  # the node's callback must not take the transport down
+            log.exception("admitting a joining node failed")
+            admitted = False
+        if state.closed:
+            return
+        if not admitted:
+            self._count("join_refused")
+            state.link.teardown()
+            return
+        self._count("joins_admitted")
+        self._on_hello(state, body)  # a member now: admitted exactly as by a HELLO
+
+
+def _split_join(body: bytes) -> tuple[bytes, bytes]:
+    """(member record, claim) of a JOIN body. Raises `ProtocolError`."""
+    value = unpack_exact(body, MAX_JOIN)
+    if not (isinstance(value, list) and len(value) == 2 and all(type(v) is bytes for v in value)):
+        raise Malformed("JOIN: expected [member record, claim]")
+    return value[0], value[1]
 
 
 class _AnnounceHandler:

@@ -42,6 +42,8 @@ from kai_mesh.runtime.egress import Egress
 from kai_mesh.runtime.governance import GovernanceService
 from kai_mesh.runtime.governance_control import METHODS as GOV_METHODS
 from kai_mesh.runtime.governance_control import governance_method
+from kai_mesh.runtime.invites import METHODS as INVITE_METHODS
+from kai_mesh.runtime.invites import invite_method, wire_invites
 from kai_mesh.runtime.policy import GovernanceEnforcer
 from kai_mesh.runtime.remote import RemoteRouter
 from kai_mesh.runtime.state import StateService
@@ -67,6 +69,7 @@ REFUSALS = frozenset(
         "guest_refused",
         "guest_busy",
         "unknown_source",
+        "join_refused",
     }
 )
 
@@ -234,6 +237,7 @@ class Node:
                 log.warning("the previous run did not shut down cleanly")
             await self.state.start(self.store)
             await self.governance.start(self.store)
+            await wire_invites(self.governance, self.paths, self.remote.transports, self.trusted)
             if self.remote.transports:
                 self._wire_delivery(self.store)
             with trio.CancelScope() as self._cancel:
@@ -330,6 +334,10 @@ class Node:
                 params,
                 cut_for=self.state.revocation_cut,
                 node_named=self._node_named,
+            )
+        if method in INVITE_METHODS:
+            return await invite_method(
+                self.governance, self.paths, self.config, self.files.genesis, method, params
             )
         if method == "ping_node":
             return await self._ping(params)

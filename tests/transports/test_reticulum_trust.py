@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
+import trio.testing
 
 from kai_mesh.core.codec import pack
+from kai_mesh.core.gov_wire import InviteSecret, Redemption, encode_redemption
 from kai_mesh.core.identity import MemberRecord, NodeSecrets
 from transports.base import MessageReceived, PeerSeen
-from transports.reticulum import ANNOUNCE_FORMAT, HELLO, MSG, ReticulumTransport, _Link
+from transports.reticulum import ANNOUNCE_FORMAT, HELLO, JOIN, MSG, ReticulumTransport, _Link
 
 MESH = bytes(range(32))
 
@@ -146,3 +148,82 @@ async def test_a_hello_that_overtakes_the_identify_waits_for_it() -> None:
     transport._on_frame(liar_link.link_id, hello)
     transport._on_identified(liar_link.link_id, stranger.rns_public)  # not the record's key
     assert liar_link.torn_down and not liar.verified.is_set()
+
+
+def join_frame(node: NodeSecrets, claim_for: NodeSecrets | None = None) -> bytes:
+    """A JOIN: `node`'s member record and a claim of a fresh invite for `claim_for` (or `node`)."""
+    holder = claim_for or node
+    invite = InviteSecret(os.urandom(32))
+    claim = encode_redemption(
+        Redemption(invite.verify_key, holder.verify_key, 1), invite, holder, MESH
+    )
+    record = MemberRecord.create(node, "newbie", MESH).to_bytes()
+    return bytes([JOIN]) + pack([record, claim])
+
+
+async def test_a_join_is_admitted_once_the_node_takes_the_claim() -> None:
+    newbie = NodeSecrets.generate(os.urandom)
+    transport, _ = make([])
+    handed: list[bytes] = []
+
+    async def admit(claim: bytes) -> bool:
+        handed.append(claim)
+        transport.trusted_keys[newbie.node_id] = newbie.verify_key  # type: ignore[index]
+        return True
+
+    transport.admit_claim = admit
+    async with trio.open_nursery() as nursery:
+        transport._nursery = nursery
+        state, fake = inbound(transport, newbie.rns_public)
+        transport._on_frame(fake.link_id, join_frame(newbie))
+        assert not state.verified.is_set() and not fake.torn_down  # waiting for the node
+        with trio.fail_after(5):
+            await state.verified.wait()
+    assert len(handed) == 1 and state.node_id == newbie.node_id and not fake.torn_down
+    assert transport.counters()["joins_admitted"] == 1
+    assert transport.resolve_name("newbie") == newbie.node_id
+
+
+async def test_joins_that_prove_nothing_or_are_refused_close_the_link() -> None:
+    newbie, other = NodeSecrets.generate(os.urandom), NodeSecrets.generate(os.urandom)
+    transport, _ = make([])
+    handed: list[bytes] = []
+
+    async def refuse(claim: bytes) -> bool:
+        handed.append(claim)
+        return False  # the invite is unknown or taken
+
+    transport.admit_claim = refuse
+    async with trio.open_nursery() as nursery:
+        transport._nursery = nursery
+        # Refused at once, the node never asked: another node's claim, another link key, junk.
+        for remote, frame in (
+            (newbie.rns_public, join_frame(newbie, claim_for=other)),
+            (other.rns_public, join_frame(newbie)),
+            (newbie.rns_public, bytes([JOIN]) + pack([b"x", b"y"])),
+        ):
+            state, fake = inbound(transport, remote)
+            transport._on_frame(fake.link_id, frame)
+            assert fake.torn_down and not state.verified.is_set()
+        assert handed == []
+        # Handed over, and refused by the node.
+        state, fake = inbound(transport, newbie.rns_public)
+        transport._on_frame(fake.link_id, join_frame(newbie))
+        await trio.testing.wait_all_tasks_blocked()
+    assert fake.torn_down and len(handed) == 1 and not state.verified.is_set()
+    counters = transport.counters()
+    assert counters["join_refused"] == 1 and counters["untrusted"] == 2
+    assert counters["bad_member_record"] == 1
+
+
+async def test_a_member_that_sends_join_is_admitted_without_its_claim() -> None:
+    friend = NodeSecrets.generate(os.urandom)
+    transport, _ = make([friend])
+
+    async def never(claim: bytes) -> bool:
+        raise AssertionError("a member's claim is not handed over")
+
+    transport.admit_claim = never
+    state, fake = inbound(transport, friend.rns_public)
+    transport._on_frame(fake.link_id, join_frame(friend))
+    assert state.verified.is_set() and state.node_id == friend.node_id and not fake.torn_down
