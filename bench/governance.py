@@ -1,10 +1,12 @@
-"""Governance figures: vote throughput and the bytes each record costs on the wire.
+"""Governance figures: vote throughput, the bytes each record costs on the wire, and (root,
+`--netns`) the time from the deciding vote to the new state on every node.
 
 Run from the repository root::
 
     .venv/bin/python bench/governance.py              # plain text, one figure a line
     .venv/bin/python bench/governance.py --json       # one JSON object
     .venv/bin/python bench/governance.py --proposals 400 --admins 7
+    .venv/bin/python bench/governance.py --netns --trials 10 --slow-trials 3   # as root
 
 Throughput: a producer builds a chain of `--proposals` certified proposals in a mesh of
 `--admins` admins (threshold: a bare majority), each proposal voted for by every other admin.
@@ -14,14 +16,28 @@ votes that arrive after it are still verified and kept). The floor is the Ed2551
 itself (libsodium through PyNaCl), also measured alone. A second figure feeds the records in a
 shuffled order. Each rate is the best of three runs. Goals: >= 10,000 votes/s; <= 150 bytes a
 vote.
+
+`--netns` (root): `kai-mesh harness` brings up 5 namespace nodes whose genesis has 3 admins
+(node1..node3) and threshold 2. Each trial, node1 proposes a `policy_update` (open: 1 vote of 2),
+node2 is given time to hold it, and node2 votes for it: that vote certifies it. The figure is the
+time from just before node2's vote is sent over its control socket until every node's
+`gov_policy` head is the new proposal (each node's control socket polled directly every 10 ms),
+so it includes node2's own vote (signing, sqlite commit) and the push to the 4 others. Two links:
+the plain veth (goal <= 2 s), and 5 kbit/s with 5 % loss on one shared channel, every interface
+told `bitrate = 5000` (goal <= 60 s). `--link veth|slow` runs one of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import shutil
+import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import nacl.signing
@@ -30,6 +46,8 @@ from kai_mesh.core.genesis import DEFAULT_POLICY, Genesis
 from kai_mesh.core.gov_wire import InviteSecret, Vote, encode_vote, parse_proposal
 from kai_mesh.core.governance import Governance
 from kai_mesh.core.identity import NodeSecrets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # netns_common, run as a script or not
 
 NOW = 1_700_000_000
 EXPIRY = NOW + 7 * 24 * 3600
@@ -144,13 +162,107 @@ def run(proposals: int, admins: int) -> dict[str, Any]:
     }
 
 
+# ---- netns: the deciding vote to the new state on all 5 nodes ----------------------------------
+
+NAMES = [f"node{k}" for k in range(1, 6)]
+ADMINS = NAMES[:3]
+VETH_GOAL_S, SLOW_GOAL_S = 2.0, 60.0
+
+
+def netns_figure(slow: bool, trials: int) -> dict[str, Any]:
+    """See the module docstring: `trials` certified proposals, each timed from node2's vote."""
+    from netns_common import harness, wait
+
+    from kai_mesh.client import ControlClient
+    from kai_mesh.config import NodePaths
+    from kai_mesh.harness import cluster
+
+    options: dict[str, Any] = {"admins": ADMINS, "threshold": 2}
+    if slow:
+        options["bitrate"] = 5000
+    with harness("kmbg", 5, **options) as state:
+        clients = {
+            n: ControlClient(NodePaths.resolve(state.node(n).home).socket, timeout=60)
+            for n in NAMES
+        }
+        try:
+            if slow:
+                cluster.shape(state, NAMES, "5kbit", 5.0, shared=True)
+            times, votes, holds = _trials(clients, slow, trials, wait)
+        finally:
+            for client in clients.values():
+                client.close()
+    return {
+        "link": "5 kbit/s shared, 5 % loss" if slow else "veth",
+        "trials": trials,
+        "median_s": round(statistics.median(times), 3),
+        "max_s": round(max(times), 3),
+        "vote_call_median_s": round(statistics.median(votes), 3),
+        "proposal_reached_node2_median_s": round(statistics.median(holds), 3),
+        "goal_s": SLOW_GOAL_S if slow else VETH_GOAL_S,
+    }
+
+
+def _trials(
+    clients: dict[str, Any], slow: bool, trials: int, wait: Any
+) -> tuple[list[float], list[float], list[float]]:
+    def call(node: str, method: str, params: dict[str, Any] | None = None) -> Any:
+        return clients[node].call(method, params or {})
+
+    def alive(node: str) -> bool:
+        return bool(call(node, "status")["liveness"]["peers"]["alive"] == 4)
+
+    def held(node: str, pid: str) -> bool:
+        return any(p["id"] == pid for p in call(node, "gov_proposals"))
+
+    limit = 300 if slow else 30
+    for name in NAMES:
+        wait(lambda n=name: alive(n), limit, f"{name} to see 4 peers alive", step=0.2)
+    times, votes, holds = [], [], []
+    for trial in range(trials):
+        body = {"kind": "policy_update", "body": {"bench": trial}}
+        pid = call("node1", "gov_propose", body)["id"]
+        holds.append(wait(lambda p=pid: held("node2", p), limit, "node2 to hold it", step=0.01))
+        t0 = time.perf_counter()
+        voted = call("node2", "gov_vote", {"id": pid})
+        votes.append(time.perf_counter() - t0)
+        assert voted["status"] == "certified", voted
+        arrived: dict[str, float] = {}
+        while len(arrived) < len(NAMES):
+            for n in set(NAMES) - set(arrived):
+                if call(n, "gov_policy")["head"] == pid:
+                    arrived[n] = time.perf_counter() - t0
+            if time.perf_counter() - t0 > 600:
+                raise SystemExit(f"trial {trial}: only {sorted(arrived)} certified in 600 s")
+            time.sleep(0.01)
+        times.append(max(arrived.values()))
+        each = " ".join(f"{n}={arrived[n]:.2f}" for n in NAMES)
+        link = "slow" if slow else "veth"
+        print(f"  {link} trial {trial}: {times[-1]:.3f} s ({each})", file=sys.stderr, flush=True)
+    return times, votes, holds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--proposals", type=int, default=300)
     parser.add_argument("--admins", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--netns", action="store_true", help="also the 5 namespace nodes' figure (root)"
+    )
+    parser.add_argument("--link", choices=("both", "veth", "slow"), default="both")
+    parser.add_argument("--trials", type=int, default=10, help="netns trials on the veth")
+    parser.add_argument("--slow-trials", type=int, default=3, help="netns trials at 5 kbit/s")
     args = parser.parse_args()
     result = run(args.proposals, args.admins)
+    if args.netns:
+        if os.geteuid() != 0 or shutil.which("ip") is None:
+            raise SystemExit("--netns needs root and `ip`")
+        result["netns"] = [
+            netns_figure(slow, args.slow_trials if slow else args.trials)
+            for slow in (False, True)
+            if args.link in ("both", "slow" if slow else "veth")
+        ]
     if args.json:
         print(json.dumps(result))
         return
@@ -164,6 +276,12 @@ def main() -> None:
     print(f"bytes per vote on the wire: {result['vote_bytes']} (goal <= 150)")
     for label, size in result["proposal_bytes"].items():
         print(f"bytes: {label}: {size}")
+    for f in result.get("netns", []):
+        print(
+            f"5 netns nodes, 3 admins, threshold 2, {f['link']}: deciding vote -> new head on "
+            f"all 5: median {f['median_s']} s, max {f['max_s']} s over {f['trials']} trials "
+            f"(goal <= {f['goal_s']:g} s; the vote call itself {f['vote_call_median_s']} s)"
+        )
 
 
 if __name__ == "__main__":

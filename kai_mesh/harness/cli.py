@@ -38,10 +38,21 @@ def cmd_up(args: argparse.Namespace) -> int:
         propagation=args.propagation,
         bitrate=args.bitrate,
         duty_cycle=args.duty_cycle,
+        admins=_names(args.admins),
+        threshold=args.threshold,
+        fresh=_names(args.fresh) or (),
     )
     names = ", ".join(f"{nd.name} (pid {nd.pid})" for nd in state.nodes)
-    _print(args, cluster.status(state), f"up: {state.topology} of {names}")
+    _print(args, cluster.status(state), f"up: {state.topology} of {names}; {_governance(state)}")
     return 0
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [name for name in text.split(",") if name] if text else None
+
+
+def _governance(state: cluster.HarnessState) -> str:
+    return f"admins {','.join(state.admins)}, threshold {state.threshold}"
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -62,6 +73,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(data, ensure_ascii=False))
         return 0
     print(f"{data['topology']} in {data['dir']} (hub {data['hub']}, link {data['link']})")
+    print(
+        f"genesis {data['genesis']}: admins {','.join(data['admins'])}, "
+        f"threshold {data['threshold']}"
+    )
     if data["shared_rate"]:
         print(f"shared channel: {data['shared_rate']}")
     if data["partition"]:
@@ -192,6 +207,24 @@ def _fill(harness: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NODE",
         help="make NODE an LXMF propagation node (repeatable), e.g. --propagation node1",
+    )
+    p.add_argument(
+        "--admins",
+        metavar="NAMES",
+        help="the genesis's admins, comma-separated node names (default node1); each signs it",
+    )
+    p.add_argument(
+        "--threshold",
+        type=int,
+        metavar="M",
+        help="admin votes that certify a proposal; 2M must exceed the admins (default: the "
+        "smallest such M)",
+    )
+    p.add_argument(
+        "--fresh",
+        metavar="NAMES",
+        help="comma-separated nodes that get a namespace and an empty home (a config, no node) "
+        "and are not started: `exec NODE -- kai-mesh join TOKEN`, then `start NODE`",
     )
     p = add("down", cmd_down, "remove every namespace and process, even after a crash", as_json)
     p.add_argument("--prefix", help="namespace prefix (default: from the state, else km)")

@@ -1,9 +1,11 @@
 """The harness's state: namespaces, node homes and node processes, kept in DIR/state.json.
 
-Theory of operation: `up` builds the network (see `netns`), writes N node homes that share one
-genesis (see `homes`), starts each node as `kai-mesh --home DIR/nodeK run` inside its namespace
-(a session of its own, so the node and its agent workers form one process group) and records
-everything in `state.json` before and after each step. Every later command reads that file.
+Theory of operation: `up` checks its arguments (the admins and threshold among them) before it
+makes anything, builds the network (see `netns`), writes N node homes that share one genesis
+(see `homes`; the signed genesis is also kept as DIR/genesis, for `kai-mesh genesis show`),
+starts each node as `kai-mesh --home DIR/nodeK run` inside its namespace (a session of its own,
+so the node and its agent workers form one process group) and records everything in
+`state.json` before and after each step. Every later command reads that file.
 
 `down` must work after the harness itself crashed, so it does not trust the state file alone: it
 also removes every namespace named `PREFIX-hub` / `PREFIX-nodeK`, kills every process inside
@@ -36,10 +38,12 @@ from kai_mesh.config import NodePaths
 from kai_mesh.core.errors import KaiMeshError, UsageError
 from kai_mesh.harness import homes, netns
 from kai_mesh.harness.netns import HarnessError
+from kai_mesh.nodefiles import write_private
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
+GENESIS_FILE = "genesis"
 TOPOLOGIES = ("bridge", "line", "tree")
 LINKS = ("lan", "lora")
 LORA_RATE, LORA_LOSS, LORA_BITRATE = "20kbit", 1.0, 20_000
@@ -71,6 +75,11 @@ class HarnessState:
     nodes: list[NodeState]
     shared_rate: str | None = None
     partition: list[list[str]] = field(default_factory=list)
+    #: The genesis's admins (node names) and threshold; a state file from before them: node1, 1.
+    admins: list[str] = field(default_factory=lambda: ["node1"])
+    threshold: int = 1
+    #: Nodes made with `up --fresh`: a namespace and a home with a config, no node, not started.
+    fresh: list[str] = field(default_factory=list)
 
     @property
     def hub(self) -> str:
@@ -137,18 +146,29 @@ def up(
     propagation: Sequence[str] = (),
     bitrate: int | None = None,
     duty_cycle: float | None = None,
+    admins: Sequence[str] | None = None,
+    threshold: int | None = None,
+    fresh: Sequence[str] = (),
 ) -> HarnessState:
     """Build the network, write the homes, start the nodes and wait until each answers.
 
+    `admins` (node names; default node1) sign the genesis and govern with `threshold` (default:
+    a majority, the smallest M with 2M > admins).
+    `fresh` (node names) get a namespace and a home with only a config: no node, not started, not
+    in the genesis (`kai-mesh join TOKEN` in that home, then `start NODE`).
+
     Raises:
-        UsageError: bad arguments. HarnessError: a harness is already up, or a step failed
+        UsageError: bad arguments (a threshold that is not a majority among them), before
+            anything is made. HarnessError: a harness is already up, or a step failed
             (everything made so far is removed again).
     """
-    netns.require_privileges()
     if not 1 <= n <= MAX_NODES:
         raise UsageError(f"-n must be between 1 and {MAX_NODES}, got {n}")
     if not _PREFIX.match(prefix):
         raise UsageError(f"prefix {prefix!r}: use 1-20 letters, digits or _")
+    chosen, m = homes.check_admins([f"node{k}" for k in range(1, n + 1)], admins, threshold)
+    _check_fresh(n, fresh, chosen, propagation)
+    netns.require_privileges()
     directory = directory.absolute()
     unknown = sorted(set(propagation) - {f"node{k}" for k in range(1, n + 1)})
     if unknown:
@@ -161,7 +181,8 @@ def up(
             f"run `down --dir {directory} --prefix {prefix}` first"
         )
     directory.mkdir(parents=True, exist_ok=True)
-    state = HarnessState(str(directory), prefix, topology, link, [])
+    state = HarnessState(str(directory), prefix, topology, link, [], admins=chosen, threshold=m)
+    state.fresh = list(fresh)
     for k in range(1, n + 1):
         state.nodes.append(
             NodeState(
@@ -180,10 +201,11 @@ def up(
         state.save()
         if link == "lora":
             shape(state, [nd.name for nd in state.nodes], LORA_RATE, LORA_LOSS)
-        procs = [_spawn(state, node) for node in state.nodes]
+        started = [nd for nd in state.nodes if nd.name not in state.fresh]
+        procs = [_spawn(state, node) for node in started]
         state.save()
         deadline = time.monotonic() + ready_timeout
-        for node, proc in zip(state.nodes, procs, strict=True):
+        for node, proc in zip(started, procs, strict=True):
             _wait_ready(node, proc, deadline)
     except BaseException:
         down(directory, prefix)
@@ -218,10 +240,15 @@ def _write_homes(
     bitrate: int | None = None,
     duty_cycle: float | None = None,
 ) -> None:
-    genesis, keys = homes.make_mesh([nd.name for nd in state.nodes], "harness")
+    names = [nd.name for nd in state.nodes if nd.name not in state.fresh]
+    genesis, keys = homes.make_mesh(
+        names, "harness", admins=state.admins, threshold=state.threshold
+    )
+    write_private(Path(state.dir) / GENESIS_FILE, genesis.to_bytes())
     if bitrate is None and state.link == "lora":
         bitrate = LORA_BITRATE
-    for node, key in zip(state.nodes, keys, strict=True):
+    _write_fresh_homes(state, bitrate=bitrate, duty_cycle=duty_cycle)
+    for node, key in zip([nd for nd in state.nodes if nd.name in names], keys, strict=True):
         home = Path(node.home)
         if home.exists():
             shutil.rmtree(home)  # a previous run's node: this run has new keys
@@ -234,6 +261,39 @@ def _write_homes(
             bitrate=bitrate,
             duty_cycle=duty_cycle,
             propagation=node.name in propagation,
+        )
+
+
+def _check_fresh(
+    n: int, fresh: Sequence[str], admins: Sequence[str], propagation: Sequence[str]
+) -> None:
+    """`--fresh` names nodes among node1..nodeN that are neither admins nor propagation nodes,
+    leaving at least one node in the mesh. Raises `UsageError`."""
+    names = {f"node{k}" for k in range(1, n + 1)}
+    for name in fresh:
+        if name not in names:
+            raise UsageError(f"--fresh: no node {name!r} among node1..node{n}")
+        if name in admins or name in propagation:
+            raise UsageError(f"--fresh {name}: an admin or propagation node cannot start fresh")
+    if len(set(fresh)) >= n:
+        raise UsageError("--fresh: at least one node must be in the mesh to invite the others")
+
+
+def _write_fresh_homes(
+    state: HarnessState, *, bitrate: int | None, duty_cycle: float | None
+) -> None:
+    """The `--fresh` nodes' homes: the harness's config, no node files (`kai-mesh join` makes
+    the node; `start NODE` runs it)."""
+    for node in state.nodes:
+        if node.name not in state.fresh:
+            continue
+        home = Path(node.home)
+        if home.exists():
+            shutil.rmtree(home)
+        paths = NodePaths.resolve(home)
+        paths.config_file.parent.mkdir(parents=True, mode=0o700)
+        homes.write_config(
+            paths, node.name, transport=node.transport, bitrate=bitrate, duty_cycle=duty_cycle
         )
 
 
@@ -485,6 +545,9 @@ def status(state: HarnessState) -> dict[str, Any]:
         "link": state.link,
         "shared_rate": state.shared_rate,
         "partition": state.partition,
+        "admins": state.admins,
+        "threshold": state.threshold,
+        "genesis": str(Path(state.dir) / GENESIS_FILE),
         "nodes": [
             {
                 "name": nd.name,

@@ -1,20 +1,25 @@
 """Node homes for the harness: N nodes that share one genesis.
 
-`kai-mesh init` makes a mesh of one. The harness instead makes one mesh of N: node1 is the only
-admin (threshold 1) and the genesis trusts every node's key from the start, so the nodes are
-members of the same mesh without any governance round. Each home gets the files `init` writes
-(written the same way: atomic, mode 0600, the secrets last) and a config with the `[reticulum]`
-section and one UDP broadcast interface on the node's veth.
+`kai-mesh init` makes a mesh of one. The harness instead makes one mesh of N, by the genesis
+ceremony of `kai-mesh genesis new|sign` done in one step: the admins (node1 alone by default) and
+the threshold M are checked first (`check_admins`: 2M > admins, as `genesis new` requires, so
+nothing is made for a refused quorum), then the genesis names the admins' keys and M, every admin
+signs it (`Genesis.signed_by`) and it must verify (`Genesis.check`) as `init --genesis` requires.
+The genesis trusts every node's key from the start, so the nodes are members of the same mesh
+without any governance round. Each home gets the files `init` writes (written the same way:
+atomic, mode 0600, the secrets last) and a config with the `[reticulum]` section and one UDP
+broadcast interface on the node's veth.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kai_mesh.config import NodePaths, load_config
-from kai_mesh.core.genesis import DEFAULT_POLICY, NONCE_BYTES, Genesis
+from kai_mesh.core.errors import Malformed, UsageError
+from kai_mesh.core.genesis import DEFAULT_POLICY, NONCE_BYTES, Genesis, check_quorum
 from kai_mesh.core.identity import MemberRecord, NodeSecrets
 from kai_mesh.nodefiles import NodeFiles, write_private
 
@@ -32,20 +37,68 @@ class NodeKeys:
     member: MemberRecord
 
 
+def majority(admins: int) -> int:
+    """The smallest threshold M with 2M > `admins`: the harness's default."""
+    return admins // 2 + 1
+
+
+def check_admins(
+    names: Sequence[str], admins: Sequence[str] | None = None, threshold: int | None = None
+) -> tuple[list[str], int]:
+    """The admins (default: the first node) and threshold (default: a majority of them), checked.
+
+    Raises:
+        UsageError: an admin that is not among `names` or is named twice, or a threshold outside
+            1..admins or not a majority (2M > admins, as `kai-mesh genesis new` requires).
+    """
+    chosen = list(admins) if admins else list(names[:1])
+    for name in chosen:
+        if name not in names:
+            raise UsageError(f"--admins: no node {name!r} among {names[0]}..{names[-1]}")
+    if len(set(chosen)) != len(chosen):
+        raise UsageError(f"--admins {','.join(chosen)}: a node is named twice")
+    n = len(chosen)
+    m = majority(n) if threshold is None else threshold
+    try:
+        check_quorum(n, m)
+    except Malformed as exc:
+        raise UsageError(
+            f"--threshold {m} with {n} admin(s): {exc}; give a threshold from {majority(n)} to "
+            f"{n}, so two rival proposals can never both be certified without one admin voting "
+            "for both"
+        ) from None
+    return chosen, m
+
+
 def make_mesh(
-    names: list[str], mesh_name: str, randbytes: Callable[[int], bytes] = os.urandom
+    names: list[str],
+    mesh_name: str,
+    randbytes: Callable[[int], bytes] = os.urandom,
+    *,
+    admins: Sequence[str] | None = None,
+    threshold: int | None = None,
 ) -> tuple[Genesis, list[NodeKeys]]:
-    """One genesis for all `names`: the first is the only admin; every node is trusted."""
+    """One genesis for all `names`, every node trusted: `admins` (default: the first name) with
+    `threshold` (default: a majority), signed by every admin.
+
+    Raises:
+        UsageError: refused admins or threshold (see `check_admins`).
+    """
+    chosen, m = check_admins(names, admins, threshold)
     secrets = [NodeSecrets.generate(randbytes) for _ in names]
-    admin = secrets[0]
+    by_name = dict(zip(names, secrets, strict=True))
+    signers = [by_name[name] for name in chosen]
     genesis = Genesis(
         mesh_name,
-        (admin.verify_key,),
-        1,
+        tuple(s.verify_key for s in signers),
+        m,
         randbytes(NONCE_BYTES),
         dict(DEFAULT_POLICY),
         tuple(s.verify_key for s in secrets),
-    ).signed_by(admin)
+    )
+    for admin in signers:  # `kai-mesh genesis sign`, once on each admin's node
+        genesis = genesis.signed_by(admin)
+    genesis.check()  # what `kai-mesh init --genesis` requires of the file
     nodes = [
         NodeKeys(name, s, MemberRecord.create(s, name, genesis.mesh_id))
         for name, s in zip(names, secrets, strict=True)
