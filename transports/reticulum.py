@@ -620,6 +620,9 @@ class ReticulumTransport:
         else:
             if boot is not None and boot != peer.boot:
                 self._answer_announce()  # it restarted and knows nothing of us any more
+                if peer.boot is not None:
+                    # Nor of our link: what we send on it would be lost until RNS times it out.
+                    self.reset_link(node_id)
             peer.destination_hash, peer.claimed_name, peer.last_heard = destination_hash, name, now
         peer.boot = boot
         self._emit(PeerSeen(peer=self._peer_info(peer)))
