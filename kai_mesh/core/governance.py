@@ -43,6 +43,7 @@ from dataclasses import replace
 from itertools import combinations
 from typing import Any
 
+from kai_mesh.core.codec import digest
 from kai_mesh.core.errors import ProtocolError, UsageError
 from kai_mesh.core.genesis import Genesis
 from kai_mesh.core.gov_state import (
@@ -212,6 +213,22 @@ class Governance:
                     out.append(Evidence(admin, parent, (a, b), votes))
         return out
 
+    def sync_digest(self) -> bytes:
+        """Equal on two nodes that hold the same chain, the same winning claims and the same open
+        children of the head with the same counted votes: exactly what `objects_after` sends.
+        Heartbeats carry it, so a claim or an open proposal whose push was lost is still
+        synced, though neither moves the head; and two nodes holding the same never ask."""
+        parts = [self.head()]
+        for invite, node_key in sorted(self.state.redeemed.items()):
+            parts += [invite, node_key]
+        for pid in self._open_children():
+            parts += [pid, len(self._counted(self._proposals[pid])).to_bytes(4, "big")]
+        return digest("gov-sync", *parts)
+
+    def _open_children(self) -> list[bytes]:
+        kids = sorted(self._children.get(self.head(), ()))
+        return [c for c in kids if self._proposal_why(self._proposals[c]) is None]
+
     def objects_after(self, head: bytes) -> list[bytes]:
         """What a peer whose head is `head` may lack: the chain after it (from the genesis if
         `head` is not on our chain), each proposal followed by the votes that count for it; the
@@ -220,10 +237,7 @@ class Governance:
         records eagerly can leave them out."""
         start = len(self._chain) if head == self.head() else self._height.get(head, 0)
         out: list[bytes] = []
-        top = self.head()
-        kids = sorted(self._children.get(top, ()))
-        opened = [c for c in kids if self._proposal_why(self._proposals[c]) is None]
-        for pid in [*self._chain[start:], *opened]:
+        for pid in [*self._chain[start:], *self._open_children()]:
             sp = self._proposals[pid]
             out.append(sp.data)
             for voter in sorted(self._counted(sp)):

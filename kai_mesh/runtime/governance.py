@@ -11,8 +11,10 @@ fold); this shell adds what needs I/O:
 - **Shutdown**: `halted()` gives the reason while a certified `emergency_shutdown` holds; the bus
   then refuses every request to a local agent (code `shutdown`). It holds across restarts, since
   the fold is rebuilt from the stored records, until a certified `shutdown_lift`.
-- **Sync by head**: the first 8 bytes of the head ride on heartbeats (slot 2); hearing another
-  head from a peer sends it our head (`[2, head]`, at most once per peer per `min_round_gap`), and
+- **Sync by digest**: the first 8 bytes of `Governance.sync_digest()` (the head, the winning
+  invite claims and the head's open proposals with their votes) ride on heartbeats (slot 2);
+  hearing another digest from a peer sends it our head (`[2, head]`, at most once per peer per
+  `min_round_gap`), and
   the peer answers with what we may lack (`Governance.objects_after`) in frames of at most
   `SYNC_MAX_BYTES` (a larger record goes alone).
 
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 GOV_DIGEST = 2  # the heartbeat digest slot of the governance head
-HEAD_PREFIX = 8  # bytes of the head on heartbeats
+HEAD_PREFIX = 8  # bytes of the sync digest on heartbeats
 SYNC_MAX_BYTES = 380  # as the replicated state's: one Reticulum link packet with room to spare
 MSG_RECORDS = 1
 MSG_ASK = 2
@@ -255,7 +257,7 @@ class GovernanceService:
 
     def digests(self) -> dict[int, bytes]:
         """For heartbeats."""
-        return {} if self.gov is None else {GOV_DIGEST: self.gov.head()[:HEAD_PREFIX]}
+        return {} if self.gov is None else {GOV_DIGEST: self.gov.sync_digest()[:HEAD_PREFIX]}
 
     def on_digests(self, node_id: bytes, digests: Mapping[int, bytes]) -> None:
         """A peer's heartbeat: another head starts an exchange with it."""
@@ -263,7 +265,7 @@ class GovernanceService:
         if theirs is None or self.gov is None:
             return
         self._peer_head[node_id] = theirs
-        if theirs != self.gov.head()[:HEAD_PREFIX]:
+        if theirs != self.gov.sync_digest()[:HEAD_PREFIX]:
             self.ask(node_id, force=False)
 
     def ask(self, node_id: bytes, *, force: bool) -> None:

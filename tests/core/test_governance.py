@@ -439,6 +439,27 @@ def test_an_invite_admits_only_its_first_claim_on_every_node() -> None:
     }
 
 
+def test_the_sync_digest_differs_on_a_claim_or_an_open_vote_the_head_does_not_show() -> None:
+    source = Governance(G3)
+    certify(source, A, "node_authorization", {"invite_key": INVITE.verify_key, "role": "guest"}, B)
+    peer = _fold(source.objects_after(MESH))
+    assert peer.sync_digest() == source.sync_digest()
+    source.receive(claim(N1, NOW + 5))  # a claim: same head, other members
+    assert peer.head() == source.head() and peer.sync_digest() != source.sync_digest()
+    for data in source.objects_after(peer.head()):
+        peer.receive(data)
+    assert peer.sync_digest() == source.sync_digest() and peer.state == source.state
+    opened = source.propose(A, "policy_update", {"k": "v"}, EXP, bytes(4), NOW)  # open: 1 of 2
+    assert peer.sync_digest() != source.sync_digest()
+    peer.receive(opened)
+    assert peer.sync_digest() == source.sync_digest()
+    peer.receive(vote(C, parse_proposal(opened).id))  # certifies it on peer alone
+    assert peer.sync_digest() != source.sync_digest()
+    for data in peer.objects_after(source.head()):
+        source.receive(data)
+    assert peer.sync_digest() == source.sync_digest() and peer.head() == source.head()
+
+
 def test_a_claim_before_its_invite_waits_and_forged_claims_are_refused() -> None:
     gov = Governance(G3)
     assert reasons(gov.receive(claim(N1, NOW))) == ["unknown_invite"]
