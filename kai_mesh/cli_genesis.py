@@ -124,6 +124,16 @@ def cmd_key(args: argparse.Namespace) -> ExitCode:
 
 def cmd_new(args: argparse.Namespace) -> ExitCode:
     mesh = check_name("mesh", args.mesh)
+    if args.supervisor is not None:
+        if args.admin or args.threshold not in (None, 1):
+            raise UsageError(
+                "--supervisor is the one admin, 1 of 1: give no --admin or --threshold"
+            )
+        args.admin, args.threshold = [args.supervisor], 1
+    if not args.admin or args.threshold is None:
+        raise UsageError(
+            "give --admin KEY (repeat for each) and --threshold M, or --supervisor KEY"
+        )
     admins: list[bytes] = []
     for text in args.admin:
         key = _key("--admin", text)
@@ -373,12 +383,16 @@ def add_genesis_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--admin",
         action="append",
-        required=True,
+        default=[],
         metavar="KEYHEX",
         help="an admin's key (`kai-mesh key`); repeat for each; admins are members too",
     )
+    p.add_argument("--threshold", type=int, metavar="M", help="signatures needed: 2M > admins")
     p.add_argument(
-        "--threshold", type=int, required=True, metavar="M", help="signatures needed: 2M > admins"
+        "--supervisor",
+        metavar="KEYHEX",
+        help="the supervised shape: this key is the one admin, 1 of 1 (instead of --admin and "
+        "--threshold); list the supervised nodes with --member",
     )
     p.add_argument("--member", action="append", metavar="KEYHEX", help="a non-admin node's key")
     p.add_argument("--force", action="store_true", help="overwrite FILE")

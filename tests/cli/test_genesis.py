@@ -204,3 +204,21 @@ def test_refusals(nodes: dict[str, Home], tmp_path: Path) -> None:
     for args in damaged:
         one_line_error(a2.run(*args), ExitCode.USAGE, "not a valid genesis file")
     assert NodeFiles.load(NodePaths.resolve(a2.path)).genesis.mesh_name == "a2"  # untouched
+
+
+def test_the_supervised_shape_is_one_key_one_of_one(nodes: dict[str, Home], tmp_path: Path) -> None:
+    supervisor, m1 = nodes["a1"], nodes["m1"]
+    key = keys(nodes)
+    file = tmp_path / "supervised"
+    new = ("genesis", "new", "--mesh", "site")
+    both = kai(*new, "--supervisor", key["a1"], "--admin", key["a2"], str(file))
+    one_line_error(both, ExitCode.USAGE, "--supervisor is the one admin")
+    one_line_error(kai(*new, str(file)), ExitCode.USAGE, "--supervisor KEY")
+    done = kai(*new, "--supervisor", key["a1"], "--member", key["m1"], str(file))
+    assert done.returncode == 0, done.stderr
+    shown = show(file)
+    assert shown["threshold"] == 1 and [a["key"] for a in shown["admins"]] == [key["a1"]]
+    assert supervisor.run("genesis", "sign", str(file)).returncode == 0
+    assert show(file)["complete"]
+    joined = m1.json("init", "--genesis", str(file), "--force")
+    assert joined["mesh"] == "site"
