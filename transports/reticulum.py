@@ -10,10 +10,11 @@ nothing here needs a lock — and an event channel that is full drops and counts
 (a raise there would be a TrioInternalError that kills the node).
 
 Discovery: each node announces the destination `kai_mesh.node` of its Reticulum identity with a
-small app_data `[1, mesh_id[:8], node_id, name, run]` (~37 bytes; `run` counts the node's
+small app_data `[1, mesh_id[:8], node_id, name, run, gov]` (~47 bytes; `run` counts the node's
 restarts, so peers that see it change announce back at once instead of at their next
-interval). Announces of another mesh or of a node id the mesh does not trust are ignored and
-counted.
+interval; `gov` is 8 bytes of governance's sync digest, so a node that starts or comes back
+syncs governance from the first announce it hears, not at the next heartbeat). Announces of
+another mesh or of a node id the mesh does not trust are ignored and counted.
 
 Trust: an announce only claims a node id. Before a link carries any message, both sides prove who
 they are: the initiator `identify()`s on the link, then each side sends a HELLO holding its signed
@@ -80,6 +81,7 @@ APP_NAME = "kai_mesh"
 ASPECT = "node"
 BEACON_ASPECT = "heartbeat"
 ANNOUNCE_FORMAT = 1
+MAX_ANNOUNCE_DATA = 64  # longest field (or list) read from an announce's app_data
 HELLO, MSG, PING, PONG, JOIN = 1, 2, 3, 4, 5
 MAX_JOIN = 2048  # bytes of a JOIN body: a member record and a claim
 MAX_PAYLOAD = 256 * 1024
@@ -148,6 +150,9 @@ class ReticulumTransport:
         self.trusted_keys = trusted_keys  # node id -> Ed25519 key; live: the fold changes it
         self.announce_interval = announce_interval
         self.capabilities = capabilities
+        #: 8 bytes every announce carries (governance's sync digest), and who hears a peer's.
+        self.announce_digest: Callable[[], bytes] | None = None
+        self.on_announce_digest: Callable[[bytes, bytes], None] | None = None
         #: The invite claim this node sends in JOIN frames (a node made by `kai-mesh join`).
         self.join_claim: bytes | None = None
         #: Takes a joiner's claim; True if its node is a member now (set by the node).
@@ -282,9 +287,11 @@ class ReticulumTransport:
         return MAX_PAYLOAD
 
     async def announce(self) -> None:
-        app_data = pack(
-            [ANNOUNCE_FORMAT, self.mesh_id[:8], self.node_id, self.member.name, self.boot]
-        )
+        fields: list[Any] = [ANNOUNCE_FORMAT, self.mesh_id[:8], self.node_id, self.member.name]
+        fields.append(self.boot)
+        if self.announce_digest is not None:
+            fields.append(self.announce_digest())
+        app_data = pack(fields)
         self._destination.announce(app_data=app_data)
 
     async def broadcast(self, data: bytes) -> None:
@@ -589,7 +596,7 @@ class ReticulumTransport:
     def _on_announce(self, destination_hash: bytes, app_data: bytes | None) -> None:
         self._count("announces_heard")
         try:
-            fields = unpack_exact(app_data or b"", 64)
+            fields = unpack_exact(app_data or b"", MAX_ANNOUNCE_DATA)
             ok = (
                 isinstance(fields, list)
                 and len(fields) >= 4
@@ -626,6 +633,9 @@ class ReticulumTransport:
             peer.destination_hash, peer.claimed_name, peer.last_heard = destination_hash, name, now
         peer.boot = boot
         self._emit(PeerSeen(peer=self._peer_info(peer)))
+        heard = fields[5] if len(fields) > 5 else None
+        if self.on_announce_digest is not None and isinstance(heard, bytes) and len(heard) == 8:
+            self.on_announce_digest(node_id, heard)
 
     def _peer_info(self, peer: _Peer) -> PeerInfo:
         return PeerInfo(

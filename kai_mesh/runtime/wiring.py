@@ -16,7 +16,7 @@ from kai_mesh.core.envelope import Priority
 from kai_mesh.core.identity import NodeSecrets
 from kai_mesh.core.retry import RetryPolicy
 from kai_mesh.runtime.delivery import Outbox
-from kai_mesh.runtime.governance import GovernanceService
+from kai_mesh.runtime.governance import GOV_DIGEST, GovernanceService
 from kai_mesh.runtime.liveness import Liveness, detector_config, heartbeat_interval
 from kai_mesh.runtime.remote import RemoteRouter
 from kai_mesh.runtime.state import StateService
@@ -101,6 +101,7 @@ def wire_delivery(
         state.round_interval = max(state.round_interval, 4 * beat)
     if governance is not None:
         governance.min_round_gap = max(governance.min_round_gap, beat)
+        _announce_governance(remote, governance)
 
     def digests() -> dict[int, bytes]:
         out = {} if state is None else state.digests()
@@ -130,3 +131,18 @@ def wire_delivery(
         digests=digests,
         on_digests=on_digests,
     )
+
+
+def _announce_governance(remote: RemoteRouter, governance: GovernanceService) -> None:
+    """Transports whose announces carry 8 bytes (Reticulum's) carry governance's sync digest."""
+
+    def ours() -> bytes:
+        return governance.digests().get(GOV_DIGEST, b"")
+
+    def theirs(node_id: bytes, digest: bytes) -> None:
+        governance.on_digests(node_id, {GOV_DIGEST: digest})
+
+    for transport in remote.transports:
+        if hasattr(transport, "announce_digest"):
+            setattr(transport, "announce_digest", ours)  # noqa: B010 - not on the Protocol
+            setattr(transport, "on_announce_digest", theirs)  # noqa: B010

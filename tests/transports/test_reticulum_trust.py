@@ -85,6 +85,23 @@ async def test_announces_of_other_meshes_and_untrusted_nodes_are_counted_not_kep
     assert isinstance(event, PeerSeen) and event.peer.node_id == friend.node_id
 
 
+async def test_an_announce_carries_the_governance_digest_to_whoever_listens() -> None:
+    friend, stranger = NodeSecrets.generate(os.urandom), NodeSecrets.generate(os.urandom)
+    transport, _ = make([friend])
+    heard: list[tuple[bytes, bytes]] = []
+    transport.on_announce_digest = lambda node_id, digest: heard.append((node_id, digest))
+
+    def with_digest(node: NodeSecrets, digest: object) -> bytes:
+        # The longest name and a large run number: the whole app_data must still be read.
+        return pack([ANNOUNCE_FORMAT, MESH[:8], node.node_id, "n" * 32, 2**40, digest])
+
+    transport._on_announce(b"d" * 16, with_digest(stranger, b"s" * 8))  # untrusted: not passed on
+    transport._on_announce(b"d" * 16, announce_data(MESH, friend.node_id, "friend"))  # none
+    transport._on_announce(b"e" * 16, with_digest(friend, b"short"))  # not 8 bytes: ignored
+    transport._on_announce(b"e" * 16, with_digest(friend, b"g" * 8))
+    assert heard == [(friend.node_id, b"g" * 8)]
+
+
 async def test_a_verified_hello_binds_the_link_and_opens_it_for_messages() -> None:
     friend = NodeSecrets.generate(os.urandom)
     transport, _ = make([friend])
