@@ -6,8 +6,12 @@ fold); this shell adds what needs I/O:
 - **Records**: every record the machine keeps is committed to the store (`gov_objects`) before it
   is sent or acknowledged; on start the machine is rebuilt from them (the fold depends only on the
   set held, so the order does not matter, and a certified shutdown holds across restarts).
-- **Push**: a record made here, or newly kept from a peer, goes at once to every alive peer (a
-  peer's record is passed on once: a record already held is not kept again, so not pushed again).
+- **Push**: a record made here, or newly kept from a peer, is passed on at once. Where a
+  transport can broadcast, one packet (`broadcast`) reaches every neighbour, and only peers
+  further away get it over a link; a record heard by broadcast is passed on over links to peers
+  further away, not broadcast again. Without a broadcast it goes over a link to every alive peer
+  (a record already held is not kept again, so not pushed again). A neighbour that missed the
+  packet catches up by the digest on the next heartbeat or announce.
 - **Shutdown**: `halted()` gives the reason while a certified `emergency_shutdown` holds; the bus
   then refuses every request to a local agent (code `shutdown`). It holds across restarts, since
   the fold is rebuilt from the stored records, until a certified `shutdown_lift`.
@@ -48,6 +52,7 @@ _T = TypeVar("_T")
 GOV_DIGEST = 2  # the heartbeat digest slot of the governance head
 HEAD_PREFIX = 8  # bytes of the sync digest on heartbeats
 SYNC_MAX_BYTES = 380  # as the replicated state's: one Reticulum link packet with room to spare
+BROADCAST_MAX_BYTES = 380  # a record pushed by broadcast: one packet (RNS's PLAIN MDU is 464)
 MSG_RECORDS = 1
 MSG_ASK = 2
 MAX_RECORDS = 64  # records in one frame we accept
@@ -138,9 +143,16 @@ class GovernanceService:
         self._last_ask: dict[bytes, float] = {}
         self._peer_head: dict[bytes, bytes] = {}
         self._watchers: list[Watcher] = []
+        #: Sends a frame by broadcast on every transport that can; False if it could not (no
+        #: airtime, no broadcast transport). Set by the wiring; None: links only.
+        self.broadcast: Callable[[bytes], Awaitable[bool]] | None = None
+        #: Hops to a peer (1: a neighbour that hears our broadcasts), None when unknown.
+        self.hops: Callable[[bytes], int | None] = lambda node_id: None
         self._seen: GovernanceState | None = None
         self.counters = {"local_records": 0, "peer_records": 0, "asks_sent": 0, "frames_sent": 0}
         self.counters.update({"frames_received": 0, "send_failed": 0, "frames_refused": 0})
+        self.counters.update({"broadcasts_sent": 0, "broadcasts_failed": 0})
+        self.counters["broadcasts_received"] = 0
 
     # ---- life cycle -------------------------------------------------------------------------
 
@@ -223,7 +235,9 @@ class GovernanceService:
 
     # ---- sync -------------------------------------------------------------------------------
 
-    async def _take(self, records: list[bytes], origin: bytes | None) -> list[Outcome]:
+    async def _take(
+        self, records: list[bytes], origin: bytes | None, *, broadcast: bool = False
+    ) -> list[Outcome]:
         gov = self._need()
         async with self._lock:
             outcomes = [gov.receive(r) for r in records]
@@ -232,28 +246,68 @@ class GovernanceService:
                 await self._persist(new)
         if new:
             self._changed()
-            self.counters["peer_records" if origin else "local_records"] += len(new)
+            self.counters["peer_records" if origin or broadcast else "local_records"] += len(new)
             changed = any(o.changed for o in outcomes)
             self._emit(
                 "governance",
                 {
                     "event": "changed" if changed else "records",
-                    "origin": "local" if origin is None else origin.hex(),
+                    "origin": "broadcast"
+                    if broadcast
+                    else "local"
+                    if origin is None
+                    else origin.hex(),
                     "records": len(new),
                     "head": self.head_hex(),
                 },
             )
             for record in new:
-                self._push(record, exclude=origin)
+                self._push(record, exclude=origin, heard_by_broadcast=broadcast)
         return outcomes
 
-    def _push(self, record: bytes, exclude: bytes | None) -> None:
+    def _push(self, record: bytes, exclude: bytes | None, heard_by_broadcast: bool = False) -> None:
+        """Pass a new record on. With a broadcast, one packet reaches every neighbour (a shared
+        radio channel carries it once, not once per peer), and only peers further away get it
+        over a link; a record heard by broadcast is not broadcast again, since the sender's
+        neighbours heard it too. A neighbour that missed the packet catches up by the digest
+        on the next heartbeat."""
         if self._nursery is None:
             return
         frame = encode_records([record])
-        for node_id in self._peers():
-            if node_id != exclude:
+        targets = [node_id for node_id in self._peers() if node_id != exclude]
+        if self.broadcast is None or len(frame) > BROADCAST_MAX_BYTES:
+            for node_id in targets:
                 self._nursery.start_soon(self._send_to, node_id, frame)
+        elif heard_by_broadcast:
+            for node_id in targets:
+                if self.hops(node_id) != 1:
+                    self._nursery.start_soon(self._send_to, node_id, frame)
+        else:
+            self._nursery.start_soon(self._broadcast_then_links, frame, targets)
+
+    async def _broadcast_then_links(self, frame: bytes, targets: list[bytes]) -> None:
+        assert self.broadcast is not None and self._nursery is not None
+        sent = await self.broadcast(frame)
+        self.counters["broadcasts_sent" if sent else "broadcasts_failed"] += 1
+        for node_id in targets:
+            if not sent or self.hops(node_id) != 1:
+                self._nursery.start_soon(self._send_to, node_id, frame)
+
+    async def on_broadcast(self, data: bytes) -> None:
+        """A governance frame heard by broadcast: records only (the sender is not proven, and
+        need not be: every record carries its own signatures)."""
+        self._need()
+        self.counters["broadcasts_received"] += 1
+        try:
+            kind, body = decode_frame(data)
+        except KaiMeshError as exc:
+            self.counters["frames_refused"] += 1
+            log.debug("governance broadcast refused: %s", exc)
+            return
+        if kind == MSG_RECORDS:
+            await self._take(body, origin=None, broadcast=True)
+        else:
+            self.counters["frames_refused"] += 1
 
     def digests(self) -> dict[int, bytes]:
         """For heartbeats."""

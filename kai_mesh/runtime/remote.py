@@ -306,6 +306,12 @@ class RemoteRouter:
             elif isinstance(event, BroadcastReceived):
                 if self.liveness is not None and event.data[:1] == bytes([FRAME_HEARTBEAT]):
                     self.liveness.on_heartbeat(event.data)
+                elif (
+                    event.data[:1] == bytes([FRAME_GOVERNANCE])
+                    and self.governance is not None
+                    and self._nursery is not None
+                ):
+                    self._nursery.start_soon(self.governance.on_broadcast, event.data)
                 else:
                     self._refuse("broadcast.unknown")
             elif isinstance(event, PeerSeen):

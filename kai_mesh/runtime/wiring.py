@@ -7,12 +7,14 @@ bitrate) sets the detector's period, the heartbeat interval and how far announce
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from kai_mesh.core.airtime import adaptive_interval
 from kai_mesh.core.envelope import Priority
+from kai_mesh.core.errors import TransportError
 from kai_mesh.core.identity import NodeSecrets
 from kai_mesh.core.retry import RetryPolicy
 from kai_mesh.runtime.delivery import Outbox
@@ -23,6 +25,8 @@ from kai_mesh.runtime.state import StateService
 from kai_mesh.runtime.store import Store
 
 ANNOUNCE_BYTES = 200  # an RNS announce with kai-mesh's app_data, on the air (LAB.md: 199)
+
+log = logging.getLogger(__name__)
 
 
 def alive_peers(remote: RemoteRouter) -> list[bytes]:
@@ -102,6 +106,7 @@ def wire_delivery(
     if governance is not None:
         governance.min_round_gap = max(governance.min_round_gap, beat)
         _announce_governance(remote, governance)
+        _broadcast_governance(remote, governance)
 
     def digests() -> dict[int, bytes]:
         out = {} if state is None else state.digests()
@@ -146,3 +151,26 @@ def _announce_governance(remote: RemoteRouter, governance: GovernanceService) ->
         if hasattr(transport, "announce_digest"):
             setattr(transport, "announce_digest", ours)  # noqa: B010 - not on the Protocol
             setattr(transport, "on_announce_digest", theirs)  # noqa: B010
+
+
+def _broadcast_governance(remote: RemoteRouter, governance: GovernanceService) -> None:
+    """Governance pushes by broadcast where a transport can (one packet for every neighbour)."""
+    senders = remote.broadcasts()
+    if not senders:
+        return
+
+    async def broadcast(frame: bytes) -> bool:
+        try:
+            for send in senders:
+                await send(frame)
+        except TransportError as exc:
+            log.debug("governance broadcast not sent: %s", exc)
+            return False
+        return True
+
+    def hops(node_id: bytes) -> int | None:
+        known = [p.hops for p in remote.peers() if p.node_id == node_id and p.hops is not None]
+        return min(known, default=None)
+
+    governance.broadcast = broadcast
+    governance.hops = hops

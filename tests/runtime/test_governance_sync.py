@@ -156,3 +156,42 @@ def test_frames_chunk_records_within_the_limit_and_a_big_one_alone() -> None:
         assert len(encode_records(chunk)) <= 380 or len(chunk) == 1
         assert decode_frame(encode_records(chunk)) == (1, chunk)
     assert [len(c) for c in chunks] == [2, 2, 1, 1, 1]
+
+
+async def test_a_push_is_one_broadcast_for_the_neighbours_and_a_missed_one_is_synced(
+    autojump_clock: object,
+) -> None:
+    net = MemoryNetwork(seed=13)
+    secrets = [NodeSecrets.generate(os.urandom) for _ in range(4)]
+    keys = tuple(s.verify_key for s in secrets)  # node 0 the one admin, all four members
+    genesis = Genesis("lab", keys[:1], 1, bytes(16), dict(DEFAULT_POLICY), keys).signed_by(
+        secrets[0]
+    )
+    ids = [s.node_id for s in secrets]
+    async with trio.open_nursery() as nursery:
+        nodes = [await start_node(nursery, net, s, genesis, i) for i, s in enumerate(secrets)]
+        net.full(ids, LinkProfile(latency=0.02))
+        await trio.sleep(5)
+        admin = nodes[0].gov
+        pid = await admin.propose("policy_update", {"k": "v"})  # certified at once: 1 of 1
+        await trio.sleep(1)
+        assert all(_policy(n).get("k") == "v" for n in nodes)
+        assert admin.counters["broadcasts_sent"] == 1
+        assert admin.counters["frames_sent"] == 0  # every peer is a neighbour: no link push
+        for node in nodes[1:]:
+            assert node.gov.counters["broadcasts_received"] == 1
+            assert node.gov.counters["broadcasts_sent"] == 0  # not broadcast again
+            assert node.gov.counters["frames_sent"] == 0
+
+        # A neighbour cut off misses the broadcast; the digest on heartbeats brings it back.
+        net.partition([ids[3]], ids[:3])
+        second = await admin.propose("policy_update", {"k": "w"})
+        await trio.sleep(1)
+        assert _policy(nodes[3])["k"] == "v"
+        net.heal()
+        with trio.fail_after(60):
+            while nodes[3].gov.gov is None or nodes[3].gov.gov.head() != second:  # noqa: ASYNC110
+                await trio.sleep(0.5)
+        assert _policy(nodes[3])["k"] == "w"
+        assert pid != second
+        nursery.cancel_scope.cancel()
