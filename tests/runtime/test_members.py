@@ -29,20 +29,19 @@ async def _noop_send(node_id: bytes, frame: bytes) -> None:
     pass
 
 
+def _service(admin: NodeSecrets, genesis: Genesis) -> GovernanceService:
+    return GovernanceService(
+        secrets=admin, genesis=genesis, send=_noop_send, peers=list, emit=ignore, clock=lambda: NOW
+    )
+
+
 async def test_members_follow_authorization_and_revocation() -> None:
     admin, genesis = _mesh()
     newcomer = NodeSecrets.generate(os.urandom)
     members = Members({node_id_of(admin.verify_key): admin.verify_key})
     removed: list[bytes] = []
     members.on_removed(removed.append)
-    service = GovernanceService(
-        secrets=admin,
-        genesis=genesis,
-        send=_noop_send,
-        peers=list,
-        emit=ignore,
-        clock=lambda: NOW,
-    )
+    service = _service(admin, genesis)
     service.watch(members.update)
     await service.start(Store(Path(":memory:")))
     assert newcomer.node_id not in members
@@ -66,14 +65,7 @@ async def test_a_watcher_that_raises_does_not_stop_the_others() -> None:
     def broken(state: object) -> None:
         raise RuntimeError("boom")
 
-    service = GovernanceService(
-        secrets=admin,
-        genesis=genesis,
-        send=_noop_send,
-        peers=list,
-        emit=ignore,
-        clock=lambda: NOW,
-    )
+    service = _service(admin, genesis)
     await service.start(Store(Path(":memory:")))
     service.watch(broken)  # called at once: the service is open
     service.watch(lambda state: seen.append(state.height))
