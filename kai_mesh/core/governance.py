@@ -156,6 +156,24 @@ class Governance:
     def is_admin(self, key: bytes) -> bool:
         return key in self.state.admins
 
+    def vouched(self, data: bytes) -> bool:
+        """Whether a record from an unproven sender (a radio broadcast) is worth taking: a
+        proposal or vote by a current admin, or a claim of an invite authorized on the chain.
+        `receive` keeps any record whose signatures verify, and a link proves a member; a
+        broadcast proves nothing, so this keeps strangers from filling the store. A record it
+        turns away still arrives by the link sync if it counts."""
+        try:
+            obj = parse_object(data)
+        except ProtocolError:
+            return True  # `receive` refuses it, counted with its reason
+        state = self.state
+        if isinstance(obj, SignedProposal):
+            return obj.proposal.proposer in state.admins
+        if isinstance(obj, SignedVote):
+            return obj.vote.voter in state.admins
+        key = obj.redemption.invite_key
+        return key in state.invites or key in state.redeemed
+
     def log(self) -> list[LogEntry]:
         """The certified chain, oldest first, with the admins whose votes counted."""
         out = []

@@ -152,7 +152,7 @@ class GovernanceService:
         self.counters = {"local_records": 0, "peer_records": 0, "asks_sent": 0, "frames_sent": 0}
         self.counters.update({"frames_received": 0, "send_failed": 0, "frames_refused": 0})
         self.counters.update({"broadcasts_sent": 0, "broadcasts_failed": 0})
-        self.counters["broadcasts_received"] = 0
+        self.counters.update({"broadcasts_received": 0, "broadcast_unvouched": 0})
 
     # ---- life cycle -------------------------------------------------------------------------
 
@@ -294,9 +294,8 @@ class GovernanceService:
                 self._nursery.start_soon(self._send_to, node_id, frame)
 
     async def on_broadcast(self, data: bytes) -> None:
-        """A governance frame heard by broadcast: records only (the sender is not proven, and
-        need not be: every record carries its own signatures)."""
-        self._need()
+        """A governance frame heard by broadcast: records only, and only those an admin signed
+        or that claim an authorized invite (`Governance.vouched`): the sender is not proven."""
         self.counters["broadcasts_received"] += 1
         try:
             kind, body = decode_frame(data)
@@ -304,10 +303,14 @@ class GovernanceService:
             self.counters["frames_refused"] += 1
             log.debug("governance broadcast refused: %s", exc)
             return
-        if kind == MSG_RECORDS:
-            await self._take(body, origin=None, broadcast=True)
-        else:
+        if kind != MSG_RECORDS:
             self.counters["frames_refused"] += 1
+            return
+        gov = self._need()
+        vouched = [record for record in body if gov.vouched(record)]
+        self.counters["broadcast_unvouched"] += len(body) - len(vouched)
+        if vouched:
+            await self._take(vouched, origin=None, broadcast=True)
 
     def digests(self) -> dict[int, bytes]:
         """For heartbeats."""

@@ -460,6 +460,20 @@ def test_the_sync_digest_differs_on_a_claim_or_an_open_vote_the_head_does_not_sh
     assert peer.sync_digest() == source.sync_digest() and peer.head() == source.head()
 
 
+def test_only_admins_records_and_authorized_claims_are_vouched_for() -> None:
+    gov = Governance(G3)
+    stranger_proposal, _ = prop(OUTSIDER, MESH, "policy_update", {"k": "v"})
+    admin_proposal, admin_pid = prop(A, MESH, "policy_update", {"k": "v"})
+    assert not gov.vouched(stranger_proposal) and gov.vouched(admin_proposal)
+    assert not gov.vouched(vote(OUTSIDER, admin_pid)) and gov.vouched(vote(B, admin_pid))
+    assert not gov.vouched(claim(N1, NOW))  # no such invite on the chain
+    certify(gov, A, "node_authorization", {"invite_key": INVITE.verify_key, "role": "guest"}, B)
+    assert gov.vouched(claim(N1, NOW))
+    gov.receive(claim(N1, NOW))
+    assert gov.vouched(claim(N2, NOW + 1))  # taken: a later claim still syncs (and loses)
+    assert gov.vouched(b"\x00junk")  # receive refuses it with its reason
+
+
 def test_a_claim_before_its_invite_waits_and_forged_claims_are_refused() -> None:
     gov = Governance(G3)
     assert reasons(gov.receive(claim(N1, NOW))) == ["unknown_invite"]

@@ -13,6 +13,7 @@ import trio
 
 from kai_mesh.core.envelope import Priority
 from kai_mesh.core.genesis import DEFAULT_POLICY, Genesis
+from kai_mesh.core.gov_wire import Proposal, encode_proposal
 from kai_mesh.core.identity import NodeSecrets, node_id_of
 from kai_mesh.core.retry import RetryPolicy
 from kai_mesh.runtime.governance import (
@@ -194,4 +195,19 @@ async def test_a_push_is_one_broadcast_for_the_neighbours_and_a_missed_one_is_sy
                 await trio.sleep(0.5)
         assert _policy(nodes[3])["k"] == "w"
         assert pid != second
+
+        # A stranger on the channel broadcasts its own signed proposal: not kept anywhere.
+        stranger = NodeSecrets.generate(os.urandom)
+        forged = encode_proposal(
+            Proposal(second, "policy_update", {"k": "x"}, 2**31, stranger.verify_key, b"", 1),
+            stranger,
+            genesis.mesh_id,
+        )
+        assert admin.broadcast is not None
+        await admin.broadcast(encode_records([forged]))
+        await trio.sleep(1)
+        for node in nodes[1:]:
+            assert node.gov.counters["broadcast_unvouched"] == 1
+            assert node.gov.counters["frames_refused"] == 0
+        assert all(_policy(n)["k"] == "w" for n in nodes)
         nursery.cancel_scope.cancel()
