@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -53,6 +54,7 @@ GOV_DIGEST = 2  # the heartbeat digest slot of the governance head
 HEAD_PREFIX = 8  # bytes of the sync digest on heartbeats
 SYNC_MAX_BYTES = 380  # as the replicated state's: one Reticulum link packet with room to spare
 BROADCAST_MAX_BYTES = 380  # a record pushed by broadcast: one packet (RNS's PLAIN MDU is 464)
+REPEAT_AFTER = (1.0, 2.0)  # a broadcast record goes again after 1 s plus up to 2 s (jitter)
 MSG_RECORDS = 1
 MSG_ASK = 2
 MAX_RECORDS = 64  # records in one frame we accept
@@ -292,6 +294,13 @@ class GovernanceService:
         for node_id in targets:
             if not sent or self.hops(node_id) != 1:
                 self._nursery.start_soon(self._send_to, node_id, frame)
+        if sent:
+            # Once more, a moment later: a neighbour that lost the packet (radio loss, a
+            # collision) gets it for one more packet, where the repair by digest costs a link
+            # set-up and an exchange, and waits for a heartbeat (6.4 s apart at 5 kbit/s).
+            await trio.sleep(REPEAT_AFTER[0] + random.random() * REPEAT_AFTER[1])
+            if await self.broadcast(frame):
+                self.counters["broadcasts_sent"] += 1
 
     async def on_broadcast(self, data: bytes) -> None:
         """A governance frame heard by broadcast: records only, and only those an admin signed
