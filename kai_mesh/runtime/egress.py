@@ -135,22 +135,31 @@ class Egress:
         lane.lane_bytes += len(data) + budget.overhead_bytes
         await lane.transport.send(node_id, data)
 
-    async def broadcast(self, transport: Transport, data: bytes) -> None:
-        """One background frame on every interface of `transport` (a heartbeat). It goes only if
-        every interface with a lane has background airtime for it now: a heartbeat that must
-        wait is worth nothing, so it is dropped (raises `TransportError`), never queued."""
+    async def broadcast(
+        self, transport: Transport, data: bytes, *, background: bool = True, wait: float = 0.0
+    ) -> None:
+        """One frame on every interface of `transport`. It goes once every interface with a
+        lane has airtime for it (background airtime for a heartbeat, the whole budget for a
+        governance record), waiting at most `wait` seconds for that; else it is dropped
+        (raises `TransportError`), never queued: a heartbeat that must wait is worth nothing."""
         broadcast = getattr(transport, "broadcast", None)
         if broadcast is None:
             raise TransportError(f"{transport.name} cannot broadcast")
+        lanes = [lane for i in transport.interfaces() if (lane := self._lane(transport, i))]
         now = trio.current_time()
-        lanes = [self._lane(transport, i) for i in transport.interfaces()]
-        budgets = [lane.queue.budget for lane in lanes if lane is not None]
-        if not all(b.can_send(len(data), now, True) for b in budgets):
-            raise TransportError("no background airtime left for a broadcast now")
+        at = max(
+            (lane.queue.budget.next_allowed(len(data), now, background) for lane in lanes),
+            default=now,
+        )
+        if at > now + wait:
+            kind = "background " if background else ""
+            raise TransportError(f"no {kind}airtime left for a broadcast now")
+        if at > now:
+            await trio.sleep_until(at)
+            now = trio.current_time()
         for lane in lanes:
-            if lane is not None:
-                lane.queue.budget.spend(len(data), now, True)
-                lane.lane_bytes += len(data) + lane.queue.budget.overhead_bytes
+            lane.queue.budget.spend(len(data), now, background)
+            lane.lane_bytes += len(data) + lane.queue.budget.overhead_bytes
         await broadcast(data)
 
     def status(self) -> list[dict[str, Any]]:

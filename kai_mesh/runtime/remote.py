@@ -282,12 +282,17 @@ class RemoteRouter:
             if reset is not None:
                 reset(node_id)
 
-    def broadcasts(self) -> list[Callable[[bytes], Awaitable[None]]]:
-        """One sender per transport that can broadcast, each held to its airtime budget."""
+    def broadcasts(
+        self, *, background: bool = True, wait: float = 0.0
+    ) -> list[Callable[[bytes], Awaitable[None]]]:
+        """One sender per transport that can broadcast, each held to its airtime budget
+        (`Egress.broadcast`: background or not, and how long it may wait for room)."""
         out: list[Callable[[bytes], Awaitable[None]]] = []
         for transport in self.transports:
             if getattr(transport, "broadcast", None) is not None:
-                out.append(partial(self.egress.broadcast, transport))
+                out.append(
+                    partial(self.egress.broadcast, transport, background=background, wait=wait)
+                )
         return out
 
     async def ping(self, node: str) -> tuple[PingResult, bytes]:

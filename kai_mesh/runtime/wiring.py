@@ -24,6 +24,7 @@ from kai_mesh.runtime.remote import RemoteRouter
 from kai_mesh.runtime.state import StateService
 from kai_mesh.runtime.store import Store
 
+GOVERNANCE_BROADCAST_WAIT = 10.0  # seconds a governance broadcast may wait for airtime
 ANNOUNCE_BYTES = 200  # an RNS announce with kai-mesh's app_data, on the air (LAB.md: 199)
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,8 @@ def _announce_governance(remote: RemoteRouter, governance: GovernanceService) ->
 
 def _broadcast_governance(remote: RemoteRouter, governance: GovernanceService) -> None:
     """Governance pushes by broadcast where a transport can (one packet for every neighbour)."""
-    senders = remote.broadcasts()
+    # Governance is rare and decides who may do what: not background, and worth a short wait.
+    senders = remote.broadcasts(background=False, wait=GOVERNANCE_BROADCAST_WAIT)
     if not senders:
         return
 

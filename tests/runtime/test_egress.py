@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import trio
 
 from kai_mesh.core.envelope import Priority
+from kai_mesh.core.errors import TransportError
 from tests.runtime.test_remote import Peer, ask, mesh
 from transports.memory import LinkProfile
 
@@ -55,3 +57,25 @@ async def test_a_backlog_that_waits_too_long_is_shed_with_an_error(autojump_cloc
         shed = [o for o in outcomes if o != "ok"]
         assert shed and set(shed) == {"overloaded"}, set(shed)
         assert a.router.egress.status()[0]["shed"]["low"] == len(shed)
+
+
+async def test_a_governance_broadcast_waits_for_airtime_where_a_heartbeat_is_dropped(
+    autojump_clock: object,
+) -> None:
+    async with mesh(["a", "b"], SLOW) as peers:
+        router = peers["a"].router
+        transport = router.transports[0]
+        frame = b"\x15" + b"g" * 300
+        # Fill the lane's short window: nothing more fits for a moment.
+        for _ in range(20):
+            try:
+                await router.egress.broadcast(transport, frame, background=False)
+            except TransportError:
+                break
+        else:
+            raise AssertionError("the window never filled")
+        with pytest.raises(TransportError, match="background airtime"):
+            await router.egress.broadcast(transport, frame)  # a heartbeat: dropped at once
+        started = trio.current_time()
+        await router.egress.broadcast(transport, frame, background=False, wait=10)
+        assert 0 < trio.current_time() - started <= 10  # it waited for room, then went
