@@ -89,7 +89,7 @@ EVENT_BUFFER = 4096
 ANSWER_GAP = 60.0  # seconds between two announces made to answer a new peer
 RADIO_BITRATE = 1_000_000  # below this an interface counts as a radio: links closed sooner
 LINK_WAIT = 20.0  # longest wait for a link to establish, then for its handshake
-FAST_LINK_WAIT = 2.0  # first wait for a link on a fast one-hop path (doubled on each retry)
+FAST_LINK_WAIT = 2.0  # first wait for a link on a fast one-hop path (then 3, then 4 s)
 
 
 @dataclass(eq=False)
@@ -453,7 +453,7 @@ class ReticulumTransport:
         interface = RNS.Transport.next_hop_interface(destination_hash)
         bitrate = getattr(interface, "bitrate", None) or 0
         if bitrate >= RADIO_BITRATE and RNS.Transport.hops_to(destination_hash) <= 1:
-            return min(rns_limit, FAST_LINK_WAIT * 2.0**attempt)
+            return min(rns_limit, FAST_LINK_WAIT + attempt)
         return max(2.0, rns_limit)
 
     async def _open_link(self, peer: _Peer, attempt: int = 0) -> None:
@@ -480,7 +480,7 @@ class ReticulumTransport:
         link.set_link_established_callback(self._rns_link_established)
         # A link request can be lost without a word (RNS discards the result of sending it; seen
         # on veth under load), and RNS gives up on it only after its own estimate, 12 s on a LAN.
-        # On a fast one-hop path wait 2, 4, then 8 s before asking again; take the peer's own
+        # On a fast one-hop path wait 2, 3, then 4 s before asking again; take the peer's own
         # link to us if it verifies meanwhile.
         limit = self._establish_limit(link, destination_hash, attempt)
         if not await self._wait_link(peer, state.established, limit) or state.closed:
