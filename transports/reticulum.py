@@ -90,6 +90,7 @@ ANSWER_GAP = 60.0  # seconds between two announces made to answer a new peer
 RADIO_BITRATE = 1_000_000  # below this an interface counts as a radio: links closed sooner
 LINK_WAIT = 20.0  # longest wait for a link to establish, then for its handshake
 FAST_LINK_WAIT = 2.0  # first wait for a link on a fast one-hop path (then 3, then 4 s)
+PATH_WAIT = 15.0  # longest wait for a path to a peer
 
 
 @dataclass(eq=False)
@@ -456,14 +457,26 @@ class ReticulumTransport:
             return min(rns_limit, FAST_LINK_WAIT + attempt)
         return max(2.0, rns_limit)
 
+    async def _find_path(self, destination_hash: bytes) -> None:
+        """Ask for a path and wait up to PATH_WAIT s for it. RNS drops the path of a link that
+        closes, and a path request lost (in a partition) is never asked again: on fast
+        interfaces ask again every 2 s, so a heal is seen at once; on a radio only once."""
+        fast = all((i.bitrate or 0) >= RADIO_BITRATE for i in self.interfaces())
+        again = FAST_LINK_WAIT if fast else PATH_WAIT
+        deadline = trio.current_time() + PATH_WAIT
+        while trio.current_time() < deadline:
+            RNS.Transport.request_path(destination_hash)
+            asked_at = trio.current_time()
+            # RNS has no callback for a path arriving: poll its table.
+            while trio.current_time() < min(deadline, asked_at + again):
+                if RNS.Transport.has_path(destination_hash):
+                    return
+                await trio.sleep(0.05)
+
     async def _open_link(self, peer: _Peer, attempt: int = 0) -> None:
         destination_hash = peer.destination_hash
         if not RNS.Transport.has_path(destination_hash):
-            RNS.Transport.request_path(destination_hash)
-            with trio.move_on_after(15):
-                # RNS has no callback for a path arriving: poll its table.
-                while not RNS.Transport.has_path(destination_hash):  # noqa: ASYNC110
-                    await trio.sleep(0.05)
+            await self._find_path(destination_hash)
             if not RNS.Transport.has_path(destination_hash):
                 raise TransportError(f"no path to node {peer.node_id.hex()}")
         identity = RNS.Identity.recall(destination_hash)
