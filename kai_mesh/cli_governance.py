@@ -58,35 +58,29 @@ def body_from_json(kind: str, text: str) -> dict[str, Any]:
     return body
 
 
-def cmd_propose(args: argparse.Namespace) -> ExitCode:
-    body = body_from_json(args.kind, args.body)
-    params: dict[str, Any] = {"kind": args.kind, "body": body}
+def _propose(args: argparse.Namespace, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Ask the node to propose (with `--expires-in` if given); print JSON or the first line."""
     if args.expires_in is not None:
         params["expires_in"] = args.expires_in
-    result = call_node(args, "gov_propose", params)
+    result: dict[str, Any] = call_node(args, method, params)
     if args.json:
         print_json(result)
     else:
         print(f"proposed {result['id'][:12]} ({result['kind']}): {_summary(result)}")
+    return result
+
+
+def cmd_propose(args: argparse.Namespace) -> ExitCode:
+    _propose(args, "gov_propose", {"kind": args.kind, "body": body_from_json(args.kind, args.body)})
     return ExitCode.OK
 
 
 def cmd_revoke(args: argparse.Namespace) -> ExitCode:
-    params: dict[str, Any] = {"node": args.node}
-    if args.expires_in is not None:
-        params["expires_in"] = args.expires_in
-    result = call_node(args, "gov_revoke", params)
-    if args.json:
-        print_json(result)
-    else:
+    result = _propose(args, "gov_revoke", {"node": args.node})
+    if not args.json:
         cut = result["body"]["cut"]
-        streams = (
-            ", ".join(
-                f"{c} up to {seq}" for c, seq in sorted(cut.items(), key=lambda kv: int(kv[0]))
-            )
-            or "none"
-        )
-        print(f"proposed {result['id'][:12]} (node_revocation): {_summary(result)}")
+        kept = sorted(cut.items(), key=lambda kv: int(kv[0]))
+        streams = ", ".join(f"{c} up to {seq}" for c, seq in kept) or "none"
         print(f"  node {result['body']['node_id']}, streams kept: {streams}")
     return ExitCode.OK
 
