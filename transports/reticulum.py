@@ -60,7 +60,14 @@ import RNS
 import trio
 
 from kai_mesh.core.codec import pack, unpack_exact
-from kai_mesh.core.errors import KaiMeshError, Malformed, ProtocolError, TransportError, Untrusted
+from kai_mesh.core.errors import (
+    KaiMeshError,
+    Malformed,
+    NameMismatch,
+    ProtocolError,
+    TransportError,
+    Untrusted,
+)
 from kai_mesh.core.gov_wire import parse_redemption
 from kai_mesh.core.identity import MemberRecord, admit_member
 from transports._bridge import ThreadBridge
@@ -421,6 +428,27 @@ class ReticulumTransport:
             if peer.claimed_name == name:
                 return peer.node_id
         return None
+
+    async def confirm_name(self, node_id: bytes, name: str) -> None:
+        """Make sure `name` is `node_id`'s by its signed member record, not only by the name
+        it announced: a name known only from an announce opens (and verifies) the link first.
+        Raises `NameMismatch` when the record names the node otherwise. When no link opens now
+        it returns: the send that follows fails or goes to store-and-forward as before."""
+        peer = self._peers.get(node_id)
+        if peer is None or peer.name == name:
+            return
+        try:
+            await self._link_to(node_id)
+        except TransportError:
+            return
+        if peer.name is not None and peer.name != name:
+            self._count("name_mismatch")
+            if peer.claimed_name == name:
+                peer.claimed_name = peer.name  # never resolve that claim again
+            raise NameMismatch(
+                f"node {node_id.hex()} announced the name {name!r} but its member record names "
+                f"it {peer.name!r}"
+            )
 
     # ---- links ------------------------------------------------------------------------------
 

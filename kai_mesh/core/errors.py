@@ -32,6 +32,10 @@ class TransportError(KaiMeshError):
     """A transport failed to start or to carry a message."""
 
 
+class NameMismatch(TransportError):
+    """A node announced a name its signed member record does not give it."""
+
+
 class ProtocolError(KaiMeshError):
     """Bytes or an object from outside were refused. Subclasses say why."""
 

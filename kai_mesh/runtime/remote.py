@@ -42,7 +42,13 @@ import trio
 from kai_mesh.core.address import AgentAddress
 from kai_mesh.core.codec import pack
 from kai_mesh.core.envelope import EnvelopeDecoder, LinkEnds, Priority, StandardMessage, encode
-from kai_mesh.core.errors import ProtocolError, StoreError, TransportError, UsageError
+from kai_mesh.core.errors import (
+    NameMismatch,
+    ProtocolError,
+    StoreError,
+    TransportError,
+    UsageError,
+)
 from kai_mesh.core.frames import (
     FRAME_ACKS,
     FRAME_DELIVER,
@@ -175,6 +181,17 @@ class RemoteRouter:
         limit = max(0.0, message.expires_at - time.time())
         if reply_within is not None:
             limit = min(limit, reply_within)
+        confirm = getattr(transport, "confirm_name", None)
+        if to.node.name is not None and confirm is not None:
+            # A name resolves only through a member record: a name taken from an announce is
+            # checked against the record before the message goes.
+            started = trio.current_time()
+            try:
+                with trio.move_on_after(limit):
+                    await confirm(node_id, to.node.name)
+            except NameMismatch as exc:
+                return self.error_reply(message, "unknown_node", str(exc))
+            limit = max(0.0, limit - (trio.current_time() - started))
         waiter = self._waiting[message.message_id] = _Waiter(node_id)
         # Every transport proves both ends (a verified link, an LXMF signature over a member
         # record): the envelope leaves their node ids out (core.envelope.LinkEnds).

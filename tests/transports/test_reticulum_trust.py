@@ -10,10 +10,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
 from kai_mesh.core.codec import pack
+from kai_mesh.core.errors import NameMismatch
 from kai_mesh.core.gov_wire import InviteSecret, Redemption, encode_redemption
 from kai_mesh.core.identity import MemberRecord, NodeSecrets
 from transports.base import MessageReceived, PeerSeen
@@ -116,6 +118,22 @@ async def test_a_verified_hello_binds_the_link_and_opens_it_for_messages() -> No
     events = [transport.events.receive_nowait() for _ in range(2)]
     assert isinstance(events[0], PeerSeen)
     assert events[1] == MessageReceived(node_id=friend.node_id, data=b"envelope")
+
+
+async def test_a_name_from_an_announce_is_checked_against_the_member_record() -> None:
+    friend = NodeSecrets.generate(os.urandom)
+    transport, _ = make([friend])
+    transport._on_announce(b"d" * 16, announce_data(MESH, friend.node_id, "alice"))
+    assert transport.resolve_name("alice") == friend.node_id  # only a claim so far
+    _, fake = inbound(transport, friend.rns_public)
+    record = MemberRecord.create(friend, "bob", MESH)
+    transport._on_frame(fake.link_id, bytes([HELLO]) + record.to_bytes())
+    await transport.confirm_name(friend.node_id, "bob")  # what its record says: fine
+    with pytest.raises(NameMismatch, match="'alice' but its member record names it 'bob'"):
+        await transport.confirm_name(friend.node_id, "alice")
+    assert transport.resolve_name("alice") is None  # the false claim is not used again
+    assert transport.resolve_name("bob") == friend.node_id
+    assert transport.counters()["name_mismatch"] == 1
 
 
 async def test_hellos_that_prove_nothing_close_the_link() -> None:
