@@ -191,7 +191,7 @@ class GovernanceService:
     ) -> bytes:
         """A proposal by this node on the head, carrying its vote; returns its id.
         Raises `UsageError` (not an admin, bad kind or body, ...)."""
-        gov = self._need()
+        gov = self.machine()
         if type(expires_in) is not int or expires_in <= 0:
             raise UsageError("expires_in: a positive whole number of seconds")
         now = self.now()
@@ -203,7 +203,7 @@ class GovernanceService:
 
     async def vote(self, proposal_id: bytes) -> None:
         """This node's vote for an open proposal. Raises `UsageError`."""
-        gov = self._need()
+        gov = self.machine()
         async with self._lock:
             data = gov.vote(self._secrets, proposal_id, self.now())
             await self._persist([data])
@@ -218,7 +218,7 @@ class GovernanceService:
 
     def _changed(self) -> None:
         # Compared whole, not by head: a redeemed invite admits a member without moving the head.
-        state = self._need().state
+        state = self.machine().state
         if state == self._seen:
             return
         self._seen = state
@@ -240,7 +240,7 @@ class GovernanceService:
     async def _take(
         self, records: list[bytes], origin: bytes | None, *, broadcast: bool = False
     ) -> list[Outcome]:
-        gov = self._need()
+        gov = self.machine()
         async with self._lock:
             outcomes = [gov.receive(r) for r in records]
             new = [r for r, o in zip(records, outcomes, strict=True) if o.stored]
@@ -315,7 +315,7 @@ class GovernanceService:
         if kind != MSG_RECORDS:
             self.counters["frames_refused"] += 1
             return
-        gov = self._need()
+        gov = self.machine()
         vouched = [record for record in body if gov.vouched(record)]
         self.counters["broadcast_unvouched"] += len(body) - len(vouched)
         if vouched:
@@ -347,7 +347,7 @@ class GovernanceService:
 
     async def on_frame(self, node_id: bytes, data: bytes) -> None:
         """A governance frame from a peer (the link proved `node_id`)."""
-        gov = self._need()
+        gov = self.machine()
         self.counters["frames_received"] += 1
         try:
             kind, body = decode_frame(data)
@@ -383,7 +383,8 @@ class GovernanceService:
             return fn(*args)
         return await trio.to_thread.run_sync(fn, *args)
 
-    def _need(self) -> Governance:
+    def machine(self) -> Governance:
+        """The machine; raises `UsageError` before `start`."""
         if self.gov is None:
             raise UsageError("governance is not open yet")
         return self.gov

@@ -16,8 +16,8 @@ from kai_mesh.client import ControlError
 from kai_mesh.core.address import NODE_ID_BYTES
 from kai_mesh.core.errors import KaiMeshError, UsageError
 from kai_mesh.core.gov_wire import KINDS
-from kai_mesh.core.governance import Governance, LogEntry, ProposalStatus
-from kai_mesh.runtime.governance import GovernanceService
+from kai_mesh.core.governance import LogEntry, ProposalStatus
+from kai_mesh.runtime.governance import DEFAULT_EXPIRY, GovernanceService
 
 METHODS = frozenset(
     {"gov_propose", "gov_vote", "gov_revoke", "gov_proposals", "gov_policy", "gov_log"}
@@ -45,23 +45,23 @@ async def governance_method(
             body = params.get("body", {})
             if not isinstance(body, dict):
                 raise UsageError("body: expected a map")
-            return _proposal(gov, await _propose(gov, kind, body, params))
+            return _proposal(gov, await propose_from(gov, kind, body, params))
         if method == "gov_revoke":
             if cut_for is None:
                 raise UsageError("revocations need the replicated state, which is not open")
             node_id = _node(params.get("node"), node_named)
             body = {"node_id": node_id, "cut": cut_for(node_id)}
-            return _proposal(gov, await _propose(gov, "node_revocation", body, params))
+            return _proposal(gov, await propose_from(gov, "node_revocation", body, params))
         if method == "gov_vote":
             pid = _find(gov, params.get("id"))
             await gov.vote(pid)
             return _proposal(gov, pid)
         if method == "gov_proposals":
-            machine = _machine(gov)
+            machine = gov.machine()
             threshold = machine.state.threshold
             return [plain_proposal(p, threshold) for p in machine.proposals(gov.now())]
         if method == "gov_policy":
-            state = _machine(gov).state
+            state = gov.machine().state
             return {
                 "policy": dict(state.policy),
                 "config": dict(state.config),
@@ -71,19 +71,18 @@ async def governance_method(
                 "shutdown_reason": state.shutdown_reason,
             }
         if method == "gov_log":
-            return [plain_log(e) for e in _machine(gov).log()]
+            return [plain_log(e) for e in gov.machine().log()]
     except (UsageError, KaiMeshError) as exc:
         raise ControlError("bad_request", str(exc)) from None
     raise ControlError("unknown_method", f"unknown method {method!r}")
 
 
-async def _propose(
+async def propose_from(
     gov: GovernanceService, kind: str, body: dict[str, Any], params: dict[str, Any]
 ) -> bytes:
+    """Propose with the request's `expires_in`, or the default when it is missing or null."""
     expires_in = params.get("expires_in")
-    if expires_in is None:
-        return await gov.propose(kind, body)
-    return await gov.propose(kind, body, expires_in)
+    return await gov.propose(kind, body, DEFAULT_EXPIRY if expires_in is None else expires_in)
 
 
 def _node(text: object, node_named: NodeNamed | None) -> bytes:
@@ -104,18 +103,12 @@ def _node(text: object, node_named: NodeNamed | None) -> bytes:
     return found
 
 
-def _machine(gov: GovernanceService) -> Governance:
-    if gov.gov is None:
-        raise UsageError("governance is not open yet")
-    return gov.gov
-
-
 def _find(gov: GovernanceService, text: object) -> bytes:
     """A proposal id from its hex, or a unique hex prefix of it."""
     if not isinstance(text, str) or not text:
         raise UsageError("id: give a proposal id (hex, or a unique prefix)")
     text = text.lower()
-    matches = [p.id for p in _machine(gov).proposals() if p.id.hex().startswith(text)]
+    matches = [p.id for p in gov.machine().proposals() if p.id.hex().startswith(text)]
     if not matches:
         raise UsageError(f"no proposal {text} here")
     if len(matches) > 1:
@@ -125,7 +118,7 @@ def _find(gov: GovernanceService, text: object) -> bytes:
 
 
 def _proposal(gov: GovernanceService, pid: bytes) -> dict[str, Any]:
-    machine = _machine(gov)
+    machine = gov.machine()
     for p in machine.proposals(gov.now()):
         if p.id == pid:
             return plain_proposal(p, machine.state.threshold)

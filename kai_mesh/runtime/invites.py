@@ -32,11 +32,11 @@ from kai_mesh.config import Config, NodePaths
 from kai_mesh.core.errors import KaiMeshError, UsageError
 from kai_mesh.core.genesis import Genesis
 from kai_mesh.core.gov_wire import InviteSecret, parse_redemption
-from kai_mesh.core.governance import Governance
 from kai_mesh.core.identity import node_id_of
 from kai_mesh.core.invite_token import MAX_REACH, encode_token, split_host_port
 from kai_mesh.nodefiles import claim_path, write_private
 from kai_mesh.runtime.governance import GovernanceService
+from kai_mesh.runtime.governance_control import propose_from
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +125,7 @@ async def _invite(
     reach = _check_reach(params.get("reach"))
     seed = os.urandom(32)
     body = {"invite_key": InviteSecret(seed).verify_key, "role": role}
-    expires_in = params.get("expires_in")
-    if expires_in is None:
-        pid = await gov.propose("node_authorization", body)
-    else:
-        pid = await gov.propose("node_authorization", body, expires_in)
+    pid = await propose_from(gov, "node_authorization", body, params)
     await trio.to_thread.run_sync(_keep_seed, paths, pid, seed)
     return await _report(gov, paths, config, genesis, pid, reach)
 
@@ -163,7 +159,7 @@ async def _report(
 ) -> dict[str, Any]:
     """What became of invite `pid`: status (certified, open, expired, orphaned, refused,
     redeemed), votes still needed, and the token once certified and not yet taken."""
-    machine = _machine(gov)
+    machine = gov.machine()
     seed = await trio.to_thread.run_sync((paths.data_dir / INVITES_DIR / pid.hex()).read_bytes)
     status = next((p for p in machine.proposals(gov.now()) if p.id == pid), None)
     if status is None:
@@ -191,12 +187,6 @@ async def _report(
         result["token"] = encode_token(genesis, seed, tcp)
         result["reach"] = tcp
     return result
-
-
-def _machine(gov: GovernanceService) -> Governance:
-    if gov.gov is None:
-        raise UsageError("governance is not open yet")
-    return gov.gov
 
 
 def _check_reach(value: object) -> list[str] | None:

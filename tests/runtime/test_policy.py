@@ -36,7 +36,7 @@ from kai_mesh.runtime.node import Node
 from kai_mesh.runtime.policy import GovernanceEnforcer
 from kai_mesh.runtime.store import Store
 from tests.runtime.test_remote import ask, mesh
-from transports.memory import LinkProfile
+from transports.memory import LinkProfile, MemoryNetwork
 
 ECHO = AgentSpec(name="echo", source="entry:echo")
 BUSY = AgentSpec(name="busy", source="class:tests.runtime.agents_for_tests:BusyAgent", timeout=30)
@@ -373,3 +373,33 @@ async def test_lxmf_guest_intents_follow_the_policy_live() -> None:
     enforcer.on_state(fold(policy=policy))  # removed from the policy: the configured list
     assert transport.guest_intents == frozenset({"echo", "sysinfo"})
     assert await transport._guest_answer(guest, b"echo echo 1") == '"ok"'
+
+
+async def test_a_must_arrive_critical_send_is_held_to_critical_roles_before_the_outbox() -> None:
+    with tempfile.TemporaryDirectory(prefix="km-") as home:
+        paths = _init_node(Path(home))
+        files = NodeFiles.load(paths)
+        net = MemoryNetwork(seed=3)
+        transport = net.transport(files.secrets.node_id, "pi1")
+        node = Node(paths, load_config(paths.config_file), files, [transport])
+        away = os.urandom(16).hex()  # a node that is not here now: the outbox keeps it
+        params = {
+            "to": f"kai://{away}/echo",
+            "intent": "echo",
+            "payload": 1,
+            "priority": "critical",
+            "must_arrive": True,
+        }
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(15):
+                await nursery.start(node.run)
+            await node.governance.propose("policy_update", {"critical_roles": ["admin"]})
+            with pytest.raises(ControlError) as refused:
+                await node.handle("send", params)
+            assert refused.value.code == "forbidden" and "critical_roles" in str(refused.value)
+            assert await node.handle("outbox", {"all": True}) == []  # nothing was committed
+            await node.governance.propose("policy_update", {"critical_roles": ["member"]})
+            queued = await node.handle("send", params)
+            assert queued["message_id"]
+            assert len(await node.handle("outbox", {"all": True})) == 1
+            nursery.cancel_scope.cancel()
