@@ -10,6 +10,7 @@ Inbound, every `MessageReceived` is decoded by the core's `EnvelopeDecoder` (siz
 fields, signature, expiry, replay); an unsigned envelope must come from the node it names as its
 sender. Replies wake their waiter; requests go to the local bus in their own task, so a slow agent
 never holds up the transport's event stream, and the reply goes back the way the request came.
+A reply that is late is asked for, and one that was lost is sent again (runtime/lost_replies.py).
 Every refusal is counted by reason (`kai-mesh status`), never raised into the node. A request the
 governance policy forbids (`admit`, runtime/policy.py: `critical` from a role not in
 `critical_roles`) gets a `forbidden` error reply, judged by the node the link proved, and is
@@ -33,7 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -51,6 +52,7 @@ from kai_mesh.core.errors import (
 )
 from kai_mesh.core.frames import (
     FRAME_ACKS,
+    FRAME_ASK,
     FRAME_DELIVER,
     FRAME_ENVELOPE,
     FRAME_GOVERNANCE,
@@ -66,6 +68,7 @@ from kai_mesh.runtime.delivery import Outbox
 from kai_mesh.runtime.egress import AirtimeShed, Egress
 from kai_mesh.runtime.governance import GovernanceService
 from kai_mesh.runtime.liveness import Liveness
+from kai_mesh.runtime.lost_replies import LostReplies, Waiter, asks_over, first_wait
 from kai_mesh.runtime.state import StateService
 from kai_mesh.runtime.store import OutboxRow, Store
 from transports.base import (
@@ -82,13 +85,6 @@ log = logging.getLogger(__name__)
 LocalHandler = Callable[[StandardMessage, float | None], Awaitable[StandardMessage]]
 ErrorReply = Callable[[StandardMessage, str, str], StandardMessage]
 StoreAndForward = Callable[[bytes, bytes], Awaitable[bool]]
-
-
-@dataclass(eq=False)
-class _Waiter:
-    node_id: bytes
-    done: trio.Event = field(default_factory=trio.Event)
-    reply: StandardMessage | None = None
 
 
 class RemoteRouter:
@@ -129,7 +125,8 @@ class RemoteRouter:
                 bind_local(local)
         self.refused: dict[str, int] = {}
         self.counters = {"sent": 0, "received": 0, "replies": 0, "queued": 0, "late_replies": 0}
-        self._waiting: dict[bytes, _Waiter] = {}
+        self._waiting: dict[bytes, Waiter] = {}
+        self.lost = LostReplies(self.egress, self._count, self._refuse, self._peer_bitrate)
         self._queued: dict[bytes, tuple[bytes, int]] = {}  # message id -> (node id, expires_at)
         self._nursery: trio.Nursery | None = None
 
@@ -148,6 +145,9 @@ class RemoteRouter:
 
     def _refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
 
     # ---- outbound ---------------------------------------------------------------------------
 
@@ -192,7 +192,7 @@ class RemoteRouter:
             except NameMismatch as exc:
                 return self.error_reply(message, "unknown_node", str(exc))
             limit = max(0.0, limit - (trio.current_time() - started))
-        waiter = self._waiting[message.message_id] = _Waiter(node_id)
+        waiter = self._waiting[message.message_id] = Waiter(node_id)
         # Every transport proves both ends (a verified link, an LXMF signature over a member
         # record): the envelope leaves their node ids out (core.envelope.LinkEnds).
         data = encode(message, link=LinkEnds(sender=self.node_id, receiver=node_id))
@@ -210,10 +210,10 @@ class RemoteRouter:
                 else:
                     sent = True
                     self.counters["sent"] += 1
-                    await waiter.done.wait()
+                    await self._await_reply(transport, waiter, message, data)
         finally:
             del self._waiting[message.message_id]
-        if waiter.reply is not None:
+        if isinstance(waiter.reply, StandardMessage):
             return waiter.reply
         # Not sent, or sent on a link that may be dead (a peer killed a moment ago still has a
         # link that looks alive): leave it with store-and-forward. A copy that did arrive is
@@ -224,6 +224,18 @@ class RemoteRouter:
         if not sent and failure is not None:
             return self.error_reply(message, "unreachable", failure)
         return self.error_reply(message, "timeout", f"no reply from {to.node} in time")
+
+    async def _await_reply(
+        self, transport: Transport, waiter: Waiter, message: StandardMessage, data: bytes
+    ) -> None:
+        """Wait for the reply; over a link, ask for it when it is late (core.reply_asks)."""
+        if not asks_over(transport):
+            await waiter.done.wait()
+            return
+        first = first_wait(transport, waiter.node_id, self._peer_bitrate(transport, waiter.node_id))
+        await self.lost.await_reply(
+            transport, waiter, message.message_id, data, message.priority, first
+        )
 
     async def _store_and_forward(
         self, message: StandardMessage, node_id: bytes, data: bytes
@@ -342,6 +354,10 @@ class RemoteRouter:
                     bitrate = self._bitrate(transport, event.peer.interface)
                     self.liveness.watch(event.peer.node_id, event.peer.rtt, bitrate)
 
+    def _peer_bitrate(self, transport: Transport, node_id: bytes) -> int | None:
+        interface = next((p.interface for p in transport.peers() if p.node_id == node_id), None)
+        return self._bitrate(transport, interface)
+
     @staticmethod
     def _bitrate(transport: Transport, interface: str | None) -> int | None:
         rates = [i.bitrate for i in transport.interfaces() if i.name == interface or not interface]
@@ -362,6 +378,10 @@ class RemoteRouter:
             self._on_deliver(transport, event)
         elif kind == FRAME_ACKS:
             self._on_acks(event)
+        elif kind == FRAME_ASK and self._nursery is not None:
+            self._nursery.start_soon(
+                self.lost.on_ask, transport, event.node_id, event.data, self._waiting
+            )
         elif kind == FRAME_SWIM and self.liveness is not None:
             self.liveness.on_swim(event.node_id, event.data)
         elif kind == FRAME_HEARTBEAT and self.liveness is not None:
@@ -454,8 +474,10 @@ class RemoteRouter:
             self.counters["replies"] += 1
             waiter.reply = message
             waiter.done.set()
+            waiter.poke()
             return
         assert self._nursery is not None
+        self.lost.serving(event.node_id, message.message_id, message.expires_at, message.priority)
         self._nursery.start_soon(self._serve, transport, event.node_id, message)
 
     async def _outbox_reply(self, node_id: bytes, message: StandardMessage) -> None:
@@ -481,7 +503,8 @@ class RemoteRouter:
             reply = await self.local(message, None)
         try:
             ends = LinkEnds(sender=self.node_id, receiver=node_id)
-            await self.egress.send(transport, node_id, encode(reply, link=ends), reply.priority)
+            data = encode(reply, link=ends)
+            await self.lost.send_reply(transport, node_id, message.message_id, data, reply.priority)
         except (TransportError, UsageError) as exc:
             log.info("could not send the reply to %s: %s", node_id.hex(), exc)
 

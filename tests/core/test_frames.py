@@ -216,9 +216,10 @@ def test_frame_kind_refusals() -> None:
     assert frame_kind(b"\x01anything") == FRAME_ENVELOPE
     assert frame_kind(b"\x14") == 0x14  # state sync (core.state_wire)
     assert frame_kind(b"\x15") == 0x15  # governance sync (runtime.governance)
+    assert frame_kind(b"\x16") == 0x16  # asking for a lost reply (core.reply_asks)
     with pytest.raises(Truncated):
         frame_kind(b"")
-    for first in (0x00, 0x02, 0x0F, 0x16, 0xFF):
+    for first in (0x00, 0x02, 0x0F, 0x17, 0xFF):
         with pytest.raises(UnknownVersion):
             frame_kind(bytes([first]))
 

@@ -142,3 +142,90 @@ async def test_bad_envelopes_are_counted_by_reason(autojump_clock: object) -> No
         assert a.router.refused["envelope.unexpected_reply"] >= 1
         ok = await a.bus.request(ask(a, "kai://b/echo", 2), 10)  # b serves on, unharmed
         assert ok.payload == 2
+
+
+# A lost reply or request is asked for (core.reply_asks) rather than waited out.
+
+
+def _drop_first(peer: Peer, kind: int) -> list[bytes]:
+    """Make `peer`'s transport lose the first frame of `kind` it sends; returns what it lost."""
+    real = peer.transport.send
+    lost: list[bytes] = []
+
+    async def lossy(node_id: bytes, data: bytes) -> None:
+        if data[0] == kind and not lost:
+            lost.append(data)
+            return
+        await real(node_id, data)
+
+    peer.transport.send = lossy  # type: ignore[method-assign]
+    return lost
+
+
+async def test_a_lost_reply_is_asked_for_and_sent_again(autojump_clock: object) -> None:
+    async with mesh(["a", "b"], LinkProfile(latency=0.05)) as peers:
+        a, b = peers["a"], peers["b"]
+        lost = _drop_first(b, 0x01)
+        start = trio.current_time()
+        reply = await a.bus.request(ask(a, "kai://b/echo", {"x": 1}), 60)
+        assert reply.payload == {"x": 1} and lost
+        assert trio.current_time() - start < 10  # the first ask goes after 2 s, not the deadline
+        assert a.router.counters["asks_sent"] == 1
+        assert b.router.counters["replies_resent"] == 1
+        assert b.router.counters["received"] == 1  # the agent ran once
+        assert "requests_resent" not in a.router.counters
+
+
+async def test_a_lost_request_is_sent_again_when_the_peer_never_got_it(
+    autojump_clock: object,
+) -> None:
+    async with mesh(["a", "b"], LinkProfile(latency=0.05)) as peers:
+        a, b = peers["a"], peers["b"]
+        lost = _drop_first(a, 0x01)
+        reply = await a.bus.request(ask(a, "kai://b/echo", 5), 60)
+        assert reply.payload == 5 and lost
+        assert a.router.counters["requests_resent"] == 1
+        assert b.router.counters["received"] == 1
+        assert "replies_resent" not in b.router.counters
+
+
+async def test_a_slow_agent_is_asked_after_but_never_sent_the_request_twice(
+    autojump_clock: object,
+) -> None:
+    async with mesh(["a", "b"], LinkProfile(latency=0.05)) as peers:
+        a, b = peers["a"], peers["b"]
+        served = 0
+        fast = b.router.local
+
+        async def slow(message: StandardMessage, within: float | None) -> StandardMessage:
+            nonlocal served
+            served += 1
+            await trio.sleep(40)
+            return await fast(message, within)
+
+        b.router.local = slow
+        start = trio.current_time()
+        reply = await a.bus.request(ask(a, "kai://b/echo", "late"), 120)
+        assert reply.payload == "late" and served == 1
+        assert 40 <= trio.current_time() - start < 41  # the reply went at once when ready
+        # Asks backed off (2, 4, 8, 16 s...): a handful, each told WORKING.
+        assert 2 <= a.router.counters["asks_sent"] <= 5
+        assert "requests_resent" not in a.router.counters
+        assert "replies_resent" not in b.router.counters
+
+
+async def test_a_request_the_peer_refuses_is_resent_a_bounded_number_of_times(
+    autojump_clock: object,
+) -> None:
+    async with mesh(["a", "b"], LinkProfile(latency=0.05)) as peers:
+        a, b = peers["a"], peers["b"]
+        real = b.router._on_message
+
+        def deaf(transport: object, event: object) -> None:  # b drops every request unread
+            pass
+
+        b.router._on_message = deaf  # type: ignore[method-assign,assignment]
+        reply = await a.bus.request(ask(a, "kai://b/echo", 1), 120)
+        assert reply.payload["code"] == "timeout"
+        assert a.router.counters["requests_resent"] == 2
+        b.router._on_message = real  # type: ignore[method-assign]
