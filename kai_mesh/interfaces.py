@@ -5,7 +5,8 @@ own key names (`spreading_factor`, `tx_power`…); `parse_reticulum` and `parse_
 every key and raise a one-line `ConfigError` naming the file, the interface and the key.
 `render_rns_config` then writes the text RNS reads from its config directory, with RNS's names
 (`spreadingfactor`, `txpower`…). Rendering, not passing RNS a dict, keeps this module free of
-`RNS` (only `transports.reticulum` imports it) and leaves a file an operator can read.
+`RNS` (only `transports.reticulum` and its private `_rns_*` modules import it) and leaves a file
+an operator can read.
 
 RNS's config reader fails silently, so the renderer always writes what LAB.md found missing:
 `enabled = yes` on every interface (without it RNS creates nothing), `share_instance = No` (else a

@@ -1,0 +1,44 @@
+"""When the Reticulum transport gives up waiting and asks again: pure timing, no RNS, no trio.
+
+Two requests can vanish without RNS ever saying so, and the transport repeats them itself:
+
+- A link request can be lost without a word (RNS discards the result of sending it; seen on veth
+  under load), and RNS gives up on it only after its own estimate, 12 s on a LAN. On a fast
+  one-hop path the transport waits 2, then 3 s (`FAST_LINK_WAIT + attempt`, never longer than
+  RNS's estimate) before asking again; its last of `LINK_TRIES` requests, and every request
+  anywhere else, waits RNS's estimate (at least 2 s, at most `LINK_WAIT`): a link that is slow to
+  set up on a loaded LAN is still made, rather than given up after 9 s.
+- RNS drops the path of a link that closes, and a path request lost (in a partition) is never
+  asked again. On fast interfaces the transport asks again every `FAST_LINK_WAIT` s for up to
+  `PATH_WAIT` s, so a heal is seen at once; with a radio among them it asks only once.
+
+The transport reads the bitrates, hop count and RNS's estimate and passes them in, so these rules
+are tested with plain numbers (`tests/transports/test_reticulum_retry.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+RADIO_BITRATE = 1_000_000  # below this an interface counts as a radio: links closed sooner
+LINK_WAIT = 20.0  # longest wait for a link to establish, then for its handshake
+FAST_LINK_WAIT = 2.0  # first wait for a link on a fast one-hop path (then 3 s)
+LINK_TRIES = 3  # link requests per attempt to reach a peer; the last waits RNS's estimate
+PATH_WAIT = 15.0  # longest wait for a path to a peer
+
+
+def establish_wait(rns_estimate: float, bitrate: float | None, hops: int, attempt: int) -> float:
+    """Seconds to wait for link request number `attempt` (from 0) to establish before dropping
+    it: `rns_estimate` is RNS's own establishment timeout for it, `bitrate` that of the next hop's
+    interface (None if unknown: not fast) and `hops` the path's length."""
+    rns_limit = min(LINK_WAIT, rns_estimate)
+    if (bitrate or 0) >= RADIO_BITRATE and hops <= 1 and attempt < LINK_TRIES - 1:
+        return min(rns_limit, FAST_LINK_WAIT + attempt)
+    return max(2.0, rns_limit)
+
+
+def path_request_interval(bitrates: Iterable[float | None]) -> float:
+    """Seconds between two requests for the same path, given the bitrates of every interface
+    (None if unknown: not fast). `PATH_WAIT`, the whole wait, means: ask once."""
+    fast = all((bitrate or 0) >= RADIO_BITRATE for bitrate in bitrates)
+    return FAST_LINK_WAIT if fast else PATH_WAIT
