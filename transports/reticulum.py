@@ -319,7 +319,9 @@ class ReticulumTransport(_RnsLinks):
         if scope.cancelled_caught:
             raise TransportError(f"no answer from {node_id.hex()} within 15 s")
         rtt = trio.current_time() - started
-        peer = self._peers[node_id]
+        peer = self._peers.get(node_id)
+        if peer is None:  # forgotten (revoked) while the ping was out
+            raise TransportError(f"node {node_id.hex()} is no longer a peer")
         peer.rtt = rtt
         hops = RNS.Transport.hops_to(peer.destination_hash)
         return PingResult(rtt=rtt, hops=None if hops == RNS.Transport.PATHFINDER_M else hops)
@@ -434,7 +436,8 @@ class ReticulumTransport(_RnsLinks):
                 if peer.boot is not None:
                     # Nor of our link: what we send on it would be lost until RNS times it out.
                     self.reset_link(node_id)
-            peer.destination_hash, peer.claimed_name, peer.last_heard = destination_hash, name, now
+            peer.destination_hash, peer.last_heard = destination_hash, now
+            peer.claimed_name = name[:32]  # as when first heard: a name resolves the same way
         peer.boot = boot
         self._emit(PeerSeen(peer=self._peer_info(peer)))
         heard = fields[5] if len(fields) > 5 else None

@@ -87,6 +87,16 @@ async def test_announces_of_other_meshes_and_untrusted_nodes_are_counted_not_kep
     assert isinstance(event, PeerSeen) and event.peer.node_id == friend.node_id
 
 
+async def test_a_long_claimed_name_is_cut_the_same_way_on_every_announce() -> None:
+    friend = NodeSecrets.generate(os.urandom)
+    transport, _ = make([friend])
+    long_name = "n" * 40
+    for _ in range(2):  # first heard, then heard again
+        transport._on_announce(b"d" * 16, announce_data(MESH, friend.node_id, long_name))
+        assert transport.resolve_name(long_name[:32]) == friend.node_id
+        assert transport.resolve_name(long_name) is None
+
+
 async def test_an_announce_carries_the_governance_digest_to_whoever_listens() -> None:
     friend, stranger = NodeSecrets.generate(os.urandom), NodeSecrets.generate(os.urandom)
     transport, _ = make([friend])
