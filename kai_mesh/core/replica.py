@@ -15,9 +15,14 @@ raises for bad input, counting each refusal by reason:
    beyond the next waits for its predecessors;
 5. ownership: the update adds items under no client id but the stream's own (deleting others'
    items is fine);
-6. pycrdt applies it; a decoding error is "bad_update", and after any other failure (pycrdt
-   raises `RuntimeError` on some malformed updates, and a `PanicException`, a BaseException, on
-   others) the doc is rebuilt from the accepted logs, since it may hold part of the update.
+6. the entry joins the log, and pycrdt applies it once the doc holds every item its update
+   names (origins, parents, deleted items: `ydoc.update_refs`); until then it is **held back**,
+   with its stream's later entries. (pycrdt would keep it pending, but what it then shows, such
+   as deletions done early, depends on the order updates came in; taking only whole updates,
+   the doc is the same for the same logs.) An unreadable update is "bad_update", and after any
+   other failure (pycrdt raises `RuntimeError` on some malformed updates, and a
+   `PanicException`, a BaseException, on others) the doc is rebuilt from the logs, since it may
+   hold part of the update; a held entry failing so leaves the log with its stream's later ones.
 
 A fork, foreign items or a bad update quarantine the stream (its later entries are refused) and
 are kept as `Evidence`; so is a header claiming a client id another node claimed first.
@@ -27,13 +32,18 @@ still listing one is sent the evidence, which makes it quarantine the stream too
 `set_revoked` takes the governance fold's revocations: held entries past a cut are dropped and
 the doc rebuilt, so a node that applied them before it learned of the revocation ends with the
 same doc as one that never did; a quarantine for a fault past the cut is lifted, as a node that
-learned first never sees that fault. A revoked node's own replica refuses to write.
+learned first never sees that fault. A revoked node's own replica refuses to write. Another
+node's entry built on one past a cut is held back for good, on every node alike (`held_back`):
+kept in the log, since it is valid and peers sync it, but never in the doc. So are its stream's
+later entries, and a node whose own stream is held back refuses to write on it: it must open a
+new stream (a fresh client id) to write again.
 
 Callers read `replica.doc`, and should fetch it afresh each time: a rebuild replaces it.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -41,7 +51,7 @@ from typing import Any, TypeAlias
 import pycrdt
 from pycrdt import Doc, TransactionEvent
 
-from kai_mesh.core.errors import BadSignature, ProtocolError, UsageError
+from kai_mesh.core.errors import BadSignature, Malformed, ProtocolError, UsageError
 from kai_mesh.core.identity import NodeSecrets, verify
 from kai_mesh.core.revocation import Revocation, Revocations, keep_after_revocation
 from kai_mesh.core.state_sync import (
@@ -72,6 +82,7 @@ from kai_mesh.core.state_wire import (
     parse_entry,
     state_digest,
 )
+from kai_mesh.core.ydoc import UpdateRefs, update_refs
 
 MAX_PENDING = 10_000
 MAX_EVIDENCE = 1_000
@@ -145,12 +156,26 @@ class Replica:
         self.doc: YDoc = Doc(client_id=self.client_id)
         self._capture: list[bytes] | None = None
         self.doc.observe(self._on_commit)
+        self._in_doc: dict[int, int] = {}  # client id -> how many of its log entries it holds
+        self._clocks: dict[int, int] = {}  # the doc's state vector (it holds no pending update)
+        self._waiting_on: dict[int, set[int]] = {}  # client id -> streams held back for it
+        self._last_read: tuple[bytes, tuple[bytes, UpdateRefs]] | None = None
 
     def _on_commit(self, event: TransactionEvent) -> None:
         if self._capture is not None:
             self._capture.append(event.update)
 
     # Local writes ---------------------------------------------------------------------------------
+
+    def own_stream_blocked(self) -> str | None:
+        """Why this node may not write on its stream any more (it must open a new one), or
+        None. Held back: its next clocks are taken by entries no doc may ever hold (they built
+        on items the doc lacks, such as a revoked node's past its cut)."""
+        if self.client_id in self.quarantined:
+            return "quarantined"
+        if self._in_doc.get(self.client_id, 0) < len(self._hashes.get(self.client_id, ())):
+            return "held back"
+        return None
 
     def transact(self, edit: Callable[[YDoc], None]) -> list[bytes]:
         """Run `edit(doc)` in one transaction; its update becomes our stream's next entry.
@@ -160,12 +185,13 @@ class Replica:
         logs (it may hold part of the edit) and the exception propagates.
 
         Raises:
-            UsageError: our own stream is quarantined, or the edit imported other clients' items
-                (a foreign update is imported by re-doing it as local edits), or the update is
+            UsageError: our own stream is quarantined or held back (`held_back`: open a new
+                stream), or the edit imported other clients' items (a foreign update is imported
+                by re-doing it as local edits) or named items no doc holds, or the update is
                 larger than a record can be.
         """
-        if self.client_id in self.quarantined:
-            raise UsageError("our own stream is quarantined: open a new stream (client id)")
+        if (blocked := self.own_stream_blocked()) is not None:
+            raise UsageError(f"our own stream is {blocked}: open a new stream (client id)")
         if self.secrets.node_id in self._revoked:
             raise UsageError("this node is revoked: it may no longer write the replicated state")
         captured: list[bytes] = []
@@ -185,6 +211,14 @@ class Replica:
         try:
             if foreign_items(update, self.client_id):
                 raise UsageError("the edit brought in items of other client ids")
+            try:
+                refs: UpdateRefs | None = update_refs(update)
+            except Malformed:
+                refs = None
+            if refs is None or refs.lacks(self._clocks) is not None:
+                raise UsageError(  # pycrdt makes one, given a text index inside a character
+                    "the edit made an update that names items no doc holds: nothing was written"
+                )
             entry = Entry(
                 self.client_id, len(hashes) + 1, hashes[-1] if hashes else ZERO_HASH, update
             )
@@ -197,6 +231,9 @@ class Replica:
             self._headers[self.client_id] = self._own_header
             records.append(self._own_header)
         self._append(self.client_id, data, entry_hash(data))
+        self._in_doc[self.client_id] = len(self._hashes[self.client_id])
+        if woken := self._advance(refs):  # a peer may name our items before we write them
+            self._integrate(woken, Received())
         return [*records, data]
 
     # Ingress --------------------------------------------------------------------------------------
@@ -285,6 +322,7 @@ class Replica:
             return None
         try:
             foreign = foreign_items(entry.update, client_id)
+            self._read(record)
         except _EXITS:
             raise
         except BaseException:
@@ -293,10 +331,9 @@ class Replica:
         if foreign:
             self._convict("foreign_items", client_id, (record,), out)
             return None
-        if not self._apply_foreign(client_id, entry.update, record, out):
-            return None
         self._append(client_id, record, entry_hash(record))
         out.entries.append(record)
+        self._integrate([client_id], out)
         return client_id
 
     def _key_for(self, node_id: bytes) -> bytes | None:
@@ -305,21 +342,69 @@ class Replica:
         revocation = self._revoked.get(node_id)
         return self.verify_key_for(node_id) if revocation is None else revocation.key
 
-    def _apply_foreign(self, client_id: int, update: bytes, record: bytes, out: Received) -> bool:
+    def _take(self, update: bytes) -> tuple[str, bool] | None:
+        """Apply an update the doc holds every reference of; on failure, the refusal's reason
+        and whether the doc may hold part of it."""
         try:
             _apply(self.doc, update)
-            return True
+            return None
         except ValueError:  # could not decode: nothing was applied
-            self._convict("bad_update", client_id, (record,), out)
+            return "bad_update", False
         except Exception:  # failed while integrating: part of it may be in the doc
-            self._convict("bad_update", client_id, (record,), out)
-            self._rebuild()
+            return "bad_update", True
         except _EXITS:
             raise
         except BaseException:  # pyo3's PanicException
-            self._convict("panic", client_id, (record,), out)
-            self._rebuild()
-        return False
+            return "panic", True
+
+    def _advance(self, refs: UpdateRefs) -> list[int]:
+        """The doc took an update: its clocks move on. Returns the streams that waited for them."""
+        woken: list[int] = []
+        for client, (_, end) in refs.items.items():
+            self._clocks[client] = end
+            woken += self._waiting_on.pop(client, ())
+        return woken
+
+    def _integrate(self, streams: Iterable[int], out: Received | None) -> None:
+        """Move the held entries of `streams` into the doc, in seq order, as far as the doc
+        holds what each refers to; a stream stopped by a lack waits for that client's items.
+
+        An entry that fails now is refused as it would have been on arrival: it and its stream's
+        later entries leave the log, and the stream is quarantined (`out` None: a rebuild, which
+        only counts the failure and stops the stream)."""
+        todo = sorted(set(streams))
+        while todo:
+            client_id = heapq.heappop(todo)
+            log = self._logs.get(client_id, [])
+            while (done := self._in_doc.get(client_id, 0)) < len(log):
+                record = log[done]
+                update, refs = self._read(record)
+                lacking = refs.lacks(self._clocks)
+                if lacking is not None:
+                    self._waiting_on.setdefault(lacking, set()).add(client_id)
+                    break
+                if fault := self._take(update):
+                    if out is None:
+                        self._count("rebuild_failures")
+                        break
+                    dropped = set(log[done:])
+                    del log[done:], self._hashes[client_id][done:]
+                    out.entries = [r for r in out.entries if r not in dropped]
+                    self._convict(fault[0], client_id, (record,), out)  # quarantined
+                    if fault[1]:
+                        self._rebuild()
+                    break
+                self._in_doc[client_id] = done + 1
+                for woken in self._advance(refs):
+                    heapq.heappush(todo, woken)
+
+    def _read(self, record: bytes) -> tuple[bytes, UpdateRefs]:
+        """An entry's update and what it names; the last one is kept, as `_on_entry` reads the
+        entry just before `_integrate` takes it. Raises `Malformed` (an unreadable update)."""
+        if self._last_read is None or self._last_read[0] is not record:
+            update = parse_entry(record)[0].update
+            self._last_read = record, (update, update_refs(update))
+        return self._last_read[1]
 
     def _append(self, client_id: int, record: bytes, digest: bytes) -> None:
         self._logs.setdefault(client_id, []).append(record)
@@ -384,17 +469,11 @@ class Replica:
         self.counters[name] = self.counters.get(name, 0) + 1
 
     def _rebuild(self) -> None:
-        """A fresh doc with every accepted entry applied again, stream by stream in seq order."""
+        """A fresh doc with every accepted entry the doc can hold applied again (see
+        `_integrate`); an entry that fails now is counted and stops its stream."""
         self._count("rebuilds")
         self._new_doc()
-        for client_id in sorted(self._logs):
-            for record in self._logs[client_id]:
-                try:
-                    _apply(self.doc, parse_entry(record)[0].update)
-                except _EXITS:
-                    raise
-                except BaseException:  # an accepted entry that fails now: count it, go on
-                    self._count("rebuild_failures")
+        self._integrate(self._logs, None)
 
     # Revocations ----------------------------------------------------------------------------------
 
@@ -462,6 +541,13 @@ class Replica:
             for c, h in sorted(self._hashes.items())
             if h and self._claims.get(c) == node_id
         }
+
+    def held_back(self) -> dict[int, int]:
+        """client id -> how many of the stream's entries held are not in the doc: they build on
+        items it lacks. For a moment, until another stream's entry arrives; for good, on every
+        node, when they build on a revoked node's entry past its cut."""
+        behind = {c: len(h) - self._in_doc.get(c, 0) for c, h in sorted(self._hashes.items())}
+        return {c: n for c, n in behind.items() if n}
 
     # Reconciliation -------------------------------------------------------------------------------
 

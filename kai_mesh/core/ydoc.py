@@ -20,12 +20,18 @@ most compact update, and longer ones back to front, each item at index 0, which 
 
 `import_values` reads an update made by another Yjs program into plain values; the caller writes
 them as a local transaction of its own node. Foreign structs are never applied to the mesh's doc.
+
+`update_refs` reads what a Yjs v1 update adds (each client's clock range) and what it builds on
+(the items named as origins, right origins and parents, and the items it deletes), without
+applying it. The replica hands pycrdt only updates whose references the doc already holds: what
+pycrdt shows of an update it must keep pending depends on the order updates arrived in.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pycrdt import Array, Doc, Map, Text
@@ -335,3 +341,182 @@ def import_values(update: bytes) -> dict[str, Any]:
         except UsageError as exc:
             raise Malformed(f"update holds a value kai-mesh refuses: {exc}") from None
     return values
+
+
+# What an update builds on ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRefs:
+    """A Yjs v1 update's shape: `items`, client -> (first clock, end clock) of the items it adds;
+    `needs`, client -> the clock a doc must have reached for every item the update refers to
+    (origins, right origins, parents, deleted items) to be there."""
+
+    items: dict[int, tuple[int, int]]
+    needs: dict[int, int]
+
+    def lacks(self, clocks: dict[int, int]) -> int | None:
+        """A client whose items a doc with state vector `clocks` lacks for this update to
+        integrate at once (its own items must also start where the doc's end), or None."""
+        for client, (start, _) in self.items.items():
+            if start != clocks.get(client, 0):
+                return client
+        for client, need in self.needs.items():
+            own = self.items.get(client)
+            if need > (own[1] if own else clocks.get(client, 0)):
+                return client
+        return None
+
+
+_TYPE_WITH_NAME = (3, 5)  # YXmlElement, YXmlHook: their type ref is followed by a name
+_TYPE_REFS = 7  # Array, Map, Text, XmlElement, XmlFragment, XmlHook, XmlText
+
+
+def update_refs(update: bytes) -> UpdateRefs:
+    """Read `update` (Yjs v1: structs, then the delete set) for `UpdateRefs`.
+
+    Raises:
+        Malformed: not a v1 update; or one Yjs could not integrate whole even in a doc holding
+            everything it names (a gap in its clocks, an item naming a later item of its own
+            client); or one holding content kai-mesh never makes and this reader does not know
+            (yrs's move and weak-link extensions).
+    """
+    reader = _Reader(update)
+    items: dict[int, tuple[int, int]] = {}
+    needs: dict[int, int] = {}
+
+    def need(client: int, clock: int, before: tuple[int, int] | None = None) -> None:
+        if before is not None and client == before[0] and clock >= before[1]:
+            raise Malformed("an item in an update names a later item of its own client")
+        needs[client] = max(needs.get(client, 0), clock + 1)
+
+    for _ in range(reader.uint()):
+        count, client = reader.uint(), reader.uint()
+        start = clock = reader.uint()
+        for _ in range(count):
+            info = reader.byte()
+            if info & 0x1F == 10:
+                raise Malformed("an update with a gap in its clocks (a skip)")
+            if info & 0x1F == 0:  # garbage-collected items: a length, nothing named
+                clock += reader.uint()
+                continue
+            if info & 0x80:
+                need(reader.uint(), reader.uint(), (client, clock))
+            if info & 0x40:
+                need(reader.uint(), reader.uint(), (client, clock))
+            if not info & 0xC0:  # no origin to take the parent from: it is named
+                if reader.uint() == 1:
+                    reader.string()  # a root type's name
+                else:
+                    need(reader.uint(), reader.uint(), (client, clock))
+                if info & 0x20:
+                    reader.string()  # the key in a Map
+            clock += _content_length(reader, info & 0x1F)
+        if client in items:
+            raise Malformed("an update lists a client twice")
+        items[client] = (start, clock)
+    for _ in range(reader.uint()):
+        client = reader.uint()
+        for _ in range(reader.uint()):
+            clock, length = reader.uint(), reader.uint()
+            if length:
+                need(client, clock + length - 1)
+    if reader.pos != len(update):
+        raise Malformed("bytes after the end of an update")
+    return UpdateRefs(items, needs)
+
+
+def _content_length(reader: _Reader, kind: int) -> int:
+    """Skip one item's content; its length in clocks (a string counts UTF-16 code units)."""
+    if kind == 1:  # deleted
+        return reader.uint()
+    if kind == 2:  # JSON
+        count = reader.uint()
+        for _ in range(count):
+            reader.string()
+        return count
+    if kind == 3:  # binary
+        reader.skip(reader.uint())
+    elif kind == 4:  # string
+        return len(reader.string().encode("utf-16-le", "surrogatepass")) // 2
+    elif kind == 5:  # embed
+        reader.string()
+    elif kind == 6:  # format: key, JSON value
+        reader.string()
+        reader.string()
+    elif kind == 7:  # type
+        ref = reader.uint()
+        if ref >= _TYPE_REFS:
+            raise Malformed(f"unknown type ref {ref} in an update")
+        if ref in _TYPE_WITH_NAME:
+            reader.string()
+    elif kind == 8:  # Any values
+        count = reader.uint()
+        for _ in range(count):
+            reader.any()
+        return count
+    elif kind == 9:  # sub-document: guid, options
+        reader.string()
+        reader.any()
+    else:
+        raise Malformed(f"unknown item content {kind} in an update")
+    return 1
+
+
+class _Reader:
+    """lib0 decoding, only as far as skipping over values goes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            raise Malformed("an update ends early")
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def uint(self) -> int:
+        value = shift = 0
+        while (byte := self.byte()) & 0x80:
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if shift > 63:
+                raise Malformed("a number in an update is too long")
+        return value | byte << shift
+
+    def skip(self, n: int) -> None:
+        if self.pos + n > len(self.data):
+            raise Malformed("an update ends early")
+        self.pos += n
+
+    def string(self) -> str:
+        n = self.uint()
+        start = self.pos
+        self.skip(n)
+        try:
+            return self.data[start : self.pos].decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            raise Malformed("a string in an update is not UTF-8") from None
+
+    def any(self) -> None:
+        """Skip one lib0 `Any` value; iterative, so no nesting depth can exhaust the stack."""
+        stack = [(False, 1)]  # (inside an object: keys come first, values left to read)
+        while stack:
+            in_object, left = stack.pop()
+            if not left:
+                continue
+            stack.append((in_object, left - 1))
+            if in_object:
+                self.skip(self.uint())
+            kind = self.byte()
+            if kind == 125:  # varint
+                while self.byte() & 0x80:
+                    pass
+            elif kind in (124, 123, 122):  # float32, float64, bigint64
+                self.skip(4 if kind == 124 else 8)
+            elif kind in (119, 116):  # string, bytes
+                self.skip(self.uint())
+            elif kind in (118, 117):  # object, array
+                stack.append((kind == 118, self.uint()))
+            elif kind not in (127, 126, 121, 120):  # undefined, null, false, true
+                raise Malformed(f"unknown value type {kind} in an update")

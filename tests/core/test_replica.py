@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from pycrdt import Array, Doc, Map, Text
+from pycrdt import Array, Decoder, Doc, Map, Text
 
 from kai_mesh.core import replica as replica_module
-from kai_mesh.core.errors import UsageError
+from kai_mesh.core.errors import Malformed, UsageError
 from kai_mesh.core.identity import NodeSecrets
 from kai_mesh.core.replica import Received, Replica
 from kai_mesh.core.state_wire import (
@@ -27,7 +27,9 @@ from kai_mesh.core.state_wire import (
     encode_header,
     encode_sync,
     entry_hash,
+    parse_entry,
 )
+from kai_mesh.core.ydoc import UpdateRefs, update_refs
 
 from .strategies import secrets_from_seed
 
@@ -229,6 +231,41 @@ def test_gaps_wait_until_filled() -> None:
     assert got.entries == [two, three] and got.pending == 0
     assert r.receive([two]).duplicates == 1
     assert shared(r) == shared(w)
+
+
+def test_an_entry_naming_items_not_here_yet_is_held_back_whole() -> None:
+    a, b, c = make(0), make(1), make(2)
+    x, y = a.transact(put("x", 1)), a.transact(put("y", 2))
+    b.receive(x + y)
+
+    def both(doc: Doc[Any]) -> None:
+        del doc.get("shared", type=Map)["x"]
+        doc.get("shared", type=Map)["y"] = 3  # names a's "y" item, which c lacks
+
+    theirs = b.transact(both)
+    got = c.receive(x + theirs)
+    assert got.entries == x[1:] + theirs[1:]  # accepted: held, persisted, synced
+    # pycrdt, handed the update, would keep "y" pending but delete "x" at once.
+    assert shared(c) == {"x": 1.0} and c.held_back() == {1001: 1}
+    assert c.vector()[1001] == b.vector()[1001]
+    c.receive(y)
+    assert shared(c) == shared(b) == {"y": 3.0} and c.held_back() == {}
+    assert c.doc.get_state() == b.doc.get_state()
+
+
+def test_an_edit_naming_items_no_doc_holds_is_refused() -> None:
+    # pycrdt makes such an update for a text index inside a character (here, the emoji).
+    def inside(doc: Doc[Any]) -> None:
+        doc.get("shared", type=Map)["t"].insert(3, "a")
+
+    own, other = make(0), make(1)
+    own.receive(other.transact(put("u", 1)))
+    other.receive(own.transact(put("t", Text("x😀y"))))
+    for r in (own, other):  # the text is the writer's own, then another's
+        with pytest.raises(UsageError, match="names items no doc holds"):
+            r.transact(inside)
+        assert str(r.doc.get("shared", type=Map)["t"]) == "x😀y"
+        assert r.vector() == own.vector()
 
 
 def test_forged_and_untrusted_headers() -> None:
@@ -574,6 +611,80 @@ def edit_of(op: tuple[Any, ...]) -> Edit:
     return edit
 
 
+# What an update names (`ydoc.update_refs`: when the doc takes an entry) ---------------------------
+
+
+def clocks(doc: Doc[Any]) -> dict[int, int]:
+    """A doc's state vector."""
+    decoder = Decoder(doc.get_state())
+    return {
+        decoder.read_var_uint(): decoder.read_var_uint() for _ in range(decoder.read_var_uint())
+    }
+
+
+@given(steps=st.lists(st.tuples(st.integers(0, 1), ops, st.booleans()), max_size=40))
+def test_update_refs_reads_what_an_update_adds_and_names(
+    steps: list[tuple[int, tuple[Any, ...], bool]],
+) -> None:
+    docs: list[Doc[Any]] = [Doc(client_id=7), Doc(client_id=2**40)]
+    got: list[bytes] = []
+    for doc in docs:
+        doc.observe(lambda event: got.append(event.update))
+    for i, op, sync in steps:
+        doc, before = docs[i], clocks(docs[i])
+        got.clear()
+        edit_of(op)(doc)
+        after = clocks(doc)
+        mine = doc.client_id
+        for update in got:
+            refs = update_refs(update)
+            assert refs.items == (
+                {mine: (before.get(mine, 0), after[mine])}
+                if mine in after and after[mine] != before.get(mine, 0)
+                else {}
+            )
+            assert refs.lacks(before) is None
+            assert all(need <= after.get(client, 0) for client, need in refs.needs.items())
+        if sync:
+            peer = docs[1 - i]
+            diff = doc.get_update(peer.get_state())
+            assert update_refs(diff).lacks(clocks(peer)) is None
+            peer.apply_update(diff)
+
+
+def test_update_refs_names_what_an_update_builds_on() -> None:
+    a, b = make(0), make(1)
+    b.receive(a.transact(put("x", 1)) + a.transact(put("y", "é😀")))
+    _, entry = b.transact(put("x", 2))
+    refs = update_refs(parse_entry(entry)[0].update)
+    assert refs.items == {1001: (0, 1)}
+    assert refs.needs == {1000: 1}  # its origin and the item it deletes: a's "x", clock 0
+    assert refs.lacks({}) == 1000 and refs.lacks({1000: 1}) is None
+    assert refs.lacks({1000: 1, 1001: 1}) == 1001  # its own items must come next
+
+
+def test_update_refs_refuses_what_yjs_could_not_take_whole() -> None:
+    # Client 5 sets shared["k"] = 1 (an Any item named by its parent root and key).
+    head, tail = bytes.fromhex("0101050028010173016b01"), bytes.fromhex("7d0100")
+    assert update_refs(head + tail) == UpdateRefs({5: (0, 1)}, {})
+    cases = {
+        "not an update": b"\x01\x02garbage",
+        "bytes after the end": head + tail + b"\x00",
+        "ends early": head + tail[:1],
+        "a gap in its clocks": bytes.fromhex("010105000a0300"),
+        "an origin later than the item": bytes.fromhex("01010500840503016100"),
+        "unknown content": bytes.fromhex("010105000b0101730000"),
+        "unknown type": bytes.fromhex("0101050027010173016b0900"),
+        "unknown value": head + bytes.fromhex("7000"),
+    }
+    for why, update in cases.items():
+        with pytest.raises(Malformed):
+            update_refs(update)
+            pytest.fail(why)
+    deep = head + b"\x75\x01" * 5000 + b"\x7e\x00"  # [[[...[null]...]]], 5,000 deep
+    assert update_refs(deep).items == {5: (0, 1)}
+
+
 FATES = st.sampled_from(["ok", "ok", "ok", "lost", "twice", "late"])
 
 
@@ -681,7 +792,7 @@ class Mesh(RuleBasedStateMachine):
         heal(self.replicas, self.max_bytes)
         assert_same(self.replicas)
         for r in self.replicas:
-            assert r.receive([]).pending == 0
+            assert r.receive([]).pending == 0 and r.held_back() == {}
 
 
 TestMesh = Mesh.TestCase
