@@ -104,6 +104,11 @@ class StateService:
             await self._db(store.put_meta, CLIENT_ID_META, str(client_id).encode())
             if saved is not None:
                 log.info("state: unclean shutdown before, writing on a new stream %d", client_id)
+        headers, entries = await self._open(store, client_id)
+        log.info("state: %d streams, %d entries restored", len(headers), len(entries))
+
+    async def _open(self, store: Store, client_id: int) -> tuple[list[bytes], list[bytes]]:
+        """A replica writing on `client_id`, rebuilt from the store's logs; the logs."""
         headers, entries = await self._db(store.state_logs)
         self.replica = Replica(
             mesh_id=self._mesh_id,
@@ -115,7 +120,19 @@ class StateService:
         got = self.replica.restore(headers, entries)
         if got.refused.get("untrusted"):
             self._boot_logs = (headers, entries)
-        log.info("state: %d streams, %d entries restored", len(headers), len(entries))
+        return headers, entries
+
+    async def _new_stream(self, why: str) -> Replica:
+        """Our stream can take no more writes (`Replica.own_stream_blocked`): go on on a new
+        one, as after an unclean shutdown, so that a write is never refused for it."""
+        assert self._store is not None and self.replica is not None
+        old = self.replica.client_id
+        client_id = self._rng.randrange(1, 2**32)
+        await self._db(self._store.put_meta, CLIENT_ID_META, str(client_id).encode())
+        await self._open(self._store, client_id)
+        self.counters["new_streams"] = self.counters.get("new_streams", 0) + 1
+        log.warning("state: our stream %d is %s: writing on a new stream %d", old, why, client_id)
+        return self._need()
 
     def on_governance(self, state: GovernanceState) -> None:
         """The governance fold changed (`governance.watch(state.on_governance)`): apply its
@@ -185,6 +202,9 @@ class StateService:
     async def _local(self, edit: Callable[[Any], None]) -> int:
         replica = self._need()
         async with self._write_lock:
+            blocked = replica.own_stream_blocked()
+            if blocked is not None and self._secrets.node_id not in self._revoked:
+                replica = await self._new_stream(blocked)
             records = replica.transact(edit)
             if not records:
                 return 0
@@ -316,6 +336,8 @@ class StateService:
             "evidence": len(replica.evidence()),
             "refused": dict(replica.refused),
             "revoked_dropped": replica.counters.get("revoked_dropped", 0),
+            # stream -> entries kept but not in the doc (waiting for items, or built past a cut)
+            "held_back": {str(c): n for c, n in replica.held_back().items()},
             **self.counters,
         }
 

@@ -193,3 +193,40 @@ async def test_gov_revoke_proposes_the_cut_this_node_holds_and_state_follows(
 
 async def _nowhere(node_id: bytes, frame: bytes) -> None:
     pass
+
+
+async def test_a_writer_whose_stream_is_held_back_goes_on_writing_on_a_new_stream(
+    tmp_path: Path,
+) -> None:
+    r, w = NodeSecrets.generate(os.urandom), NodeSecrets.generate(os.urandom)
+    keys = {s.node_id: s.verify_key for s in (r, w)}
+    revoked_writer = service(r, dict(keys))
+    await revoked_writer.start(Store(Path(":memory:")))
+    for i in range(2):
+        await revoked_writer.write(("shared", f"k{i}"), i)
+    assert revoked_writer.replica is not None
+    [r_client] = revoked_writer.replica.vector()
+    records = revoked_writer.replica._records_after(r_client, 0)
+
+    store = Store(tmp_path / "w.db")
+    here = service(w, dict(keys))
+    await here.start(store)
+    here.on_governance(fold(keys, None, {}))
+    await here.on_frame(r.node_id, encode_sync(Entries(headers=records[:1], entries=records[1:])))
+    await here.write(("shared", "k1"), "mine")  # built on r's k1, which the cut leaves out
+    first_stream = here.status()["client_id"]
+    here.on_governance(fold(keys, r, {r_client: 1}))
+    assert here.read(("shared",)) == {"k0": 0}
+    assert here.replica is not None and here.replica.own_stream_blocked() == "held back"
+    assert here.status()["held_back"] == {str(first_stream): 1}
+
+    await here.write(("shared", "y"), 1)  # not refused: a new stream takes it
+    assert here.read(("shared",)) == {"k0": 0, "y": 1}
+    second_stream = here.status()["client_id"]
+    assert second_stream != first_stream and here.counters["new_streams"] == 1
+    store.close()
+    again = service(w, dict(keys))  # a clean restart goes on on the new stream
+    await again.start(Store(tmp_path / "w.db"))
+    again.on_governance(fold(keys, r, {r_client: 1}))
+    assert again.read(("shared",)) == {"k0": 0, "y": 1}
+    assert again.status()["client_id"] == second_stream
