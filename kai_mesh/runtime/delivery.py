@@ -16,9 +16,8 @@ was committed is also left with LXMF propagation; direct retries continue until 
 message expires.
 
 Rows are loaded again when the node starts, so a message committed before a crash goes out after
-it. What is not covered: the recipient acknowledges once the message id is committed and before
-its agent has run, so a recipient that crashes in that moment has the message marked as
-delivered without having handled it.
+it. The recipient acknowledges once the message is committed to its inbox, before its agent has
+run; a recipient that crashes before serving it serves it after its restart (runtime/inbox.py).
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ governance policy forbids (`admit`, runtime/policy.py: `critical` from a role no
 counted as `policy.forbidden`.
 
 Besides envelopes, the same byte strings carry the router's own frames (`core.frames`): DELIVER
-and ACKS for messages that must arrive (the outbox, runtime/delivery.py), SWIM probes and gossip
+and ACKS for messages that must arrive (the outbox, runtime/delivery.py; the inbox that keeps
+one from its ack until it is served, runtime/inbox.py), SWIM probes and gossip
 (runtime/liveness.py) and heartbeats, which also arrive as broadcasts. Everything sent leaves
 through the egress lanes (runtime/egress.py), in priority order and within the airtime budget.
 
@@ -67,6 +68,7 @@ from kai_mesh.core.frames import (
 from kai_mesh.runtime.delivery import Outbox
 from kai_mesh.runtime.egress import AirtimeShed, Egress
 from kai_mesh.runtime.governance import GovernanceService
+from kai_mesh.runtime.inbox import Inbox
 from kai_mesh.runtime.liveness import Liveness
 from kai_mesh.runtime.lost_replies import LostReplies, Waiter, asks_over, first_wait
 from kai_mesh.runtime.state import StateService
@@ -109,6 +111,7 @@ class RemoteRouter:
         self.state: StateService | None = None
         self.governance: GovernanceService | None = None
         self.store: Store | None = None
+        self.inbox: Inbox | None = None  # on the store, when `run()` starts
         self.decoder = decoder
         self.local = local
         self.error_reply = error_reply
@@ -131,6 +134,8 @@ class RemoteRouter:
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        if self.store is not None and self.inbox is None:
+            self.inbox = self._new_inbox(self.store)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.egress.run)
@@ -141,7 +146,21 @@ class RemoteRouter:
                 await nursery.start(self.outbox.run)
             if self.liveness is not None:
                 await nursery.start(self.liveness.run)
+            if self.inbox is not None:
+                nursery.start_soon(self.inbox.run)  # what a stop interrupted is served again
             task_status.started()
+
+    def _new_inbox(self, store: Store) -> Inbox:
+        return Inbox(
+            store=store,
+            node_id=self.node_id,
+            decoder=self.decoder,
+            answer=self._answer,
+            send=self.send_frame,
+            refuse=self._refuse,
+            count=self._count,
+            policy=None if self.outbox is None else self.outbox.policy,
+        )
 
     def _refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
@@ -419,18 +438,18 @@ class RemoteRouter:
             self._refuse("envelope.spoofed_sender")
             return
         assert self._nursery is not None
-        self._nursery.start_soon(self._take_delivery, transport, event.node_id, message)
+        self._nursery.start_soon(self._take_delivery, transport, event.node_id, message, data)
 
     async def _take_delivery(
-        self, transport: Transport, node_id: bytes, message: StandardMessage
+        self, transport: Transport, node_id: bytes, message: StandardMessage, envelope: bytes
     ) -> None:
-        store = self.store
-        if store is None:
+        """Commit (replay table and inbox), ack, serve, then drop the inbox row: a crash
+        before the row is dropped has the message served again at the next start."""
+        inbox = self.inbox
+        if inbox is None:
             self._refuse("deliver.no_store")
             return
-        fresh = await trio.to_thread.run_sync(
-            store.remember_seen, node_id, message.message_id, message.expires_at
-        )
+        fresh = await inbox.take(node_id, message, envelope)
         try:
             ack = encode_acks([message.message_id])
             await self.egress.send(transport, node_id, ack, message.priority)
@@ -440,6 +459,7 @@ class RemoteRouter:
             self.counters["duplicates"] = self.counters.get("duplicates", 0) + 1
             return
         await self._serve(transport, node_id, message)
+        await inbox.done(node_id, message.message_id)
 
     def _on_message(self, transport: Transport, event: MessageReceived) -> None:
         self.counters["received"] += 1
@@ -493,14 +513,17 @@ class RemoteRouter:
         else:
             self._refuse("envelope.unexpected_reply")
 
-    async def _serve(self, transport: Transport, node_id: bytes, message: StandardMessage) -> None:
+    async def _answer(self, node_id: bytes, message: StandardMessage) -> StandardMessage:
+        """The reply to a request from `node_id`: the local bus's, or `forbidden` by policy."""
         why = self.admit(node_id, message.priority)
         if why is not None:
             self._refuse("policy.forbidden")
             log.info("refused a request from %s: %s", node_id.hex(), why)
-            reply = self.error_reply(message, "forbidden", why)
-        else:
-            reply = await self.local(message, None)
+            return self.error_reply(message, "forbidden", why)
+        return await self.local(message, None)
+
+    async def _serve(self, transport: Transport, node_id: bytes, message: StandardMessage) -> None:
+        reply = await self._answer(node_id, message)
         try:
             ends = LinkEnds(sender=self.node_id, receiver=node_id)
             data = encode(reply, link=ends)

@@ -11,7 +11,8 @@ that must arrive is handed to its agent once however often it is retried) and `o
 that must arrive, until the recipient acknowledges them or they expire), and the replicated state's
 logs: `state_headers` (signed stream claims), `state_entries` (signed entries, by stream and seq)
 and `state_evidence` (conflicting claims and forks, both records), and `gov_objects` (every
-governance record kept: proposals, votes, redemptions, by the SHA-256 of their bytes).
+governance record kept: proposals, votes, redemptions, by the SHA-256 of their bytes), and `inbox`
+(messages that must arrive, from their ack until their agent's reply has left: runtime/inbox.py).
 """
 
 from __future__ import annotations
@@ -59,6 +60,14 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE gov_objects (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
     """,
+    """
+    CREATE TABLE inbox (
+        sender BLOB NOT NULL, message_id BLOB NOT NULL, envelope BLOB NOT NULL,
+        expires_at INTEGER NOT NULL, priority INTEGER NOT NULL, received_at REAL NOT NULL,
+        PRIMARY KEY (sender, message_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX inbox_expiry ON inbox (expires_at);
+    """,
 )
 
 #: Outbox states: waiting for the recipient's ack; acked; expired unacked; refused for good.
@@ -87,6 +96,22 @@ class OutboxRow:
 
 
 _OUTBOX_COLUMNS = tuple(f.name for f in fields(OutboxRow))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboxRow:
+    """One message that must arrive, acknowledged and not yet served to the end. `envelope` is
+    as it came in the DELIVER frame (node ids may be left out: the link proved them)."""
+
+    sender: bytes
+    message_id: bytes
+    envelope: bytes
+    expires_at: int
+    priority: int
+    received_at: float
+
+
+_INBOX_COLUMNS = tuple(f.name for f in fields(InboxRow))
 
 
 class Store:
@@ -145,13 +170,62 @@ class Store:
             return cur.rowcount == 1
 
     def forget_seen_before(self, now: int) -> int:
+        """Drop the replay window's and the inbox's rows that expired before `now` (the decoder
+        refuses an expired message anyway); how many `seen` rows went."""
         with self._lock, self._db:
             self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM inbox WHERE expires_at < ?", (now,))
             return self._db.execute("DELETE FROM seen WHERE expires_at < ?", (now,)).rowcount
 
     def seen_count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM seen").fetchone()[0])
+
+    # ---- inbox ------------------------------------------------------------------------------
+
+    def inbox_take(self, row: InboxRow) -> bool:
+        """Record a message that must arrive in the replay window and, only the first time, in
+        the inbox, in one transaction; False if it was already seen (a retry: not kept again)."""
+        marks = ", ".join("?" * len(_INBOX_COLUMNS))
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO seen VALUES (?, ?, ?)",
+                (row.sender, row.message_id, row.expires_at),
+            )
+            if cur.rowcount != 1:
+                return False
+            self._db.execute(f"INSERT INTO inbox VALUES ({marks})", astuple(row))
+            return True
+
+    def inbox_done(self, sender: bytes, message_id: bytes) -> bool:
+        """Drop a served message's row; False when there was none."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            cur = self._db.execute(
+                "DELETE FROM inbox WHERE sender=? AND message_id=?", (sender, message_id)
+            )
+            return cur.rowcount == 1
+
+    def inbox_rows(self, now: int, *, limit: int = 1000) -> list[InboxRow]:
+        """Rows not expired at `now`, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(_INBOX_COLUMNS)} FROM inbox WHERE expires_at >= ?"
+                " ORDER BY received_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [
+            InboxRow(
+                sender=bytes(sender),
+                message_id=bytes(message_id),
+                envelope=bytes(envelope),
+                expires_at=int(expires_at),
+                priority=int(priority),
+                received_at=float(received_at),
+            )
+            for sender, message_id, envelope, expires_at, priority, received_at in rows
+        ]
 
     # ---- outbox -----------------------------------------------------------------------------
 

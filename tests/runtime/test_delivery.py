@@ -45,6 +45,7 @@ class Node:
     router: RemoteRouter | None = None
     store: Store | None = None
     scope: trio.CancelScope | None = None
+    stopped: trio.Event = field(default_factory=trio.Event)
 
     @property
     def node_id(self) -> bytes:
@@ -79,7 +80,22 @@ class Mesh:
         assert node.scope is not None
         node.scope.cancel()
 
+    async def restart(self, name: str) -> Node:
+        """A crash (`stop`), then a start once the crashed run is over."""
+        node = self.nodes[name]
+        self.stop(name)
+        with trio.fail_after(5):
+            await node.stopped.wait()
+        return await self.start(name)
+
     async def _run(self, node: Node, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        node.stopped = trio.Event()
+        try:
+            await self._serve(node, task_status)
+        finally:
+            node.stopped.set()
+
+    async def _serve(self, node: Node, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
         with trio.CancelScope() as scope:
             node.store = Store(node.store_path)
             host = AgentHost([AgentSpec(name="echo", source="entry:echo")], on_event=_ignore)
@@ -206,6 +222,7 @@ async def test_a_retried_message_is_served_once_and_acknowledged_every_time(
         # The echo answered once: a's router kept one reply and refused no duplicate reply.
         await trio.sleep(0.2)
         assert a.router.counters["replies"] == 1
+        assert not b.store.inbox_rows(now=0)  # served: nothing left to serve after a restart
 
 
 async def test_the_outbox_survives_a_crash_of_the_sender(tmp_path: Path) -> None:
@@ -312,3 +329,66 @@ async def test_no_reply_over_a_link_that_swallows_everything_is_queued_for_forwa
         reply = await a.router.request(message(a, f"kai://{b.node_id.hex()}/echo", 1), 1.0)
         assert reply.intent == "queued" and reply.payload["queued"] == "lxmf-propagated"
         assert [n for n, _ in left] == [b.node_id]
+
+
+def stall_agents(node: Node) -> trio.Event:
+    """Make the node's agents never finish (as an agent a crash interrupts); set on the first
+    message that reaches them."""
+    reached = trio.Event()
+
+    async def stuck(message: StandardMessage, within: float | None) -> StandardMessage:
+        reached.set()
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    assert node.router is not None
+    node.router.local = stuck
+    return reached
+
+
+async def test_a_message_acknowledged_before_a_crash_is_served_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    """b acks once the message is in its inbox; b crashes while its agent works on it. a holds the
+    message delivered and sends it no more, so b serves it again from its inbox when it starts."""
+    async with mesh(tmp_path, ["a", "b"]) as m:
+        a, b = m.nodes["a"], m.nodes["b"]
+        assert a.router is not None and a.store is not None
+        reached = stall_agents(b)
+        msg = message(a, f"kai://{b.node_id.hex()}/echo", "across the crash")
+        await a.router.submit(msg)
+        await wait_for(lambda: row_state(a, msg.message_id) == "delivered")
+        with trio.fail_after(5):
+            await reached.wait()
+        await m.restart("b")
+        await wait_for(lambda: a.store.outbox_get(msg.message_id).reply is not None)  # type: ignore[union-attr]
+        await wait_for(lambda: not b.store.inbox_rows(now=0))  # type: ignore[union-attr]
+        assert b.router is not None and b.router.counters["inbox_reserved"] == 1
+        assert b.router.counters.get("duplicates", 0) == 0  # a did not send it again
+        await trio.sleep(0.2)  # a second answer would have come by now
+        assert a.router.counters["replies"] == 1
+
+
+async def test_a_message_served_again_waits_for_its_sender_to_be_reachable(
+    tmp_path: Path,
+) -> None:
+    """After the restart b knows no route to a: the reply waits (with backoff) until the heal."""
+    async with mesh(tmp_path, ["a", "b"]) as m:
+        a, b = m.nodes["a"], m.nodes["b"]
+        assert a.router is not None and a.store is not None
+        reached = stall_agents(b)
+        msg = message(a, f"kai://{b.node_id.hex()}/echo", "after the heal")
+        await a.router.submit(msg)
+        await wait_for(lambda: row_state(a, msg.message_id) == "delivered")
+        with trio.fail_after(5):
+            await reached.wait()
+        m.net.partition([a.node_id], [b.node_id])
+        await m.restart("b")
+        await wait_for(lambda: b.router.counters.get("inbox_reserved") == 1)  # type: ignore[union-attr]
+        await trio.sleep(1.0)  # several tries (FAST: 0.2 s, then 0.4, 0.5) into the partition
+        assert b.store is not None and len(b.store.inbox_rows(now=0)) == 1  # not given up
+        assert a.store.outbox_get(msg.message_id).reply is None  # type: ignore[union-attr]
+        m.net.heal()
+        await wait_for(lambda: a.store.outbox_get(msg.message_id).reply is not None)  # type: ignore[union-attr]
+        await wait_for(lambda: not b.store.inbox_rows(now=0))  # type: ignore[union-attr]
+        assert a.router.counters["replies"] == 1

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kai_mesh.core.errors import StoreError
-from kai_mesh.runtime.store import OutboxRow, Store
+from kai_mesh.runtime.store import InboxRow, OutboxRow, Store
 
 
 def test_clean_shutdown_marker_and_run_count(tmp_path: Path) -> None:
@@ -136,6 +136,56 @@ def test_a_database_of_the_first_schema_gains_the_outbox(tmp_path: Path) -> None
     store = Store(path)
     store.outbox_add(_row(7))
     assert store.outbox_counts() == {"waiting": 1}
+    store.close()
+
+
+def _inbox_row(sender: bytes, n: int, expires_at: int = 5000) -> InboxRow:
+    return InboxRow(
+        sender=sender,
+        message_id=n.to_bytes(8, "big"),
+        envelope=b"\x01envelope%d" % n,
+        expires_at=expires_at,
+        priority=2,
+        received_at=1000.0 + n,
+    )
+
+
+def test_a_message_that_must_arrive_is_kept_once_with_its_id_until_served(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "node.db")
+    first = _inbox_row(b"a" * 16, 1)
+    assert store.inbox_take(first)
+    assert not store.inbox_take(first)  # a retry: already seen, not kept again
+    assert not store.remember_seen(b"a" * 16, first.message_id, 5000)  # the id is in `seen`
+    assert store.inbox_take(_inbox_row(b"b" * 16, 1))  # the same id from another sender
+    assert store.remember_seen(b"a" * 16, (9).to_bytes(8, "big"), 5000)
+    assert not store.inbox_take(_inbox_row(b"a" * 16, 9))  # seen first: never kept
+    assert [(r.sender, r.message_id) for r in store.inbox_rows(now=0)] == [
+        (b"a" * 16, first.message_id),
+        (b"b" * 16, first.message_id),
+    ]
+    del store  # no close(): a crash
+    store = Store(tmp_path / "node.db")
+    assert store.inbox_rows(now=0)[0] == first
+    assert store.inbox_done(b"a" * 16, first.message_id)
+    assert not store.inbox_done(b"a" * 16, first.message_id)
+    assert not store.inbox_take(first)  # served and gone, still refused as a replay
+    assert [r.sender for r in store.inbox_rows(now=0)] == [b"b" * 16]
+    store.close()
+
+
+def test_expired_inbox_rows_are_not_listed_and_are_forgotten_with_the_replay_window(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "node.db")
+    assert store.inbox_take(_inbox_row(b"a" * 16, 1, expires_at=100))
+    assert store.inbox_take(_inbox_row(b"a" * 16, 2, expires_at=300))
+    assert [r.message_id for r in store.inbox_rows(now=200)] == [(2).to_bytes(8, "big")]
+    assert len(store.inbox_rows(now=100)) == 2  # expiring this second: still served
+    assert store.forget_seen_before(200) == 1
+    assert len(store.inbox_rows(now=0)) == 1
+    assert store.seen_count() == 1
     store.close()
 
 
