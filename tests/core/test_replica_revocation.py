@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 from kai_mesh.core.errors import UsageError
 from kai_mesh.core.governance import Governance
 from kai_mesh.core.replica import Replica
-from kai_mesh.core.revocation import Revocation, keep_after_revocation, revocations_of
+from kai_mesh.core.revocation import (
+    Revocation,
+    Revocations,
+    keep_after_revocation,
+    revocations_of,
+)
 
 from .test_governance import G3, INVITE, N1, NOW, A, B, C, certify, claim
 from .test_replica import KEYS, SECRETS, Writer, assert_same, heal, make, put, shared
@@ -194,11 +199,22 @@ def test_any_order_of_records_and_revocation_gives_one_doc(
     # the proposers saw); R's later writes build on the other's, which are kept.
     log = _history(seed, cut, seen_past_cut=False)
     revocation = revoke({1000: cut})
-    # `first` learns the revocation before any record; `second` part way; `third` at the end.
-    first, second, third = after(1), make(3), make(4)
-    first.set_revoked(revocation)
     shuffled = log[:]
     order.shuffle(shuffled)
+    first, second, third = learning_at_three_times(log, shuffled, revocation, learn_at)
+    assert_same([first, second, third])
+    heal([first, second, third])
+    assert_same([first, second, third])
+    assert first.vector().get(1000, (0, b""))[0] <= cut
+
+
+def learning_at_three_times(
+    log: list[bytes], shuffled: list[bytes], revocation: Revocations, learn_at: int
+) -> tuple[Replica, Replica, Replica]:
+    """Three replicas given the records: `first` learns the revocation before any record (they
+    come `shuffled`), `second` after `learn_at` of them, `third` after all (they come in order)."""
+    first, second, third = after(1), make(3), make(4)
+    first.set_revoked(revocation)
     first.receive(shuffled)
     split = min(learn_at, len(shuffled))
     second.receive(shuffled[:split])
@@ -206,10 +222,7 @@ def test_any_order_of_records_and_revocation_gives_one_doc(
     second.receive(shuffled[split:])
     third.receive(log)
     third.set_revoked(revocation)
-    assert_same([first, second, third])
-    heal([first, second, third])
-    assert_same([first, second, third])
-    assert first.vector().get(1000, (0, b""))[0] <= cut
+    return first, second, third
 
 
 def _history(
@@ -298,19 +311,12 @@ def test_kept_entries_built_past_the_cut_give_one_doc_however_they_arrive(
         random.Random(order).shuffle(shuffled)
         order += 1
     shuffled = orders[0] + [orders[0][i % len(log)] for i in again]  # some arrive twice
-    first, second, third, restarted = after(1), make(3), make(4), after(3)
-    first.set_revoked(revocation)
-    first.receive(shuffled)
+    first, second, third = learning_at_three_times(log, shuffled, revocation, learn_at)
+    restarted = after(3)
     others = [after(2), after(4)]
     for other, records in zip(others, orders[1:], strict=True):
         other.set_revoked(revocation)
         other.receive(records)
-    split = min(learn_at, len(shuffled))
-    second.receive(shuffled[:split])
-    second.set_revoked(revocation)
-    second.receive(shuffled[split:])
-    third.receive(log)
-    third.set_revoked(revocation)
     restarted.set_revoked(revocation)
     restarted.restore([x for x in shuffled if x[0] == 0x01], entries(shuffled))
     writer = writers[2]  # it built on R's entries past the cut before it learned of the cut
