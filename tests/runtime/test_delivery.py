@@ -365,6 +365,7 @@ async def test_a_message_acknowledged_before_a_crash_is_served_after_the_restart
         await wait_for(lambda: not b.store.inbox_rows(now=0))  # type: ignore[union-attr]
         assert b.router is not None and b.router.counters["inbox_reserved"] == 1
         assert b.router.counters.get("duplicates", 0) == 0  # a did not send it again
+        await wait_for(lambda: a.router.counters["replies"] >= 1)  # type: ignore[union-attr]
         await trio.sleep(0.2)  # a second answer would have come by now
         assert a.router.counters["replies"] == 1
 
@@ -391,4 +392,8 @@ async def test_a_message_served_again_waits_for_its_sender_to_be_reachable(
         m.net.heal()
         await wait_for(lambda: a.store.outbox_get(msg.message_id).reply is not None)  # type: ignore[union-attr]
         await wait_for(lambda: not b.store.inbox_rows(now=0))  # type: ignore[union-attr]
+        # The router counts the reply once the outbox's store call (a thread) has returned,
+        # a moment after the row shows it.
+        await wait_for(lambda: a.router.counters["replies"] >= 1)  # type: ignore[union-attr]
+        await trio.sleep(0.2)  # a second answer would have come by now
         assert a.router.counters["replies"] == 1
