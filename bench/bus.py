@@ -14,9 +14,9 @@ import time
 
 import trio
 
-from kai_mesh.core.address import AgentAddress, NodeRef, parse_address
-from kai_mesh.runtime.agents import AgentHost, AgentSpec
-from kai_mesh.runtime.bus import Bus, new_message
+from kai_mesh.core.mesh.address import AgentAddress, NodeRef, parse_address
+from kai_mesh.runtime.agents.host import AgentHost, AgentSpec
+from kai_mesh.runtime.messaging.bus import Bus, new_message
 
 
 async def bench(seconds: float, concurrency: int) -> dict[str, float]:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from kai_mesh.client import ControlClient
-from kai_mesh.config import NodePaths
+from kai_mesh.config.settings import NodePaths
 
 KAI_MESH = [sys.executable, "-m", "kai_mesh"]
 

@@ -23,8 +23,8 @@ from typing import Any
 from netns_common import harness, wait
 
 from kai_mesh.client import ControlClient
-from kai_mesh.config import NodePaths
-from kai_mesh.core.control_frames import Push, Request, encode_frame
+from kai_mesh.config.settings import NodePaths
+from kai_mesh.core.control.frames import Push, Request, encode_frame
 from kai_mesh.harness import cluster
 
 ECHO = "kai://node2/echo"

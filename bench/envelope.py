@@ -22,9 +22,9 @@ import random
 import time
 from collections.abc import Callable
 
-from kai_mesh.core.address import AgentAddress, NodeRef, parse_address
-from kai_mesh.core.envelope import EnvelopeDecoder, StandardMessage, encode
-from kai_mesh.core.identity import NodeSecrets
+from kai_mesh.core.mesh.address import AgentAddress, NodeRef, parse_address
+from kai_mesh.core.mesh.identity import NodeSecrets
+from kai_mesh.core.messaging.envelope import EnvelopeDecoder, StandardMessage, encode
 
 MESH_ID = b"M" * 32
 NOW = 1_700_000_000

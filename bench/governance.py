@@ -42,10 +42,10 @@ from typing import Any
 
 import nacl.signing
 
-from kai_mesh.core.genesis import DEFAULT_POLICY, Genesis
-from kai_mesh.core.gov_wire import InviteSecret, Vote, encode_vote, parse_proposal
-from kai_mesh.core.governance import Governance
-from kai_mesh.core.identity import NodeSecrets
+from kai_mesh.core.governance.machine import Governance
+from kai_mesh.core.governance.wire import InviteSecret, Vote, encode_vote, parse_proposal
+from kai_mesh.core.mesh.genesis import DEFAULT_POLICY, Genesis
+from kai_mesh.core.mesh.identity import NodeSecrets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # netns_common, run as a script or not
 
@@ -174,7 +174,7 @@ def netns_figure(slow: bool, trials: int) -> dict[str, Any]:
     from netns_common import harness, wait
 
     from kai_mesh.client import ControlClient
-    from kai_mesh.config import NodePaths
+    from kai_mesh.config.settings import NodePaths
     from kai_mesh.harness import cluster
 
     options: dict[str, Any] = {"admins": ADMINS, "threshold": 2}

@@ -34,9 +34,8 @@ from typing import Any
 from netns_common import harness, wait
 
 from kai_mesh.client import ControlClient
-from kai_mesh.config import NodePaths
-from kai_mesh.core.frames import decode_swim, encode_swim
-from kai_mesh.core.membership import (
+from kai_mesh.config.settings import NodePaths
+from kai_mesh.core.liveness.membership import (
     FailureDetector,
     Heard,
     Output,
@@ -49,8 +48,9 @@ from kai_mesh.core.membership import (
     SendProbe,
     SendSuspect,
 )
+from kai_mesh.core.messaging.frames import decode_swim, encode_swim
 from kai_mesh.harness import cluster
-from kai_mesh.runtime.liveness import detector_config, heartbeat_interval
+from kai_mesh.runtime.liveness.service import detector_config, heartbeat_interval
 
 NAMES = [f"node{k}" for k in range(1, 6)]
 GOAL_BYTES_PER_HOUR = 0.05 * 0.01 * 3600 * 5000 / 8  # 5 % of a 1 % duty budget at 5 kbit/s

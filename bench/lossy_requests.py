@@ -22,7 +22,7 @@ from typing import Any
 from netns_common import harness, wait
 
 from kai_mesh.client import ControlClient
-from kai_mesh.config import NodePaths
+from kai_mesh.config.settings import NodePaths
 from kai_mesh.harness import cluster
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 
 from kai_mesh.client import ControlClient
-from kai_mesh.config import NodePaths
+from kai_mesh.config.settings import NodePaths
 
 KAI_MESH = [sys.executable, "-m", "kai_mesh"]
 

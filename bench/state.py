@@ -33,11 +33,11 @@ import trio
 from pycrdt import Doc, Map
 from trio.testing import MockClock
 
-from kai_mesh.core.frames import Heartbeat, encode_heartbeat
-from kai_mesh.core.identity import NodeSecrets
-from kai_mesh.core.replica import Replica
-from kai_mesh.core.state_wire import Entries, encode_sync, parse_entry
-from kai_mesh.runtime.liveness import detector_config, heartbeat_interval
+from kai_mesh.core.mesh.identity import NodeSecrets
+from kai_mesh.core.messaging.frames import Heartbeat, encode_heartbeat
+from kai_mesh.core.state.replica import Replica
+from kai_mesh.core.state.wire import Entries, encode_sync, parse_entry
+from kai_mesh.runtime.liveness.service import detector_config, heartbeat_interval
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for the tests' node builder
 MESH = b"b" * 32
@@ -120,7 +120,7 @@ def apply_rate(count: int) -> dict[str, Any]:
 
 
 async def fifty_nodes() -> dict[str, Any]:
-    from tests.runtime.test_state_sync import start_node
+    from tests.runtime.state.test_sync import start_node
     from transports.memory import LinkProfile, MemoryNetwork
 
     net = MemoryNetwork(seed=5)
@@ -142,7 +142,7 @@ async def fifty_nodes() -> dict[str, Any]:
 
 def netns_seconds(trials: int) -> dict[str, Any]:
     from kai_mesh.client import ControlClient
-    from kai_mesh.config import NodePaths
+    from kai_mesh.config.settings import NodePaths
     from kai_mesh.harness import cluster
 
     directory = Path(tempfile.mkdtemp(prefix="kmb-", dir="/tmp"))

@@ -2,6 +2,6 @@
 
 import sys
 
-from kai_mesh.cli import main
+from kai_mesh.cli.main import main
 
 sys.exit(main())

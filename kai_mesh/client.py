@@ -23,7 +23,7 @@ from pathlib import Path
 from types import EllipsisType, TracebackType
 from typing import Any, Final
 
-from kai_mesh.core.control_frames import (
+from kai_mesh.core.control.frames import (
     ErrorReply,
     FrameDecoder,
     FrameInvalid,

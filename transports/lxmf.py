@@ -42,14 +42,14 @@ import trio
 from LXMF import LXMessage, LXMRouter
 from RNS.vendor import umsgpack
 
-from kai_mesh.core.address import AgentAddress, NodeRef
 from kai_mesh.core.codec import unpack_exact
-from kai_mesh.core.envelope import MESSAGE_ID_BYTES, StandardMessage
 from kai_mesh.core.errors import KaiMeshError, ProtocolError, TransportError, Untrusted
-from kai_mesh.core.identity import MemberRecord, admit_member
+from kai_mesh.core.mesh.address import AgentAddress, NodeRef
+from kai_mesh.core.mesh.identity import MemberRecord, admit_member
+from kai_mesh.core.messaging.envelope import MESSAGE_ID_BYTES, StandardMessage
 from transports._bridge import ThreadBridge
 from transports.base import InterfaceInfo, MessageReceived, PeerInfo, PingResult, TransportEvent
-from transports.reticulum import identity_from_public
+from transports.reticulum.transport import identity_from_public
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,11 @@
 """What an agent author writes against: `Agent`, `AgentRequest` and `AgentRejected`.
 
 An agent is a plain class with a synchronous `handle(request) -> payload`. It knows nothing of trio,
-the bus or the mesh; the runtime (`kai_mesh.runtime.agents`) decides where `handle` runs — in the
-node's trio task ("inline"), in a worker thread ("thread") or in a worker process ("process") — from
-the class's `isolation`, and times it out, restarts it and counts its failures. Keeping the author's
-side synchronous and dependency-free is what lets the same class run in any of the three places.
+the bus or the mesh; the runtime (`kai_mesh.runtime.agents.host`) decides where `handle` runs —
+in the node's trio task ("inline"), in a worker thread ("thread") or in a worker process
+("process") — from the class's `isolation`, and times it out, restarts it and counts its
+failures. Keeping the author's side synchronous and dependency-free is what lets the same class
+run in any of the three places.
 """
 
 from __future__ import annotations

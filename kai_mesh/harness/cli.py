@@ -1,7 +1,7 @@
 """`kai-mesh harness …`: many nodes, one per network namespace, on this machine.
 
 `add_harness_parser` hangs the subcommands under `kai-mesh harness`; each sets `fn`, which
-returns an exit code and raises the project's errors for `kai_mesh.cli.main` to map (a
+returns an exit code and raises the project's errors for `kai_mesh.cli.main.main` to map (a
 `UsageError`, including `NotPrivileged`, is exit 2). `main` runs the same parser standalone:
 `python -m kai_mesh.harness.cli up -n 3`.
 """

@@ -34,11 +34,11 @@ from typing import Any
 import psutil
 
 from kai_mesh.client import ControlClient, check_socket_path
-from kai_mesh.config import NodePaths
+from kai_mesh.config.nodefiles import write_private
+from kai_mesh.config.settings import NodePaths
 from kai_mesh.core.errors import KaiMeshError, UsageError
 from kai_mesh.harness import homes, netns
 from kai_mesh.harness.netns import HarnessError
-from kai_mesh.nodefiles import write_private
 
 logger = logging.getLogger(__name__)
 

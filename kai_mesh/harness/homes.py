@@ -17,11 +17,11 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from kai_mesh.config import NodePaths, load_config
+from kai_mesh.config.nodefiles import NodeFiles, write_private
+from kai_mesh.config.settings import NodePaths, load_config
 from kai_mesh.core.errors import Malformed, UsageError
-from kai_mesh.core.genesis import DEFAULT_POLICY, NONCE_BYTES, Genesis, check_quorum
-from kai_mesh.core.identity import MemberRecord, NodeSecrets
-from kai_mesh.nodefiles import NodeFiles, write_private
+from kai_mesh.core.mesh.genesis import DEFAULT_POLICY, NONCE_BYTES, Genesis, check_quorum
+from kai_mesh.core.mesh.identity import MemberRecord, NodeSecrets
 
 UDP_PORT = 4242
 #: RNS binds its UDP interface to the subnet's broadcast address when given a device (see

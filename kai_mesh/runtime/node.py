@@ -22,32 +22,32 @@ import trio
 
 import kai_mesh
 from kai_mesh.client import ControlError
-from kai_mesh.config import Config, NodePaths
-from kai_mesh.core.address import AgentAddress, NodeRef, parse_address
+from kai_mesh.config.interfaces import InterfaceConfig
+from kai_mesh.config.nodefiles import NodeFiles
+from kai_mesh.config.settings import Config, NodePaths
 from kai_mesh.core.codec import unpack_exact
-from kai_mesh.core.envelope import EnvelopeDecoder, Priority, StandardMessage
 from kai_mesh.core.errors import (
     AddressError,
     KaiMeshError,
     TransportError,
     UsageError,
 )
-from kai_mesh.core.retry import RetryPolicy
-from kai_mesh.interfaces import InterfaceConfig
-from kai_mesh.nodefiles import NodeFiles
-from kai_mesh.runtime.agents import AgentHost, AgentSpec
-from kai_mesh.runtime.bus import Bus, new_message
-from kai_mesh.runtime.control import ControlServer, EventHub
-from kai_mesh.runtime.egress import Egress
-from kai_mesh.runtime.governance import GovernanceService
-from kai_mesh.runtime.governance_control import METHODS as GOV_METHODS
-from kai_mesh.runtime.governance_control import governance_method
-from kai_mesh.runtime.invites import METHODS as INVITE_METHODS
-from kai_mesh.runtime.invites import invite_method, wire_invites
-from kai_mesh.runtime.policy import GovernanceEnforcer
-from kai_mesh.runtime.remote import RemoteRouter
-from kai_mesh.runtime.state import StateService
-from kai_mesh.runtime.state_control import WithStateAgent, state_method
+from kai_mesh.core.mesh.address import AgentAddress, NodeRef, parse_address
+from kai_mesh.core.messaging.envelope import EnvelopeDecoder, Priority, StandardMessage
+from kai_mesh.core.messaging.retry import RetryPolicy
+from kai_mesh.runtime.agents.host import AgentHost, AgentSpec
+from kai_mesh.runtime.control.server import ControlServer, EventHub
+from kai_mesh.runtime.governance.control import METHODS as GOV_METHODS
+from kai_mesh.runtime.governance.control import governance_method
+from kai_mesh.runtime.governance.invites import METHODS as INVITE_METHODS
+from kai_mesh.runtime.governance.invites import invite_method, wire_invites
+from kai_mesh.runtime.governance.policy import GovernanceEnforcer
+from kai_mesh.runtime.governance.service import GovernanceService
+from kai_mesh.runtime.messaging.bus import Bus, new_message
+from kai_mesh.runtime.messaging.egress import Egress
+from kai_mesh.runtime.messaging.remote import RemoteRouter
+from kai_mesh.runtime.state.control import WithStateAgent, state_method
+from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import OutboxRow, Store
 from kai_mesh.runtime.wiring import alive_peers, wire_delivery
 from transports.base import Transport

@@ -12,16 +12,16 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kai_mesh.core.airtime import adaptive_interval
-from kai_mesh.core.envelope import Priority
 from kai_mesh.core.errors import TransportError
-from kai_mesh.core.identity import NodeSecrets
-from kai_mesh.core.retry import RetryPolicy
-from kai_mesh.runtime.delivery import Outbox
-from kai_mesh.runtime.governance import GOV_DIGEST, GovernanceService
-from kai_mesh.runtime.liveness import Liveness, detector_config, heartbeat_interval
-from kai_mesh.runtime.remote import RemoteRouter
-from kai_mesh.runtime.state import StateService
+from kai_mesh.core.mesh.identity import NodeSecrets
+from kai_mesh.core.messaging.airtime import adaptive_interval
+from kai_mesh.core.messaging.envelope import Priority
+from kai_mesh.core.messaging.retry import RetryPolicy
+from kai_mesh.runtime.governance.service import GOV_DIGEST, GovernanceService
+from kai_mesh.runtime.liveness.service import Liveness, detector_config, heartbeat_interval
+from kai_mesh.runtime.messaging.outbox import Outbox
+from kai_mesh.runtime.messaging.remote import RemoteRouter
+from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import Store
 
 GOVERNANCE_BROADCAST_WAIT = 10.0  # seconds a governance broadcast may wait for airtime

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kai_mesh.cli import ExitCode
-from kai_mesh.config import NodePaths
+from kai_mesh.cli.main import ExitCode
+from kai_mesh.config.settings import NodePaths
 from kai_mesh.runtime.store import Store
 from tests.cli.helpers import KAI_MESH, Home, _env, fresh_home, stop
 

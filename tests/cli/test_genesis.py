@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from kai_mesh.cli_common import ExitCode
-from kai_mesh.config import NodePaths
-from kai_mesh.core.genesis import Genesis
-from kai_mesh.nodefiles import NodeFiles
+from kai_mesh.cli.common import ExitCode
+from kai_mesh.config.nodefiles import NodeFiles
+from kai_mesh.config.settings import NodePaths
+from kai_mesh.core.mesh.genesis import Genesis
 from tests.cli.helpers import KAI_MESH, Home, _env, fresh_home, stop
 
 pytestmark = pytest.mark.slow

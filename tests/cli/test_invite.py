@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from kai_mesh.cli import main
-from kai_mesh.cli_common import ExitCode
-from kai_mesh.config import NodePaths, load_config
-from kai_mesh.core.genesis import Genesis
-from kai_mesh.core.gov_wire import decode_object, parse_redemption
-from kai_mesh.core.identity import NodeSecrets
-from kai_mesh.core.invite_token import decode_token, encode_token
-from kai_mesh.nodefiles import NodeFiles, claim_path
-from kai_mesh.runtime.governance import GovernanceService
-from kai_mesh.runtime.invites import admit_claim, invite_method
-from kai_mesh.runtime.members import Members
+from kai_mesh.cli.common import ExitCode
+from kai_mesh.cli.main import main
+from kai_mesh.config.nodefiles import NodeFiles, claim_path
+from kai_mesh.config.settings import NodePaths, load_config
+from kai_mesh.core.governance.invite_token import decode_token, encode_token
+from kai_mesh.core.governance.wire import decode_object, parse_redemption
+from kai_mesh.core.mesh.genesis import Genesis
+from kai_mesh.core.mesh.identity import NodeSecrets
+from kai_mesh.runtime.governance.invites import admit_claim, invite_method
+from kai_mesh.runtime.governance.members import Members
+from kai_mesh.runtime.governance.service import GovernanceService
 from kai_mesh.runtime.store import Store
 
 ADMIN = NodeSecrets.generate(os.urandom)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from kai_mesh import cli_governance
-from kai_mesh.cli import main
+from kai_mesh.cli import governance as cli_governance
+from kai_mesh.cli.main import main
 
 REPLY = {
     "id": "ab" * 32,

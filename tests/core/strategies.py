@@ -12,15 +12,15 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from kai_mesh.core.address import (
+from kai_mesh.core.mesh.address import (
     NODE_ID_BYTES,
     SERVICE_HOST,
     AgentAddress,
     NodeRef,
     ServiceAddress,
 )
-from kai_mesh.core.envelope import MAX_TIMESTAMP, Priority, StandardMessage
-from kai_mesh.core.identity import NodeSecrets
+from kai_mesh.core.mesh.identity import NodeSecrets
+from kai_mesh.core.messaging.envelope import MAX_TIMESTAMP, Priority, StandardMessage
 
 _HEX = "0123456789abcdef"
 

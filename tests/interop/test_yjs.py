@@ -15,7 +15,7 @@ from typing import Any
 import pycrdt
 import pytest
 
-from kai_mesh.core import ydoc
+from kai_mesh.core.state import ydoc
 from tests.conftest import skip_unless_privileged
 
 HERE = Path(__file__).parent

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from kai_mesh.client import ControlClient, ControlError
-from kai_mesh.config import NodePaths
+from kai_mesh.config.settings import NodePaths
 from tests.netns.conftest import Harness, wait_for
 from tests.netns.test_reticulum import km, km_json, wait_peers
 

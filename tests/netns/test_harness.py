@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from kai_mesh.config import NodePaths, load_config
+from kai_mesh.config.settings import NodePaths, load_config
 from kai_mesh.harness import cli, cluster, homes, netns
 from kai_mesh.runtime.node import NodeFiles
 from tests.netns.conftest import Harness, wait_for

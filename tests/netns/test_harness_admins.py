@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from kai_mesh.core.errors import UsageError
-from kai_mesh.core.genesis import Genesis
+from kai_mesh.core.mesh.genesis import Genesis
 from kai_mesh.harness import cli, cluster, homes
 from tests.netns.conftest import Harness, wait_for
 from tests.netns.test_reticulum import km, km_json

@@ -22,7 +22,7 @@ import trio
 from LXMF import LXMessage
 from RNS.vendor import umsgpack
 
-from kai_mesh.core.identity import MemberRecord, NodeSecrets
+from kai_mesh.core.mesh.identity import MemberRecord, NodeSecrets
 from kai_mesh.harness import homes
 from tests.netns.conftest import Harness, wait_for
 from transports.lxmf import LxmfTransport, parse_guest_text

@@ -27,9 +27,9 @@ import pytest
 
 from kai_mesh.agents.echo import payload_digest
 from kai_mesh.client import ControlClient, ControlError
-from kai_mesh.config import NodePaths
-from kai_mesh.core.genesis import Genesis
-from kai_mesh.core.identity import MemberRecord, NodeSecrets
+from kai_mesh.config.settings import NodePaths
+from kai_mesh.core.mesh.genesis import Genesis
+from kai_mesh.core.mesh.identity import MemberRecord, NodeSecrets
 from kai_mesh.harness import homes, netns
 from tests.netns.conftest import Harness, wait_for
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from kai_mesh.core.envelope import EnvelopeDecoder
-from kai_mesh.core.identity import NodeSecrets
-from kai_mesh.runtime.agents import AgentHost
-from kai_mesh.runtime.bus import Bus
-from kai_mesh.runtime.remote import RemoteRouter
+from kai_mesh.core.mesh.identity import NodeSecrets
+from kai_mesh.core.messaging.envelope import EnvelopeDecoder
+from kai_mesh.runtime.agents.host import AgentHost
+from kai_mesh.runtime.messaging.bus import Bus
+from kai_mesh.runtime.messaging.remote import RemoteRouter
 from transports.memory import MemoryNetwork
 
 

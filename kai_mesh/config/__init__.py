@@ -1,0 +1,1 @@
+"""A node's files and configuration: paths, TOML config, Reticulum interfaces, key files."""

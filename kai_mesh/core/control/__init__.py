@@ -1,0 +1,1 @@
+"""The control socket's frames and message shapes."""

@@ -1,0 +1,1 @@
+"""Threshold-signed governance: proposals, votes, the fold, invites."""

@@ -1,0 +1,1 @@
+"""Who is alive: the SWIM/Lifeguard failure detector as a pure machine."""

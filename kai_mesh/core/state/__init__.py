@@ -1,0 +1,1 @@
+"""The mesh's replicated state: the Yjs doc, signed streams, reconciliation."""

@@ -1,0 +1,1 @@
+"""The agent host: runners, isolation, supervision."""

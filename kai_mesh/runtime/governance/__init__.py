@@ -1,0 +1,1 @@
+"""Governance on this node: records, sync, members, policy enforcement, invites."""

@@ -1,0 +1,424 @@
+"""The mesh's governance on this node: the machine, its records in sqlite, and their sync.
+
+`core.governance.Governance` is the machine (proposals, votes, redemptions, certification, the
+fold); this shell adds what needs I/O:
+
+- **Records**: every record the machine keeps is committed to the store (`gov_objects`) before it
+  is sent or acknowledged; on start the machine is rebuilt from them (the fold depends only on the
+  set held, so the order does not matter, and a certified shutdown holds across restarts).
+- **Push**: a record made here, or newly kept from a peer, is passed on at once. Where a
+  transport can broadcast, one packet (`broadcast`) reaches every neighbour, and only peers
+  further away get it over a link; a record heard by broadcast is passed on over links to peers
+  further away, not broadcast again. Without a broadcast it goes over a link to every alive peer
+  (a record already held is not kept again, so not pushed again). A neighbour that missed the
+  packet catches up by the digest on the next heartbeat or announce.
+- **Shutdown**: `halted()` gives the reason while a certified `emergency_shutdown` holds; the bus
+  then refuses every request to a local agent (code `shutdown`). It holds across restarts, since
+  the fold is rebuilt from the stored records, until a certified `shutdown_lift`.
+- **Sync by digest**: the first 8 bytes of `Governance.sync_digest()` (the head, the winning
+  invite claims and the head's open proposals with their votes) ride on heartbeats (slot 2);
+  hearing another digest from a peer sends it our head (`[2, head]`, at most once per peer per
+  `min_round_gap`), and
+  the peer answers with what we may lack (`Governance.objects_after`) in frames of at most
+  `SYNC_MAX_BYTES` (a larger record goes alone).
+
+Frames: `0x15 ‖ msgpack [1, [record, …]]` (records) or `0x15 ‖ msgpack [2, head]` (ask). Governance
+traffic is rare and decides who may do what, so it goes at HIGH priority, never as background.
+`now` for this node's own signatures is the wall clock here, never in the core.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import trio
+
+from kai_mesh.core.codec import pack, unpack_exact
+from kai_mesh.core.errors import KaiMeshError, Malformed, TransportError, UsageError
+from kai_mesh.core.governance.machine import Governance, GovernanceState, Outcome
+from kai_mesh.core.governance.wire import ID_BYTES, MAX_PROPOSAL, parse_proposal
+from kai_mesh.core.mesh.genesis import Genesis
+from kai_mesh.core.mesh.identity import NodeSecrets
+from kai_mesh.core.messaging.frames import FRAME_GOVERNANCE
+from kai_mesh.runtime.store import Store
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+GOV_DIGEST = 2  # the heartbeat digest slot of the governance head
+HEAD_PREFIX = 8  # bytes of the sync digest on heartbeats
+SYNC_MAX_BYTES = 380  # as the replicated state's: one Reticulum link packet with room to spare
+BROADCAST_MAX_BYTES = 380  # a record pushed by broadcast: one packet (RNS's PLAIN MDU is 464)
+REPEAT_AFTER = (1.0, 2.0)  # a broadcast record goes again after 1 s plus up to 2 s (jitter)
+MSG_RECORDS = 1
+MSG_ASK = 2
+MAX_RECORDS = 64  # records in one frame we accept
+DEFAULT_EXPIRY = 7 * 24 * 3600  # seconds a proposal stays open unless told otherwise
+
+SendFrame = Callable[[bytes, bytes], Awaitable[None]]
+Emit = Callable[[str, dict[str, Any]], None]
+Watcher = Callable[[GovernanceState], object]
+
+
+def encode_records(records: list[bytes]) -> bytes:
+    return bytes([FRAME_GOVERNANCE]) + pack([MSG_RECORDS, records])
+
+
+def encode_ask(head: bytes) -> bytes:
+    return bytes([FRAME_GOVERNANCE]) + pack([MSG_ASK, head])
+
+
+def decode_frame(data: bytes) -> tuple[int, Any]:
+    """`(MSG_RECORDS, [records])` or `(MSG_ASK, head)`. Raises `ProtocolError` subclasses."""
+    if data[:1] != bytes([FRAME_GOVERNANCE]):
+        raise Malformed("not a governance frame")
+    value = unpack_exact(data[1:], MAX_PROPOSAL + 16)
+    if not isinstance(value, list) or len(value) != 2:
+        raise Malformed("a governance frame is [kind, value]")
+    kind, body = value
+    if kind == MSG_RECORDS:
+        if not isinstance(body, list) or len(body) > MAX_RECORDS:
+            raise Malformed(f"records: a list of at most {MAX_RECORDS}")
+        if not all(isinstance(r, bytes) for r in body):
+            raise Malformed("records: each is bytes")
+        return kind, body
+    if kind == MSG_ASK:
+        if not isinstance(body, bytes) or len(body) != ID_BYTES:
+            raise Malformed(f"ask: a head of {ID_BYTES} bytes")
+        return kind, body
+    raise Malformed(f"unknown governance message {kind!r}")
+
+
+def chunk_records(records: list[bytes], limit: int = SYNC_MAX_BYTES) -> list[list[bytes]]:
+    """Records grouped so that each frame stays within `limit` bytes (a larger one alone)."""
+    chunks: list[list[bytes]] = []
+    current: list[bytes] = []
+    for record in records:
+        if current and len(encode_records([*current, record])) > limit:
+            chunks.append(current)
+            current = []
+        current.append(record)
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _call(watcher: Watcher, state: GovernanceState) -> None:
+    try:
+        watcher(state)
+    except Exception:  # one broken watcher must not stop the others or the sync
+        log.exception("governance watcher failed")
+
+
+class GovernanceService:
+    """See the module docstring. `await start(store)`, then `run()` in the node's nursery."""
+
+    def __init__(
+        self,
+        *,
+        secrets: NodeSecrets,
+        genesis: Genesis,
+        send: SendFrame,
+        peers: Callable[[], list[bytes]],
+        emit: Emit,
+        initial_members: Mapping[bytes, bytes] | None = None,
+        min_round_gap: float = 2.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._secrets = secrets
+        self._genesis = genesis
+        self._initial_members = initial_members
+        self._send = send
+        self._peers = peers
+        self._emit = emit
+        self.min_round_gap = min_round_gap
+        self._clock = clock
+        self._store: Store | None = None
+        self.gov: Governance | None = None
+        self._nursery: trio.Nursery | None = None
+        self._lock = trio.Lock()  # receive + persist, one at a time
+        self._last_ask: dict[bytes, float] = {}
+        self._peer_head: dict[bytes, bytes] = {}
+        self._watchers: list[Watcher] = []
+        #: Sends a frame by broadcast on every transport that can; False if it could not (no
+        #: airtime, no broadcast transport). Set by the wiring; None: links only.
+        self.broadcast: Callable[[bytes], Awaitable[bool]] | None = None
+        #: Hops to a peer (1: a neighbour that hears our broadcasts), None when unknown.
+        self.hops: Callable[[bytes], int | None] = lambda node_id: None
+        self._seen: GovernanceState | None = None
+        self.counters = {"local_records": 0, "peer_records": 0, "asks_sent": 0, "frames_sent": 0}
+        self.counters.update({"frames_received": 0, "send_failed": 0, "frames_refused": 0})
+        self.counters.update({"broadcasts_sent": 0, "broadcasts_failed": 0})
+        self.counters.update({"broadcasts_received": 0, "broadcast_unvouched": 0})
+
+    # ---- life cycle -------------------------------------------------------------------------
+
+    async def start(self, store: Store) -> None:
+        """Rebuild the machine from every stored record."""
+        self._store = store
+        gov = Governance(self._genesis, self._initial_members)
+        records = await self._db(store.gov_objects)
+        for record in records:
+            gov.receive(record)
+        self.gov = gov
+        state = gov.state
+        self._changed()
+        log.info(
+            "governance: %d records restored, height %d%s",
+            len(records),
+            state.height,
+            ", the mesh is SHUT DOWN" if state.shutdown else "",
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    # ---- local writes -----------------------------------------------------------------------
+
+    def now(self) -> int:
+        return int(self._clock())
+
+    async def propose(
+        self, kind: str, body: Mapping[str, Any], expires_in: int = DEFAULT_EXPIRY
+    ) -> bytes:
+        """A proposal by this node on the head, carrying its vote; returns its id.
+        Raises `UsageError` (not an admin, bad kind or body, ...)."""
+        gov = self.machine()
+        if type(expires_in) is not int or expires_in <= 0:
+            raise UsageError("expires_in: a positive whole number of seconds")
+        now = self.now()
+        async with self._lock:
+            data = gov.propose(self._secrets, kind, body, now + expires_in, os.urandom(8), now)
+            await self._persist([data])
+        self._after_local(data)
+        return parse_proposal(data).id
+
+    async def vote(self, proposal_id: bytes) -> None:
+        """This node's vote for an open proposal. Raises `UsageError`."""
+        gov = self.machine()
+        async with self._lock:
+            data = gov.vote(self._secrets, proposal_id, self.now())
+            await self._persist([data])
+        self._after_local(data)
+
+    def watch(self, watcher: Watcher) -> None:
+        """Call `watcher(state)` now (if open) and whenever the fold changes: members,
+        roles, policy and shutdown are read from the fold, never copied at start."""
+        self._watchers.append(watcher)
+        if self.gov is not None:
+            _call(watcher, self.gov.state)
+
+    def _changed(self) -> None:
+        # Compared whole, not by head: a redeemed invite admits a member without moving the head.
+        state = self.machine().state
+        if state == self._seen:
+            return
+        self._seen = state
+        for watcher in self._watchers:
+            _call(watcher, state)
+
+    def _after_local(self, data: bytes) -> None:
+        self._changed()
+        self.counters["local_records"] += 1
+        self._emit("governance", {"event": "changed", "origin": "local", "head": self.head_hex()})
+        self._push(data, exclude=None)
+
+    async def submit(self, data: bytes) -> Outcome:
+        """A record from anywhere (this node's own or a peer's): kept, persisted, pushed on."""
+        return (await self._take([data], origin=None))[0]
+
+    # ---- sync -------------------------------------------------------------------------------
+
+    async def _take(
+        self, records: list[bytes], origin: bytes | None, *, broadcast: bool = False
+    ) -> list[Outcome]:
+        gov = self.machine()
+        async with self._lock:
+            outcomes = [gov.receive(r) for r in records]
+            new = [r for r, o in zip(records, outcomes, strict=True) if o.stored]
+            if new:
+                await self._persist(new)
+        if new:
+            self._changed()
+            self.counters["peer_records" if origin or broadcast else "local_records"] += len(new)
+            changed = any(o.changed for o in outcomes)
+            self._emit(
+                "governance",
+                {
+                    "event": "changed" if changed else "records",
+                    "origin": "broadcast"
+                    if broadcast
+                    else "local"
+                    if origin is None
+                    else origin.hex(),
+                    "records": len(new),
+                    "head": self.head_hex(),
+                },
+            )
+            for record in new:
+                self._push(record, exclude=origin, heard_by_broadcast=broadcast)
+        return outcomes
+
+    def _push(self, record: bytes, exclude: bytes | None, heard_by_broadcast: bool = False) -> None:
+        """Pass a new record on. With a broadcast, one packet reaches every neighbour (a shared
+        radio channel carries it once, not once per peer), and only peers further away get it
+        over a link; a record heard by broadcast is not broadcast again, since the sender's
+        neighbours heard it too. A neighbour that missed the packet catches up by the digest
+        on the next heartbeat."""
+        if self._nursery is None:
+            return
+        frame = encode_records([record])
+        targets = [node_id for node_id in self._peers() if node_id != exclude]
+        if self.broadcast is None or len(frame) > BROADCAST_MAX_BYTES:
+            for node_id in targets:
+                self._nursery.start_soon(self._send_to, node_id, frame)
+        elif heard_by_broadcast:
+            for node_id in targets:
+                if self.hops(node_id) != 1:
+                    self._nursery.start_soon(self._send_to, node_id, frame)
+        else:
+            self._nursery.start_soon(self._broadcast_then_links, frame, targets)
+
+    async def _broadcast_then_links(self, frame: bytes, targets: list[bytes]) -> None:
+        assert self.broadcast is not None and self._nursery is not None
+        sent = await self.broadcast(frame)
+        self.counters["broadcasts_sent" if sent else "broadcasts_failed"] += 1
+        for node_id in targets:
+            if not sent or self.hops(node_id) != 1:
+                self._nursery.start_soon(self._send_to, node_id, frame)
+        if sent:
+            # Once more, a moment later: a neighbour that lost the packet (radio loss, a
+            # collision) gets it for one more packet, where the repair by digest costs a link
+            # set-up and an exchange, and waits for a heartbeat (6.4 s apart at 5 kbit/s).
+            await trio.sleep(REPEAT_AFTER[0] + random.random() * REPEAT_AFTER[1])
+            if await self.broadcast(frame):
+                self.counters["broadcasts_sent"] += 1
+
+    async def on_broadcast(self, data: bytes) -> None:
+        """A governance frame heard by broadcast: records only, and only those an admin signed
+        or that claim an authorized invite (`Governance.vouched`): the sender is not proven."""
+        self.counters["broadcasts_received"] += 1
+        try:
+            kind, body = decode_frame(data)
+        except KaiMeshError as exc:
+            self.counters["frames_refused"] += 1
+            log.debug("governance broadcast refused: %s", exc)
+            return
+        if kind != MSG_RECORDS:
+            self.counters["frames_refused"] += 1
+            return
+        gov = self.machine()
+        vouched = [record for record in body if gov.vouched(record)]
+        self.counters["broadcast_unvouched"] += len(body) - len(vouched)
+        if vouched:
+            await self._take(vouched, origin=None, broadcast=True)
+
+    def digests(self) -> dict[int, bytes]:
+        """For heartbeats."""
+        return {} if self.gov is None else {GOV_DIGEST: self.gov.sync_digest()[:HEAD_PREFIX]}
+
+    def on_digests(self, node_id: bytes, digests: Mapping[int, bytes]) -> None:
+        """A peer's heartbeat: another head starts an exchange with it."""
+        theirs = digests.get(GOV_DIGEST)
+        if theirs is None or self.gov is None:
+            return
+        self._peer_head[node_id] = theirs
+        if theirs != self.gov.sync_digest()[:HEAD_PREFIX]:
+            self.ask(node_id, force=False)
+
+    def ask(self, node_id: bytes, *, force: bool) -> None:
+        """Send `node_id` our head, so that it answers with what we may lack."""
+        if self.gov is None or self._nursery is None:
+            return
+        now = trio.current_time()
+        if not force and now - self._last_ask.get(node_id, -1e9) < self.min_round_gap:
+            return
+        self._last_ask[node_id] = now
+        self.counters["asks_sent"] += 1
+        self._nursery.start_soon(self._send_to, node_id, encode_ask(self.gov.head()))
+
+    async def on_frame(self, node_id: bytes, data: bytes) -> None:
+        """A governance frame from a peer (the link proved `node_id`)."""
+        gov = self.machine()
+        self.counters["frames_received"] += 1
+        try:
+            kind, body = decode_frame(data)
+        except KaiMeshError as exc:
+            self.counters["frames_refused"] += 1
+            log.debug("governance frame from %s refused: %s", node_id.hex(), exc)
+            return
+        if kind == MSG_RECORDS:
+            await self._take(body, origin=node_id)
+            return
+        for chunk in chunk_records(gov.objects_after(body)):
+            await self._send_to(node_id, encode_records(chunk))
+
+    async def _send_to(self, node_id: bytes, frame: bytes) -> None:
+        try:
+            await self._send(node_id, frame)
+        except TransportError as exc:
+            self.counters["send_failed"] += 1
+            log.debug("governance frame to %s not sent: %s", node_id.hex(), exc)
+            return
+        self.counters["frames_sent"] += 1
+
+    # ---- persistence ------------------------------------------------------------------------
+
+    async def _persist(self, records: list[bytes]) -> None:
+        store = self._store
+        assert store is not None
+        await self._db(store.gov_add, records)
+
+    async def _db(self, fn: Callable[..., _T], *args: Any) -> _T:
+        # An in-memory store (simulations) is called inline, as in the state service.
+        if self._store is not None and str(self._store.path) == ":memory:":
+            return fn(*args)
+        return await trio.to_thread.run_sync(fn, *args)
+
+    def machine(self) -> Governance:
+        """The machine; raises `UsageError` before `start`."""
+        if self.gov is None:
+            raise UsageError("governance is not open yet")
+        return self.gov
+
+    # ---- reports ----------------------------------------------------------------------------
+
+    def halted(self) -> str | None:
+        """The reason while a certified emergency shutdown holds (until a certified lift)."""
+        if self.gov is None:
+            return None
+        state = self.gov.state
+        if not state.shutdown:
+            return None
+        return state.shutdown_reason or "emergency shutdown"
+
+    def head_hex(self) -> str:
+        return "" if self.gov is None else self.gov.head().hex()
+
+    def status(self) -> dict[str, Any]:
+        gov = self.gov
+        if gov is None:
+            return {"open": False}
+        state = gov.state
+        now = self.now()
+        return {
+            "head": gov.head().hex(),
+            "height": state.height,
+            "admins": [a.hex() for a in state.admins],
+            "threshold": state.threshold,
+            "members": len(state.members),
+            "shutdown": state.shutdown,
+            "shutdown_reason": state.shutdown_reason,
+            "open_proposals": sum(1 for p in gov.proposals(now) if p.status == "open"),
+            "evidence": len(gov.evidence()),
+            "refused": dict(gov.refused),
+            **self.counters,
+        }

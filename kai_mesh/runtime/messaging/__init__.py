@@ -1,0 +1,1 @@
+"""The bus, the router between nodes, the outbox and inbox, egress lanes."""

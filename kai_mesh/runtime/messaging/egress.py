@@ -1,0 +1,289 @@
+"""Everything this node sends to a peer leaves through here: per-interface priority queues held
+to airtime budgets (`core.airtime`).
+
+An interface gets a queue ("lane") when it has a known bitrate below `FAST_LINK` or a duty cycle
+set in its config; faster interfaces send at once (a LAN has no airtime to save and the bus
+already orders by priority). A lane's budget is the interface's duty cycle over an hour (EU 868:
+1 % for RNode interfaces unless configured) plus a 2-second pacing window at 90 % of the bitrate,
+so frames wait here, in priority order, instead of piling up in a radio's or a kernel's queue
+where a `critical` frame would wait behind them. A frame larger than one packet goes out as the
+transport's own paced transfer (an RNS Resource, which has its own window): it is held only to the
+hour's budget, and charged whole. `critical` is never held or shed; lower
+priorities wait up to their `MAX_DELAY`, then fail with an error the sender sees.
+
+What the lane does not send itself (Reticulum's announces, link setup, keepalives, proofs, and
+frames relayed for others) is charged too: every few seconds the interface's transmit counter is
+compared with what went through the lane, and the difference is spent as background traffic, so
+the budget tracks what the radio really sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from kai_mesh.core.errors import TransportError
+from kai_mesh.core.messaging.airtime import AirtimeBudget, InterfaceQueue, Shed
+from kai_mesh.core.messaging.envelope import Priority
+from transports.base import InterfaceInfo, Transport
+
+log = logging.getLogger(__name__)
+
+FAST_LINK = 1_000_000  # bit/s: at or above this, no lane
+LINK_OVERHEAD = 83  # an RNS link packet: 19-byte header + 64 bytes of link encryption
+PACING_WINDOW = 2.0
+PACING_SHARE = 0.9
+MAX_DELAY = {Priority.LOW: 30.0, Priority.NORMAL: 60.0, Priority.HIGH: 120.0}
+CAPACITY = 512
+SYNC_EVERY = 5.0
+PACKET_BYTES = 430  # RNS Link.MDU (431) less our frame-type byte: larger frames are Resources
+
+#: Duty cycle for an interface with no `duty_cycle` in its config, by RNS interface class.
+DEFAULT_DUTY = {"RNodeInterface": 0.01}
+
+DutyFor = Callable[[InterfaceInfo], float | None]
+
+
+class AirtimeShed(TransportError):
+    """The frame waited too long for airtime, or the lane was full: given up, not sent."""
+
+
+@dataclass(eq=False)
+class _Frame:
+    transport: Transport
+    node_id: bytes
+    data: bytes
+    done: trio.Event = field(default_factory=trio.Event)
+    error: str | None = None
+    shed: bool = False
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+@dataclass(eq=False)
+class _Lane:
+    transport: Transport
+    interface: str
+    queue: InterfaceQueue[_Frame]
+    wake: trio.Event = field(default_factory=trio.Event)
+    tx_seen: int | None = None  # the interface's tx counter at the last sync
+    lane_bytes: int = 0  # bytes (with overhead) the lane sent since the last sync
+    charged_extra: int = 0  # bytes charged for traffic the lane did not send
+
+
+class Egress:
+    """See the module docstring. `run()` in the node's nursery; `send()` from anywhere."""
+
+    def __init__(
+        self, transports: list[Transport], duty_for: DutyFor, background_share: float = 0.25
+    ) -> None:
+        self.transports = transports
+        self._duty_for = duty_for
+        self.background_share = background_share
+        self._lanes: dict[tuple[str, str], _Lane | None] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._sync_loop)
+            task_status.started()
+
+    async def send(
+        self,
+        transport: Transport,
+        node_id: bytes,
+        data: bytes,
+        priority: Priority,
+        *,
+        background: bool = False,
+    ) -> None:
+        """Send through the peer's interface lane; raises `TransportError` when the frame was
+        shed (waited too long for airtime, or the queue overflowed) or the send failed."""
+        lane = self._lane_for(transport, node_id)
+        if lane is None:
+            await transport.send(node_id, data)
+            return
+        if len(data) > PACKET_BYTES:
+            await self._send_transfer(lane, node_id, data, priority, background)
+            return
+        frame = _Frame(transport, node_id, data)
+        shed = lane.queue.push(frame, priority, background, trio.current_time())
+        self._fail(shed)
+        lane.wake.set()
+        await frame.done.wait()
+        if frame.shed:
+            raise AirtimeShed(frame.error or "shed")
+        if frame.error is not None:
+            raise TransportError(frame.error)
+
+    async def _send_transfer(
+        self, lane: _Lane, node_id: bytes, data: bytes, priority: Priority, background: bool
+    ) -> None:
+        """More than one packet: the transport sends it as a paced, windowed transfer (an RNS
+        Resource), so it does not queue behind the burst window; it must fit the hour's budget
+        (critical always goes) and is charged whole."""
+        budget, now = lane.queue.budget, trio.current_time()
+        if priority < Priority.CRITICAL and not budget.fits_hour(len(data), now, background):
+            raise AirtimeShed(f"no airtime this hour for {len(data)} bytes on {lane.interface}")
+        budget.spend(len(data), now, background)
+        lane.lane_bytes += len(data) + budget.overhead_bytes
+        await lane.transport.send(node_id, data)
+
+    async def broadcast(
+        self, transport: Transport, data: bytes, *, background: bool = True, wait: float = 0.0
+    ) -> None:
+        """One frame on every interface of `transport`. It goes once every interface with a
+        lane has airtime for it (background airtime for a heartbeat, the whole budget for a
+        governance record), waiting at most `wait` seconds for that; else it is dropped
+        (raises `TransportError`), never queued: a heartbeat that must wait is worth nothing."""
+        broadcast = getattr(transport, "broadcast", None)
+        if broadcast is None:
+            raise TransportError(f"{transport.name} cannot broadcast")
+        lanes = [lane for i in transport.interfaces() if (lane := self._lane(transport, i))]
+        now = trio.current_time()
+        at = max(
+            (lane.queue.budget.next_allowed(len(data), now, background) for lane in lanes),
+            default=now,
+        )
+        if at > now + wait:
+            kind = "background " if background else ""
+            raise TransportError(f"no {kind}airtime left for a broadcast now")
+        if at > now:
+            await trio.sleep_until(at)
+            now = trio.current_time()
+        for lane in lanes:
+            lane.queue.budget.spend(len(data), now, background)
+            lane.lane_bytes += len(data) + lane.queue.budget.overhead_bytes
+        await broadcast(data)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Airtime used against the budget, per interface with a lane."""
+        now = trio.current_time()
+        out = []
+        for lane in self._lanes.values():
+            if lane is None:
+                continue
+            budget, stats = lane.queue.budget, lane.queue.stats
+            out.append(
+                {
+                    "transport": lane.transport.name,
+                    "interface": lane.interface,
+                    "bitrate": budget.bitrate,
+                    "duty_cycle": budget.duty_cycle,
+                    "used_s": round(budget.used(now), 3),
+                    "budget_s": round(budget.limit, 3),
+                    "used_fraction": round(budget.fraction(now), 4),
+                    "background_used_s": round(budget.background_used(now), 3),
+                    "overdraft_s": round(budget.overdraft, 3),
+                    "queued": len(lane.queue),
+                    "sent": {p.name.lower(): n for p, n in stats.sent.items()},
+                    "shed": {p.name.lower(): n for p, n in stats.shed.items()},
+                }
+            )
+        return out
+
+    def budget_for(self, transport: Transport, interface: InterfaceInfo) -> AirtimeBudget | None:
+        duty = self._duty_for(interface)
+        if duty is None:
+            duty = DEFAULT_DUTY.get(interface.kind)
+        if interface.bitrate is None or (duty is None and interface.bitrate >= FAST_LINK):
+            return None
+        return AirtimeBudget(
+            interface.bitrate,
+            duty if duty is not None else 1.0,
+            background_share=self.background_share,
+            overhead_bytes=LINK_OVERHEAD,
+            short_window=PACING_WINDOW,
+            short_duty_cycle=PACING_SHARE,
+        )
+
+    # ---- lanes ------------------------------------------------------------------------------
+
+    def _lane_for(self, transport: Transport, node_id: bytes) -> _Lane | None:
+        interfaces = transport.interfaces()
+        peer = next((p for p in transport.peers() if p.node_id == node_id), None)
+        wanted = peer.interface if peer is not None else None
+        interface = next((i for i in interfaces if i.name == wanted), None)
+        if interface is None and len(interfaces) == 1:
+            interface = interfaces[0]
+        if interface is None:
+            return None
+        return self._lane(transport, interface)
+
+    def _lane(self, transport: Transport, interface: InterfaceInfo) -> _Lane | None:
+        key = (transport.name, interface.name)
+        if key not in self._lanes and self._nursery is not None:  # not before `run()`
+            self._lanes[key] = self._open_lane(transport, interface)
+        return self._lanes.get(key)
+
+    def _open_lane(self, transport: Transport, interface: InterfaceInfo) -> _Lane | None:
+        budget = self.budget_for(transport, interface)
+        if budget is None or self._nursery is None:
+            return None
+        log.info(
+            "airtime: %s at %d bit/s, duty cycle %.4g, budget %.1f s/h",
+            interface.name,
+            budget.bitrate,
+            budget.duty_cycle,
+            budget.limit,
+        )
+        lane = _Lane(transport, interface.name, InterfaceQueue(budget, CAPACITY, MAX_DELAY))
+        lane.tx_seen = interface.tx_bytes
+        self._nursery.start_soon(self._pump, lane)
+        return lane
+
+    async def _pump(self, lane: _Lane) -> None:
+        assert self._nursery is not None
+        while True:
+            now = trio.current_time()
+            self._fail(lane.queue.handle_timer(now))
+            for frame in lane.queue.pop_ready(now):
+                lane.lane_bytes += len(frame.data) + LINK_OVERHEAD
+                self._nursery.start_soon(self._send, frame)
+            due = lane.queue.get_timer()
+            lane.wake = trio.Event()
+            with trio.move_on_at(due if due is not None else now + 3600):
+                await lane.wake.wait()
+
+    @staticmethod
+    async def _send(frame: _Frame) -> None:
+        try:
+            await frame.transport.send(frame.node_id, frame.data)
+        except TransportError as exc:
+            frame.error = str(exc)
+        finally:
+            frame.done.set()
+
+    @staticmethod
+    def _fail(shed: list[Shed[_Frame]]) -> None:
+        for item in shed:
+            waited = item.shed_at - item.queued_at
+            item.frame.error = (
+                f"no airtime on this interface ({item.reason.value} after {waited:.1f} s)"
+            )
+            item.frame.shed = True
+            item.frame.done.set()
+
+    async def _sync_loop(self) -> None:
+        """Charge what the interface sent beyond the lane's own frames (see the docstring)."""
+        while True:
+            await trio.sleep(SYNC_EVERY)
+            for lane in [lane for lane in self._lanes.values() if lane is not None]:
+                info = next(
+                    (i for i in lane.transport.interfaces() if i.name == lane.interface), None
+                )
+                if info is None or lane.tx_seen is None:
+                    continue
+                sent, lane.tx_seen = info.tx_bytes - lane.tx_seen, info.tx_bytes
+                extra = sent - lane.lane_bytes
+                lane.lane_bytes = 0
+                if extra > LINK_OVERHEAD:
+                    budget = lane.queue.budget
+                    budget.spend(extra - budget.overhead_bytes, trio.current_time(), True)
+                    lane.charged_extra += extra

@@ -1,0 +1,571 @@
+"""Messages to and from other nodes: the part of the bus that crosses transports.
+
+Outbound, a message for another node is resolved to a node id (an id in the address, or a name a
+transport has seen — checked against the peer's signed member record before anything is sent),
+encoded without a signature (the transport's link already proves the sender: DESIGN.md, one
+authentication is enough) and sent; the caller waits for the envelope whose `reply_to` is the
+message's id, from that same node, until its deadline.
+
+Inbound, every `MessageReceived` is decoded by the core's `EnvelopeDecoder` (size, format,
+fields, signature, expiry, replay); an unsigned envelope must come from the node it names as its
+sender. Replies wake their waiter; requests go to the local bus in their own task, so a slow agent
+never holds up the transport's event stream, and the reply goes back the way the request came.
+A reply that is late is asked for, and one that was lost is sent again (runtime/lost_replies.py).
+Every refusal is counted by reason (`kai-mesh status`), never raised into the node. A request the
+governance policy forbids (`admit`, runtime/policy.py: `critical` from a role not in
+`critical_roles`) gets a `forbidden` error reply, judged by the node the link proved, and is
+counted as `policy.forbidden`.
+
+Besides envelopes, the same byte strings carry the router's own frames (`core.frames`): DELIVER
+and ACKS for messages that must arrive (the outbox, runtime/delivery.py; the inbox that keeps
+one from its ack until it is served, runtime/inbox.py), SWIM probes and gossip
+(runtime/liveness.py) and heartbeats, which also arrive as broadcasts. Everything sent leaves
+through the egress lanes (runtime/egress.py), in priority order and within the airtime budget.
+
+Store-and-forward: when the direct send fails (the transport raises, the deadline passes
+before it could send, or no reply came back in time: the link may have been dead) and a
+transport offers `store_and_forward(node_id, data)` (LXMF), the envelope is left there and the
+caller gets a `queued` reply instead of an error: payload
+`{"queued": "lxmf-propagated", "node": …, "message_id": …}`. A reply that arrives later for such
+a message is counted as `late_replies` (no one waits for it any more).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+import trio
+
+from kai_mesh.core.codec import pack
+from kai_mesh.core.errors import (
+    NameMismatch,
+    ProtocolError,
+    StoreError,
+    TransportError,
+    UsageError,
+)
+from kai_mesh.core.mesh.address import AgentAddress
+from kai_mesh.core.messaging.envelope import (
+    EnvelopeDecoder,
+    LinkEnds,
+    Priority,
+    StandardMessage,
+    encode,
+)
+from kai_mesh.core.messaging.frames import (
+    FRAME_ACKS,
+    FRAME_ASK,
+    FRAME_DELIVER,
+    FRAME_ENVELOPE,
+    FRAME_GOVERNANCE,
+    FRAME_HEARTBEAT,
+    FRAME_STATE,
+    FRAME_SWIM,
+    decode_acks,
+    decode_deliver,
+    encode_acks,
+    frame_kind,
+)
+from kai_mesh.runtime.governance.service import GovernanceService
+from kai_mesh.runtime.liveness.service import Liveness
+from kai_mesh.runtime.messaging.durable_inbox import Inbox
+from kai_mesh.runtime.messaging.egress import AirtimeShed, Egress
+from kai_mesh.runtime.messaging.lost_replies import LostReplies, Waiter, asks_over, first_wait
+from kai_mesh.runtime.messaging.outbox import Outbox
+from kai_mesh.runtime.state.service import StateService
+from kai_mesh.runtime.store import OutboxRow, Store
+from transports.base import (
+    BroadcastReceived,
+    MessageReceived,
+    PeerInfo,
+    PeerSeen,
+    PingResult,
+    Transport,
+)
+
+log = logging.getLogger(__name__)
+
+LocalHandler = Callable[[StandardMessage, float | None], Awaitable[StandardMessage]]
+ErrorReply = Callable[[StandardMessage, str, str], StandardMessage]
+StoreAndForward = Callable[[bytes, bytes], Awaitable[bool]]
+
+
+class RemoteRouter:
+    """Routes between this node's bus and its transports. Run `run()` in the node's nursery."""
+
+    def __init__(
+        self,
+        *,
+        node_id: bytes,
+        transports: Sequence[Transport],
+        decoder: EnvelopeDecoder,
+        local: LocalHandler,
+        error_reply: ErrorReply,
+        store_and_forward: StoreAndForward | None = None,
+        egress: Egress | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.transports = list(transports)
+        self.egress = egress or Egress(self.transports, lambda interface: None)
+        self.outbox: Outbox | None = None  # set by the node once its store is open
+        self.liveness: Liveness | None = None
+        self.state: StateService | None = None
+        self.governance: GovernanceService | None = None
+        self.store: Store | None = None
+        self.inbox: Inbox | None = None  # on the store, when `run()` starts
+        self.decoder = decoder
+        self.local = local
+        self.error_reply = error_reply
+        #: Set by the node (runtime/policy.py): why a request from a peer at a priority is
+        #: refused by policy, else None.
+        self.admit: Callable[[bytes, Priority], str | None] = lambda node_id, priority: None
+        # Defaults to the first transport that offers it (LXMF); transports that serve guests
+        # get the local bus.
+        offered = [getattr(t, "store_and_forward", None) for t in self.transports]
+        self.store_and_forward = store_and_forward or next((f for f in offered if f), None)
+        for transport in self.transports:
+            bind_local = getattr(transport, "bind_local", None)
+            if bind_local is not None:
+                bind_local(local)
+        self.refused: dict[str, int] = {}
+        self.counters = {"sent": 0, "received": 0, "replies": 0, "queued": 0, "late_replies": 0}
+        self._waiting: dict[bytes, Waiter] = {}
+        self.lost = LostReplies(self.egress, self._count, self._refuse, self._peer_bitrate)
+        self._queued: dict[bytes, tuple[bytes, int]] = {}  # message id -> (node id, expires_at)
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        if self.store is not None and self.inbox is None:
+            self.inbox = self._new_inbox(self.store)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.egress.run)
+            for transport in self.transports:
+                await nursery.start(transport.run)
+                nursery.start_soon(self._pump, transport)
+            if self.outbox is not None:
+                await nursery.start(self.outbox.run)
+            if self.liveness is not None:
+                await nursery.start(self.liveness.run)
+            if self.inbox is not None:
+                nursery.start_soon(self.inbox.run)  # what a stop interrupted is served again
+            task_status.started()
+
+    def _new_inbox(self, store: Store) -> Inbox:
+        return Inbox(
+            store=store,
+            node_id=self.node_id,
+            decoder=self.decoder,
+            answer=self._answer,
+            send=self.send_frame,
+            refuse=self._refuse,
+            count=self._count,
+            policy=None if self.outbox is None else self.outbox.policy,
+        )
+
+    def _refuse(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    # ---- outbound ---------------------------------------------------------------------------
+
+    def locate(self, node: str) -> tuple[Transport, bytes]:
+        """The transport and node id for a node name or 32-hex id; raises `UsageError`."""
+        node_id = bytes.fromhex(node) if len(node) == 32 and _is_hex(node) else None
+        for transport in self.transports:
+            if node_id is not None:
+                if any(p.node_id == node_id for p in transport.peers()):
+                    return transport, node_id
+                continue
+            resolve = getattr(transport, "resolve_name", None)
+            found = resolve(node) if resolve is not None else None
+            if found is None:
+                found = next((p.node_id for p in transport.peers() if p.name == node), None)
+            if found is not None:
+                return transport, found
+        known = ", ".join(sorted({p.name or p.node_id.hex() for p in self.peers()})) or "none"
+        raise UsageError(f"no known node {node!r} (peers heard: {known})")
+
+    async def request(
+        self, message: StandardMessage, reply_within: float | None
+    ) -> StandardMessage:
+        """Send `message` to its node and wait for the reply; failures are `error` replies."""
+        to = message.to
+        assert isinstance(to, AgentAddress)
+        try:
+            transport, node_id = self.locate(str(to.node))
+        except UsageError as exc:
+            return self.error_reply(message, "unknown_node", str(exc))
+        limit = max(0.0, message.expires_at - time.time())
+        if reply_within is not None:
+            limit = min(limit, reply_within)
+        confirm = getattr(transport, "confirm_name", None)
+        if to.node.name is not None and confirm is not None:
+            # A name resolves only through a member record: a name taken from an announce is
+            # checked against the record before the message goes.
+            started = trio.current_time()
+            try:
+                with trio.move_on_after(limit):
+                    await confirm(node_id, to.node.name)
+            except NameMismatch as exc:
+                return self.error_reply(message, "unknown_node", str(exc))
+            limit = max(0.0, limit - (trio.current_time() - started))
+        waiter = self._waiting[message.message_id] = Waiter(node_id)
+        # Every transport proves both ends (a verified link, an LXMF signature over a member
+        # record): the envelope leaves their node ids out (core.envelope.LinkEnds).
+        data = encode(message, link=LinkEnds(sender=self.node_id, receiver=node_id))
+        failure: str | None = None
+        sent = False
+        try:
+            with trio.move_on_after(limit):
+                try:
+                    await self.egress.send(transport, node_id, data, message.priority)
+                except AirtimeShed as exc:
+                    # Store-and-forward would spend the same airtime: the sender hears now.
+                    return self.error_reply(message, "overloaded", str(exc))
+                except TransportError as exc:
+                    failure = str(exc)
+                else:
+                    sent = True
+                    self.counters["sent"] += 1
+                    await self._await_reply(transport, waiter, message, data)
+        finally:
+            del self._waiting[message.message_id]
+        if isinstance(waiter.reply, StandardMessage):
+            return waiter.reply
+        # Not sent, or sent on a link that may be dead (a peer killed a moment ago still has a
+        # link that looks alive): leave it with store-and-forward. A copy that did arrive is
+        # refused there as a replay, so the agent never runs twice.
+        queued = await self._store_and_forward(message, node_id, data)
+        if queued is not None:
+            return queued
+        if not sent and failure is not None:
+            return self.error_reply(message, "unreachable", failure)
+        return self.error_reply(message, "timeout", f"no reply from {to.node} in time")
+
+    async def _await_reply(
+        self, transport: Transport, waiter: Waiter, message: StandardMessage, data: bytes
+    ) -> None:
+        """Wait for the reply; over a link, ask for it when it is late (core.reply_asks)."""
+        if not asks_over(transport):
+            await waiter.done.wait()
+            return
+        first = first_wait(transport, waiter.node_id, self._peer_bitrate(transport, waiter.node_id))
+        await self.lost.await_reply(
+            transport, waiter, message.message_id, data, message.priority, first
+        )
+
+    async def _store_and_forward(
+        self, message: StandardMessage, node_id: bytes, data: bytes
+    ) -> StandardMessage | None:
+        """Leave the message with the store-and-forward transport; the `queued` reply, or None
+        when there is none or it could not take the message."""
+        if self.store_and_forward is None:
+            return None
+        taken = False
+        with trio.move_on_after(10):
+            try:
+                taken = await self.store_and_forward(node_id, data)
+            except TransportError as exc:
+                log.info("store-and-forward to %s failed: %s", node_id.hex(), exc)
+        if not taken:
+            return None
+        now = int(time.time())
+        self._queued = {k: v for k, v in self._queued.items() if v[1] > now}
+        self._queued[message.message_id] = (node_id, message.expires_at)
+        self.counters["queued"] += 1
+        payload = {
+            "queued": "lxmf-propagated",
+            "node": str(message.to.node) if isinstance(message.to, AgentAddress) else None,
+            "message_id": message.message_id.hex(),
+        }
+        return replace(self.error_reply(message, "queued", ""), intent="queued", payload=payload)
+
+    async def submit(self, message: StandardMessage) -> dict[str, Any]:
+        """Commit a message that must arrive to the outbox; what to tell the caller.
+
+        Raises `UsageError` for an unknown node (a 32-hex node id is taken as it is: the peer
+        may be away now) and `StoreError` when the node has no outbox."""
+        to = message.to
+        assert isinstance(to, AgentAddress)
+        if self.outbox is None:
+            raise StoreError("this node has no outbox (no store, or no transport)")
+        node = str(to.node)
+        if len(node) == 32 and _is_hex(node):
+            node_id = bytes.fromhex(node)
+        else:
+            _, node_id = self.locate(node)
+        row = OutboxRow(
+            message_id=message.message_id,
+            node_id=node_id,
+            destination=str(to),
+            intent=message.intent,
+            priority=int(message.priority),
+            message=encode(message, link=LinkEnds(sender=self.node_id, receiver=node_id)),
+            created_at=time.time(),
+            expires_at=message.expires_at,
+        )
+        await self.outbox.commit(row)
+        return {
+            "queued": "outbox",
+            "node": node,
+            "node_id": node_id.hex(),
+            "message_id": message.message_id.hex(),
+        }
+
+    async def send_frame(
+        self, node_id: bytes, data: bytes, priority: Priority, *, background: bool = False
+    ) -> None:
+        """A router frame to a peer, over the first transport that knows it."""
+        for transport in self.transports:
+            if any(p.node_id == node_id for p in transport.peers()):
+                await self.egress.send(transport, node_id, data, priority, background=background)
+                return
+        raise TransportError(f"no transport knows node {node_id.hex()} now")
+
+    def reset_link(self, node_id: bytes) -> None:
+        for transport in self.transports:
+            reset = getattr(transport, "reset_link", None)
+            if reset is not None:
+                reset(node_id)
+
+    def broadcasts(
+        self, *, background: bool = True, wait: float = 0.0
+    ) -> list[Callable[[bytes], Awaitable[None]]]:
+        """One sender per transport that can broadcast, each held to its airtime budget
+        (`Egress.broadcast`: background or not, and how long it may wait for room)."""
+        out: list[Callable[[bytes], Awaitable[None]]] = []
+        for transport in self.transports:
+            if getattr(transport, "broadcast", None) is not None:
+                out.append(
+                    partial(self.egress.broadcast, transport, background=background, wait=wait)
+                )
+        return out
+
+    async def ping(self, node: str) -> tuple[PingResult, bytes]:
+        transport, node_id = self.locate(node)
+        return await transport.ping(node_id), node_id
+
+    def peers(self) -> list[PeerInfo]:
+        return [peer for transport in self.transports for peer in transport.peers()]
+
+    # ---- inbound ----------------------------------------------------------------------------
+
+    async def _pump(self, transport: Transport) -> None:
+        async for event in transport.events:
+            if isinstance(event, MessageReceived):
+                self._on_frame(transport, event)
+            elif isinstance(event, BroadcastReceived):
+                if self.liveness is not None and event.data[:1] == bytes([FRAME_HEARTBEAT]):
+                    self.liveness.on_heartbeat(event.data)
+                elif (
+                    event.data[:1] == bytes([FRAME_GOVERNANCE])
+                    and self.governance is not None
+                    and self._nursery is not None
+                ):
+                    self._nursery.start_soon(self.governance.on_broadcast, event.data)
+                else:
+                    self._refuse("broadcast.unknown")
+            elif isinstance(event, PeerSeen):
+                log.debug("peer %s seen on %s", event.peer.name, transport.name)
+                if self.liveness is not None and not getattr(transport, "store_and_forward", None):
+                    bitrate = self._bitrate(transport, event.peer.interface)
+                    self.liveness.watch(event.peer.node_id, event.peer.rtt, bitrate)
+
+    def _peer_bitrate(self, transport: Transport, node_id: bytes) -> int | None:
+        interface = next((p.interface for p in transport.peers() if p.node_id == node_id), None)
+        return self._bitrate(transport, interface)
+
+    @staticmethod
+    def _bitrate(transport: Transport, interface: str | None) -> int | None:
+        rates = [i.bitrate for i in transport.interfaces() if i.name == interface or not interface]
+        known = [r for r in rates if r]
+        return min(known) if known else None
+
+    def _on_frame(self, transport: Transport, event: MessageReceived) -> None:
+        try:
+            kind = frame_kind(event.data)
+        except ProtocolError as exc:
+            self._refuse(f"frame.{exc.reason}")
+            return
+        if self.liveness is not None and kind != FRAME_HEARTBEAT:
+            self.liveness.heard(event.node_id)  # the link proved who sent it
+        if kind == FRAME_ENVELOPE:
+            self._on_message(transport, event)
+        elif kind == FRAME_DELIVER:
+            self._on_deliver(transport, event)
+        elif kind == FRAME_ACKS:
+            self._on_acks(event)
+        elif kind == FRAME_ASK and self._nursery is not None:
+            self._nursery.start_soon(
+                self.lost.on_ask, transport, event.node_id, event.data, self._waiting
+            )
+        elif kind == FRAME_SWIM and self.liveness is not None:
+            self.liveness.on_swim(event.node_id, event.data)
+        elif kind == FRAME_HEARTBEAT and self.liveness is not None:
+            self.liveness.on_heartbeat(event.data)
+        elif kind == FRAME_STATE and self.state is not None and self._nursery is not None:
+            self._nursery.start_soon(self.state.on_frame, event.node_id, event.data)
+        elif kind == FRAME_GOVERNANCE and self.governance is not None and self._nursery is not None:
+            self._nursery.start_soon(self.governance.on_frame, event.node_id, event.data)
+        else:
+            self._refuse("frame.unexpected")
+
+    def _on_acks(self, event: MessageReceived) -> None:
+        try:
+            ids = decode_acks(event.data)
+        except ProtocolError as exc:
+            self._refuse(f"acks.{exc.reason}")
+            return
+        if self.outbox is not None and self._nursery is not None:
+            self._nursery.start_soon(self.outbox.acked, event.node_id, ids)
+
+    def _on_deliver(self, transport: Transport, event: MessageReceived) -> None:
+        """A message that must arrive: check it, then commit, ack and serve (in a task)."""
+        self.counters["received"] += 1
+        try:
+            data = decode_deliver(event.data)
+            ends = LinkEnds(sender=event.node_id, receiver=self.node_id)
+            # No in-memory replay check: a retry is expected here and answered with an ack;
+            # the store's replay table decides whether it is served.
+            decoded = self.decoder.decode(data, int(time.time()), link=ends, remember=False)
+        except ProtocolError as exc:
+            self._refuse(f"deliver.{exc.reason}")
+            return
+        message = decoded.message
+        if not decoded.signed and message.sender.node.node_id != event.node_id:
+            self._refuse("envelope.spoofed_sender")
+            return
+        assert self._nursery is not None
+        self._nursery.start_soon(self._take_delivery, transport, event.node_id, message, data)
+
+    async def _take_delivery(
+        self, transport: Transport, node_id: bytes, message: StandardMessage, envelope: bytes
+    ) -> None:
+        """Commit (replay table and inbox), ack, serve, then drop the inbox row: a crash
+        before the row is dropped has the message served again at the next start."""
+        inbox = self.inbox
+        if inbox is None:
+            self._refuse("deliver.no_store")
+            return
+        fresh = await inbox.take(node_id, message, envelope)
+        try:
+            ack = encode_acks([message.message_id])
+            await self.egress.send(transport, node_id, ack, message.priority)
+        except TransportError as exc:
+            log.info("ack to %s not sent: %s", node_id.hex(), exc)
+        if not fresh:
+            self.counters["duplicates"] = self.counters.get("duplicates", 0) + 1
+            return
+        await self._serve(transport, node_id, message)
+        await inbox.done(node_id, message.message_id)
+
+    def _on_message(self, transport: Transport, event: MessageReceived) -> None:
+        self.counters["received"] += 1
+        try:
+            ends = LinkEnds(sender=event.node_id, receiver=self.node_id)
+            decoded = self.decoder.decode(event.data, int(time.time()), link=ends)
+        except ProtocolError as exc:
+            self._refuse(f"envelope.{exc.reason}")
+            log.debug("refused an envelope from %s: %s", event.node_id.hex(), exc)
+            return
+        message = decoded.message
+        if not decoded.signed and message.sender.node.node_id != event.node_id:
+            self._refuse("envelope.spoofed_sender")
+            return
+        if message.reply_to is not None:
+            waiter = self._waiting.get(message.reply_to)
+            if waiter is None and self.outbox is not None and self._nursery is not None:
+                self._nursery.start_soon(self._outbox_reply, event.node_id, message)
+                return
+            if waiter is None and self._queued.get(message.reply_to, (b"",))[0] == event.node_id:
+                del self._queued[message.reply_to]
+                self.counters["late_replies"] += 1
+                log.info(
+                    "late reply to queued message %s from %s",
+                    message.reply_to.hex(),
+                    event.node_id.hex(),
+                )
+                return
+            if waiter is None or waiter.node_id != event.node_id:
+                self._refuse("envelope.unexpected_reply")
+                return
+            self.counters["replies"] += 1
+            waiter.reply = message
+            waiter.done.set()
+            waiter.poke()
+            return
+        assert self._nursery is not None
+        self.lost.serving(event.node_id, message.message_id, message.expires_at, message.priority)
+        self._nursery.start_soon(self._serve, transport, event.node_id, message)
+
+    async def _outbox_reply(self, node_id: bytes, message: StandardMessage) -> None:
+        assert self.outbox is not None and message.reply_to is not None
+        kept = pack(
+            {"from": str(message.sender), "intent": message.intent, "payload": message.payload}
+        )
+        if await self.outbox.replied(node_id, message.reply_to, kept):
+            self.counters["replies"] += 1
+        elif self._queued.get(message.reply_to, (b"",))[0] == node_id:
+            del self._queued[message.reply_to]
+            self.counters["late_replies"] += 1
+        else:
+            self._refuse("envelope.unexpected_reply")
+
+    async def _answer(self, node_id: bytes, message: StandardMessage) -> StandardMessage:
+        """The reply to a request from `node_id`: the local bus's, or `forbidden` by policy."""
+        why = self.admit(node_id, message.priority)
+        if why is not None:
+            self._refuse("policy.forbidden")
+            log.info("refused a request from %s: %s", node_id.hex(), why)
+            return self.error_reply(message, "forbidden", why)
+        return await self.local(message, None)
+
+    async def _serve(self, transport: Transport, node_id: bytes, message: StandardMessage) -> None:
+        reply = await self._answer(node_id, message)
+        try:
+            ends = LinkEnds(sender=self.node_id, receiver=node_id)
+            data = encode(reply, link=ends)
+            await self.lost.send_reply(transport, node_id, message.message_id, data, reply.priority)
+        except (TransportError, UsageError) as exc:
+            log.info("could not send the reply to %s: %s", node_id.hex(), exc)
+
+    def status(self) -> list[dict[str, Any]]:
+        out = []
+        for transport in self.transports:
+            out.append(
+                {
+                    "name": transport.name,
+                    "interfaces": [
+                        {
+                            "name": i.name,
+                            "kind": i.kind,
+                            "online": i.online,
+                            "bitrate": i.bitrate,
+                            "mtu": i.mtu,
+                            "tx_bytes": i.tx_bytes,
+                            "rx_bytes": i.rx_bytes,
+                        }
+                        for i in transport.interfaces()
+                    ],
+                    "peers": len(transport.peers()),
+                    "counters": transport.counters(),
+                    **(getattr(transport, "describe", dict)()),
+                }
+            )
+        return out
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True

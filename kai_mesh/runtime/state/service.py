@@ -1,0 +1,364 @@
+"""The mesh's replicated state on this node: the replica, its logs in sqlite, and anti-entropy.
+
+`core.replica.Replica` is the machine (signed streams, chains, ownership, reconciliation);
+`core.ydoc` says what may be written and how values look. This shell adds what needs I/O:
+
+- **Logs**: every header and entry is committed to the store before it is sent or acknowledged;
+  on start the doc is rebuilt from them. A node that did not shut down cleanly opens a new stream
+  (a fresh Yjs client id), so no (client, clock) pair is ever reused with other content.
+- **Push**: a local change goes to every peer at once, as an ENTRIES frame.
+- **Anti-entropy**: the replica's 8-byte digest rides on heartbeats; hearing a different digest
+  from a peer starts a round with it (BUCKETS, then VECTORS for the buckets that differ, then the
+  ENTRIES each side lacks), at most one round per peer per `min_round_gap`. Peers out of
+  broadcast range get a round every `round_interval` anyway. A lost frame costs nothing but time:
+  the next digest mismatch starts the next round.
+- **Revocations**: `on_governance` (a `GovernanceService.watch`er) hands the fold's revocations to
+  the replica, which refuses a revoked node's entries past the cut and drops those it held. The
+  logs keep what was persisted; a restore refuses it again, so a restart rebuilds the same doc.
+  Governance opens after the state, so the first fold also takes the logs in once more if the
+  start's restore refused entries as "untrusted" (members governance admitted, revoked nodes).
+- **Events**: the control socket's `state` topic hears of every change, local or from a peer.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import trio
+
+from kai_mesh.core.errors import KaiMeshError, TransportError, UsageError
+from kai_mesh.core.governance.machine import GovernanceState
+from kai_mesh.core.mesh.identity import NodeSecrets
+from kai_mesh.core.state import ydoc
+from kai_mesh.core.state.replica import Received, Replica
+from kai_mesh.core.state.revocation import Revocation, revocations_of
+from kai_mesh.core.state.wire import Entries, decode_sync, encode_sync, parse_entry, parse_header
+from kai_mesh.runtime.store import Store
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+STATE_DIGEST = 1  # the heartbeat digest slot of the replicated state
+SYNC_MAX_BYTES = 380  # a sync frame that fits one Reticulum link packet with room to spare
+CLIENT_ID_META = "state_client_id"
+
+SendFrame = Callable[[bytes, bytes], Awaitable[None]]
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+class StateService:
+    """See the module docstring. `await start(store)`, then `run()` in the node's nursery."""
+
+    def __init__(
+        self,
+        *,
+        secrets: NodeSecrets,
+        mesh_id: bytes,
+        keys: Mapping[bytes, bytes],
+        send: SendFrame,
+        peers: Callable[[], list[bytes]],
+        emit: Emit,
+        round_interval: float = 30.0,
+        min_round_gap: float = 2.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._secrets = secrets
+        self._mesh_id = mesh_id
+        self._keys = keys
+        self._send = send
+        self._peers = peers
+        self._emit = emit
+        self.round_interval = round_interval
+        self.min_round_gap = min_round_gap
+        self._rng = rng or random.Random()
+        self._store: Store | None = None
+        self.replica: Replica | None = None
+        self._revoked: dict[bytes, Revocation] = {}
+        # The logs, kept from `start` to the first fold when that restore refused "untrusted".
+        self._boot_logs: tuple[list[bytes], list[bytes]] | None = None
+        self._last_round: dict[bytes, float] = {}
+        self._peer_digest: dict[bytes, bytes] = {}
+        self._digest_at: dict[bytes, float] = {}
+        # Entries each side turned out to lack, per peer, since the last `sync_now`.
+        self._lacked_here: dict[bytes, int] = {}
+        self._lacked_there: dict[bytes, set[bytes]] = {}  # distinct entries: rounds may overlap
+        self._nursery: trio.Nursery | None = None
+        self._write_lock = trio.Lock()  # one local transaction committed at a time, in order
+        self.counters = {"local_entries": 0, "peer_entries": 0, "rounds": 0, "frames_sent": 0}
+        self.counters.update({"bytes_sent": 0, "frames_received": 0, "send_failed": 0})
+
+    # ---- life cycle -------------------------------------------------------------------------
+
+    async def start(self, store: Store) -> None:
+        """Open our stream (a new one after an unclean shutdown) and rebuild the doc."""
+        self._store = store
+        saved = store.get_meta(CLIENT_ID_META)
+        if saved is not None and store.was_clean:
+            client_id = int(saved)
+        else:
+            # Yjs client ids are 32-bit in practice; a fresh one per unclean start.
+            client_id = self._rng.randrange(1, 2**32)
+            await self._db(store.put_meta, CLIENT_ID_META, str(client_id).encode())
+            if saved is not None:
+                log.info("state: unclean shutdown before, writing on a new stream %d", client_id)
+        headers, entries = await self._open(store, client_id)
+        log.info("state: %d streams, %d entries restored", len(headers), len(entries))
+
+    async def _open(self, store: Store, client_id: int) -> tuple[list[bytes], list[bytes]]:
+        """A replica writing on `client_id`, rebuilt from the store's logs; the logs."""
+        headers, entries = await self._db(store.state_logs)
+        self.replica = Replica(
+            mesh_id=self._mesh_id,
+            secrets=self._secrets,
+            client_id=client_id,
+            verify_key_for=self._keys.get,
+        )
+        self.replica.set_revoked(self._revoked)
+        got = self.replica.restore(headers, entries)
+        if got.refused.get("untrusted"):
+            self._boot_logs = (headers, entries)
+        return headers, entries
+
+    async def _new_stream(self, why: str) -> Replica:
+        """Our stream can take no more writes (`Replica.own_stream_blocked`): go on on a new
+        one, as after an unclean shutdown, so that a write is never refused for it."""
+        assert self._store is not None and self.replica is not None
+        old = self.replica.client_id
+        client_id = self._rng.randrange(1, 2**32)
+        await self._db(self._store.put_meta, CLIENT_ID_META, str(client_id).encode())
+        await self._open(self._store, client_id)
+        self.counters["new_streams"] = self.counters.get("new_streams", 0) + 1
+        log.warning("state: our stream %d is %s: writing on a new stream %d", old, why, client_id)
+        return self._need()
+
+    def on_governance(self, state: GovernanceState) -> None:
+        """The governance fold changed (`governance.watch(state.on_governance)`): apply its
+        revocations, and on the first fold after `start` take the logs in again if needed."""
+        revoked = revocations_of(state)
+        boot, self._boot_logs = self._boot_logs, None
+        if revoked == self._revoked and boot is None:
+            return
+        self._revoked = revoked
+        replica = self.replica
+        if replica is None:
+            return  # `start` applies them
+        dropped = replica.set_revoked(revoked)
+        if boot is not None:  # what was refused as "untrusted" is judged again; the rest is held
+            got = replica.receive([*boot[0], *boot[1]])
+            log.info("state: %d more entries restored with the fold's members", len(got.entries))
+        if dropped:
+            log.warning("state: %d entries past a revocation's cut dropped", dropped)
+        if dropped or boot is not None:
+            self._emit("state", {"event": "changed", "origin": "governance", "dropped": dropped})
+
+    def revocation_cut(self, node_id: bytes) -> dict[int, int]:
+        """The cut a revocation of `node_id` proposed now names: its streams' heads here."""
+        return self._need().heads_of(node_id)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                await trio.sleep(self.round_interval * (0.5 + self._rng.random()))
+                now = trio.current_time()
+                for node_id in self._peers():
+                    # Peers whose heartbeats we hear are compared by digest already; the rest
+                    # (out of broadcast range) get a round now and then.
+                    if now - self._digest_at.get(node_id, -1e9) > 2 * self.round_interval:
+                        self._start_round(node_id, force=False)
+
+    # ---- local reads and writes -------------------------------------------------------------
+
+    def read(self, path: tuple[str, ...] = ()) -> Any:
+        return ydoc.read(self._need().doc, path)
+
+    async def write(self, path: tuple[str, ...], value: Any) -> int:
+        """Write `value` at `path` as a local transaction; committed before this returns.
+        Returns the number of records made (0: nothing changed). Raises `UsageError`."""
+        ydoc.check_value(value, path="/".join(path))
+        return await self._local(lambda doc: ydoc.write(doc, path, value))
+
+    async def delete(self, path: tuple[str, ...]) -> int:
+        return await self._local(lambda doc: ydoc.delete(doc, path))
+
+    async def import_update(self, update: bytes) -> int:
+        """A Yjs update made by another program, written as this node's own transaction."""
+        values = ydoc.import_values(update)
+
+        def edit(doc: Any) -> None:
+            for root, content in values.items():
+                for key, value in content.items():
+                    ydoc.write(doc, (root, key), value)
+
+        return await self._local(edit)
+
+    def export_update(self) -> bytes:
+        return ydoc.export_update(self._need().doc)
+
+    async def _local(self, edit: Callable[[Any], None]) -> int:
+        replica = self._need()
+        async with self._write_lock:
+            blocked = replica.own_stream_blocked()
+            if blocked is not None and self._secrets.node_id not in self._revoked:
+                replica = await self._new_stream(blocked)
+            records = replica.transact(edit)
+            if not records:
+                return 0
+            await self._persist(records)
+        self.counters["local_entries"] += 1
+        self._emit("state", {"event": "changed", "origin": "local"})
+        if self._nursery is not None:
+            for node_id in self._peers():
+                self._nursery.start_soon(self._push, node_id, records)
+        return len(records)
+
+    async def _push(self, node_id: bytes, records: list[bytes]) -> None:
+        headers = [r for r in records if r[:1] == b"\x01"]
+        entries = [r for r in records if r[:1] == b"\x02"]
+        await self._send_to(node_id, encode_sync(Entries(headers=headers, entries=entries)))
+
+    # ---- anti-entropy -----------------------------------------------------------------------
+
+    def digests(self) -> dict[int, bytes]:
+        """For heartbeats."""
+        return {} if self.replica is None else {STATE_DIGEST: self.replica.digest()}
+
+    def on_digests(self, node_id: bytes, digests: Mapping[int, bytes]) -> None:
+        """A peer's heartbeat: a round with it when our states differ."""
+        theirs = digests.get(STATE_DIGEST)
+        if theirs is None or self.replica is None:
+            return
+        self._peer_digest[node_id] = theirs
+        self._digest_at[node_id] = trio.current_time()
+        if theirs != self.replica.digest():
+            self._start_round(node_id, force=False)
+
+    def sync_now(self) -> int:
+        """Start a round with every peer now (`kai-mesh state sync`); how many were started."""
+        peers = self._peers()
+        self._lacked_here.clear()
+        self._lacked_there.clear()
+        for node_id in peers:
+            self._start_round(node_id, force=True)
+        return len(peers)
+
+    def _start_round(self, node_id: bytes, *, force: bool) -> None:
+        if self.replica is None or self._nursery is None:
+            return
+        now = trio.current_time()
+        if not force and now - self._last_round.get(node_id, -1e9) < self.min_round_gap:
+            return
+        self._last_round[node_id] = now
+        self.counters["rounds"] += 1
+        self._nursery.start_soon(self._send_to, node_id, self.replica.sync_start())
+
+    async def on_frame(self, node_id: bytes, data: bytes) -> None:
+        """A sync frame from a peer (the link proved `node_id`)."""
+        replica = self._need()
+        self.counters["frames_received"] += 1
+        try:
+            async with self._write_lock:
+                replies, received = replica.on_sync(data, SYNC_MAX_BYTES)
+                await self._persist_received(received)
+        except KaiMeshError as exc:
+            log.debug("state frame from %s refused: %s", node_id.hex(), exc)
+            return
+        self._lacked_here[node_id] = self._lacked_here.get(node_id, 0) + len(received.entries)
+        for reply in replies:
+            sent = decode_sync(reply)
+            if isinstance(sent, Entries):
+                self._lacked_there.setdefault(node_id, set()).update(sent.entries)
+        if received.entries:
+            self.counters["peer_entries"] += len(received.entries)
+            self._emit(
+                "state",
+                {"event": "changed", "origin": node_id.hex(), "entries": len(received.entries)},
+            )
+        for reply in replies:
+            await self._send_to(node_id, reply)
+
+    async def _send_to(self, node_id: bytes, frame: bytes) -> None:
+        try:
+            await self._send(node_id, frame)
+        except TransportError as exc:
+            self.counters["send_failed"] += 1
+            log.debug("state frame to %s not sent: %s", node_id.hex(), exc)
+            return
+        self.counters["frames_sent"] += 1
+        self.counters["bytes_sent"] += len(frame)
+
+    # ---- persistence ------------------------------------------------------------------------
+
+    async def _persist(self, records: list[bytes]) -> None:
+        headers = [(_header_client(r), r) for r in records if r[:1] == b"\x01"]
+        entries = []
+        for record in records:
+            if record[:1] == b"\x02":
+                entry = parse_entry(record)[0]
+                entries.append((entry.client_id, entry.seq, record))
+        store = self._store
+        assert store is not None
+        await self._db(store.state_append, headers, entries)
+
+    async def _db(self, fn: Callable[..., _T], *args: Any) -> _T:
+        # An in-memory store (simulations of many nodes) is called inline: a worker thread would
+        # let trio's autojump clock run ahead while sqlite works.
+        if self._store is not None and str(self._store.path) == ":memory:":
+            return fn(*args)
+        return await trio.to_thread.run_sync(fn, *args)
+
+    async def _persist_received(self, received: Received) -> None:
+        if received.headers or received.entries:
+            await self._persist([*received.headers, *received.entries])
+
+    def _need(self) -> Replica:
+        if self.replica is None:
+            raise UsageError("the replicated state is not open yet")
+        return self.replica
+
+    # ---- reports ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        replica = self.replica
+        if replica is None:
+            return {"open": False}
+        vector = replica.vector()
+        return {
+            "client_id": replica.doc.client_id,
+            "streams": len(vector),
+            "entries": sum(seq for seq, _ in vector.values()),
+            "digest": replica.digest().hex(),
+            "quarantined": sorted(replica.quarantined),
+            "evidence": len(replica.evidence()),
+            "refused": dict(replica.refused),
+            "revoked_dropped": replica.counters.get("revoked_dropped", 0),
+            # stream -> entries kept but not in the doc (waiting for items, or built past a cut)
+            "held_back": {str(c): n for c, n in replica.held_back().items()},
+            **self.counters,
+        }
+
+    def sync_report(self, names: Callable[[bytes], str | None]) -> list[dict[str, Any]]:
+        mine = None if self.replica is None else self.replica.digest()
+        peers = sorted(set(self._peer_digest) | set(self._lacked_here) | set(self._peers()))
+        return [
+            {
+                "node_id": node_id.hex(),
+                "name": names(node_id),
+                "their_digest": None
+                if node_id not in self._peer_digest
+                else (self._peer_digest[node_id].hex()),
+                "in_sync": self._peer_digest.get(node_id) == mine,
+                "we_lacked": self._lacked_here.get(node_id, 0),
+                "they_lacked": len(self._lacked_there.get(node_id, ())),
+            }
+            for node_id in peers
+        ]
+
+
+def _header_client(record: bytes) -> int:
+    """The client id a header claims (structure only; the replica checked the signature)."""
+    return parse_header(record)[0].client_id

@@ -1,0 +1,175 @@
+"""How long the Reticulum transport waits before asking RNS again, with plain numbers.
+
+RNS reports neither a lost link request nor a lost path request, so the transport repeats them on
+its own timing (`transports.reticulum._retry`).
+The rules are checked here as pure functions; the last
+tests check, on trio's mock clock with RNS's tables faked, that the transport really follows them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import trio
+
+import transports.reticulum._links as rns_links
+from kai_mesh.core.mesh.identity import MemberRecord, NodeSecrets
+from transports.reticulum._retry import LINK_TRIES, establish_wait, path_request_interval
+from transports.reticulum.transport import ReticulumTransport
+
+ETHERNET = 10_000_000  # bits per second
+LORA = 1_200
+LAN_ESTIMATE = 12.0  # RNS's own establishment timeout for one hop on a LAN
+
+
+# ---- waiting for a link to establish ------------------------------------------------------------
+
+
+def test_a_fast_one_hop_path_waits_2_then_3_s_and_the_last_try_rns_s_own_estimate() -> None:
+    waits = [establish_wait(LAN_ESTIMATE, ETHERNET, 1, attempt) for attempt in range(LINK_TRIES)]
+    assert waits == [2.0, 3.0, LAN_ESTIMATE]  # a link slow to set up is still made
+
+
+def test_past_the_fast_retries_every_try_waits_rns_s_own_estimate() -> None:
+    waits = [establish_wait(LAN_ESTIMATE, ETHERNET, 1, attempt) for attempt in range(2, 8)]
+    assert waits == [LAN_ESTIMATE] * 6
+
+
+def test_a_neighbour_with_no_hop_between_counts_as_one_hop() -> None:
+    assert establish_wait(LAN_ESTIMATE, ETHERNET, 0, 0) == 2.0
+
+
+@pytest.mark.parametrize("attempt", [0, 1, 2, 3])
+def test_a_radio_next_hop_waits_rns_s_estimate_every_time(attempt: int) -> None:
+    assert establish_wait(LAN_ESTIMATE, LORA, 1, attempt) == LAN_ESTIMATE
+    assert establish_wait(LAN_ESTIMATE, 999_999, 1, attempt) == LAN_ESTIMATE  # just below fast
+
+
+@pytest.mark.parametrize("attempt", [0, 1, 2, 3])
+def test_a_path_of_two_hops_or_more_waits_rns_s_estimate(attempt: int) -> None:
+    assert establish_wait(18.0, ETHERNET, 2, attempt) == 18.0
+    assert establish_wait(18.0, ETHERNET, 128, attempt) == 18.0  # RNS: hops unknown
+
+
+def test_an_unknown_bitrate_is_not_fast() -> None:
+    assert establish_wait(LAN_ESTIMATE, None, 1, 0) == LAN_ESTIMATE
+    assert establish_wait(LAN_ESTIMATE, 0, 1, 0) == LAN_ESTIMATE
+
+
+def test_exactly_one_megabit_counts_as_fast() -> None:
+    assert establish_wait(LAN_ESTIMATE, 1_000_000, 1, 0) == 2.0
+
+
+def test_rns_s_estimate_is_capped_at_20_s() -> None:
+    assert establish_wait(60.0, LORA, 3, 0) == 20.0
+    assert establish_wait(60.0, ETHERNET, 1, 1) == 3.0  # the fast waits are not affected
+    assert establish_wait(60.0, ETHERNET, 1, 30) == 20.0
+
+
+def test_the_wait_is_never_longer_than_rns_s_estimate_nor_under_2_s_on_a_slow_path() -> None:
+    assert establish_wait(2.5, ETHERNET, 1, 1) == 2.5  # RNS gives up first: no point waiting on
+    assert establish_wait(1.0, LORA, 1, 0) == 2.0
+    assert establish_wait(1.0, ETHERNET, 2, 0) == 2.0
+
+
+# ---- asking again for a path ----------------------------------------------------------------
+
+
+def test_on_fast_interfaces_a_path_is_asked_for_every_2_s() -> None:
+    assert path_request_interval([ETHERNET, 1_000_000]) == 2.0
+
+
+def test_with_a_radio_among_the_interfaces_a_path_is_asked_for_once() -> None:
+    assert path_request_interval([ETHERNET, LORA]) == 15.0  # the whole wait: once
+    assert path_request_interval([LORA]) == 15.0
+
+
+def test_an_interface_of_unknown_bitrate_counts_as_a_radio() -> None:
+    assert path_request_interval([ETHERNET, None]) == 15.0
+
+
+def test_with_no_interface_the_fast_interval_applies() -> None:
+    assert path_request_interval([]) == 2.0
+
+
+def test_the_bitrates_may_come_from_a_generator() -> None:
+    assert path_request_interval(b for b in (ETHERNET, LORA)) == 15.0
+
+
+# ---- the transport follows the rules -----------------------------------------------------------
+
+
+def make_transport() -> ReticulumTransport:
+    me = NodeSecrets.generate(os.urandom)
+    mesh = bytes(range(32))
+    return ReticulumTransport(
+        configdir=Path("/nonexistent"),
+        config_text="",
+        rns_private=me.rns_private,
+        mesh_id=mesh,
+        node_id=me.node_id,
+        member=MemberRecord.create(me, "me", mesh),
+        trusted_keys={me.node_id: me.verify_key},
+        announce_interval=60,
+    )
+
+
+def fake_paths(
+    monkeypatch: pytest.MonkeyPatch, bitrates: list[int | None], path_after: int | None = None
+) -> list[float]:
+    """Fake RNS's interfaces and path table; the times at which a path is requested. A path
+    appears once `path_after` requests were made (never if None)."""
+    asked: list[float] = []
+    rns = rns_links.RNS.Transport
+    interfaces = [SimpleNamespace(bitrate=b) for b in bitrates]
+    monkeypatch.setattr(rns, "interfaces", interfaces)
+    monkeypatch.setattr(rns, "request_path", lambda _: asked.append(trio.current_time()))
+
+    def has_path(_: bytes) -> bool:
+        return path_after is not None and len(asked) >= path_after
+
+    monkeypatch.setattr(rns, "has_path", has_path)
+    return asked
+
+
+@pytest.mark.parametrize(
+    ("bitrates", "requests"), [([ETHERNET], 8), ([ETHERNET, LORA], 1), ([None], 1)]
+)
+async def test_the_transport_asks_for_a_lost_path_as_the_interfaces_allow(
+    autojump_clock: object,
+    monkeypatch: pytest.MonkeyPatch,
+    bitrates: list[int | None],
+    requests: int,
+) -> None:
+    asked = fake_paths(monkeypatch, bitrates)
+    started = trio.current_time()
+    await make_transport()._find_path(b"d" * 16)
+    assert len(asked) == requests  # at 0, 2, …, 14 s on fast interfaces: a heal is seen at once
+    assert trio.current_time() - started == pytest.approx(15.0, abs=0.1)
+
+
+async def test_the_transport_stops_asking_once_the_path_is_there(
+    autojump_clock: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = fake_paths(monkeypatch, [ETHERNET], path_after=3)
+    started = trio.current_time()
+    await make_transport()._find_path(b"d" * 16)
+    assert [round(t - started) for t in asked] == [0, 2, 4]
+
+
+@pytest.mark.parametrize(
+    ("bitrate", "waits", "sixth"), [(ETHERNET, [2.0, 3.0, 12.0], 20.0), (LORA, [12.0] * 3, 20.0)]
+)
+def test_the_transport_waits_for_a_link_as_rns_s_path_says(
+    monkeypatch: pytest.MonkeyPatch, bitrate: int, waits: list[float], sixth: float
+) -> None:
+    rns = rns_links.RNS.Transport
+    monkeypatch.setattr(rns, "next_hop_interface", lambda _: SimpleNamespace(bitrate=bitrate))
+    monkeypatch.setattr(rns, "hops_to", lambda _: 1)
+    link = SimpleNamespace(establishment_timeout=LAN_ESTIMATE)
+    limit = ReticulumTransport._establish_limit
+    assert [limit(link, b"d" * 16, attempt) for attempt in range(3)] == waits
+    assert limit(SimpleNamespace(), b"d" * 16, 5) == sixth  # no estimate from RNS: 20 s

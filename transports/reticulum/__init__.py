@@ -1,0 +1,2 @@
+"""Reticulum as a kai-mesh transport (`transport.ReticulumTransport`); the private modules are its
+layers."""

@@ -1,0 +1,132 @@
+"""The state every layer of the Reticulum transport shares, and the few primitives they all use.
+
+`ReticulumTransport` is one class split for size into layers, each a private module that uses
+only the layers below it: this one (the wire constants, the link and peer records, the shared
+state and counting, emitting, posting from RNS threads and sending a frame), then `_rns_join`
+(HELLO and JOIN admission), `_rns_callbacks` (what RNS calls on its threads, and the trio-side
+handlers), `_rns_links` (opening links) and `transports.reticulum.transport` on top (life cycle,
+announces, the Transport interface). `_RnsState` only declares the attributes:
+`ReticulumTransport.__init__` sets them. Everything here runs on the trio thread except `_post`,
+which is what RNS threads call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import RNS
+import trio
+
+from kai_mesh.core.errors import TransportError
+from kai_mesh.core.mesh.identity import MemberRecord
+from transports._bridge import ThreadBridge
+from transports.base import PeerInfo, TransportEvent
+
+APP_NAME = "kai_mesh"
+ASPECT = "node"
+HELLO, MSG, PING, PONG, JOIN = 1, 2, 3, 4, 5
+MAX_PAYLOAD = 256 * 1024
+ANSWER_GAP = 60.0  # seconds between two announces made to answer a new peer
+
+
+@dataclass(eq=False)
+class _Link:
+    """One RNS link and what we know of the node at the other end."""
+
+    link: Any
+    outbound: bool
+    node_id: bytes | None = None  # set once the peer's HELLO verified
+    remote_public: bytes | None = None  # RNS public key proven by identify / the destination
+    established: trio.Event = field(default_factory=trio.Event)
+    settled: trio.Event = field(default_factory=trio.Event)  # verified, or closed: stop waiting
+    verified: trio.Event = field(default_factory=trio.Event)
+    hello_sent: bool = False
+    pending_hello: bytes | None = None  # a HELLO/JOIN frame that overtook the identify
+    closed: bool = False
+    last_activity: float = 0.0
+
+
+@dataclass(eq=False)
+class _Peer:
+    node_id: bytes
+    destination_hash: bytes
+    claimed_name: str | None
+    last_heard: float
+    name: str | None = None  # from the verified member record
+    link: _Link | None = None
+    connecting: trio.Event | None = None
+    rtt: float | None = None
+    interface: str | None = None
+    boot: int | None = None  # the run number its announces carry: a change means a restart
+
+
+class _RnsState:
+    """The attributes the layers share (set by `ReticulumTransport.__init__`) and their
+    primitives."""
+
+    mesh_id: bytes
+    member: MemberRecord
+    trusted_keys: Mapping[bytes, bytes]
+    join_claim: bytes | None
+    admit_claim: Callable[[bytes], Awaitable[bool]] | None
+    _nursery: trio.Nursery | None
+    _counters: dict[str, int]
+    _peers: dict[bytes, _Peer]
+    _links: dict[bytes, _Link]
+    _pings: dict[bytes, trio.Event]
+    _send_events: trio.MemorySendChannel[TransportEvent]
+    _bridge: ThreadBridge
+    _identity: Any
+    _announce_early: trio.Event
+    _last_announce: float
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        self._bridge.post(fn, *args)
+
+    def _count(self, reason: str) -> None:
+        self._counters[reason] = self._counters.get(reason, 0) + 1
+
+    def _emit(self, event: TransportEvent) -> None:
+        try:
+            self._send_events.send_nowait(event)
+        except trio.WouldBlock:
+            self._count("dropped_events")
+
+    def _peer_info(self, peer: _Peer) -> PeerInfo:
+        return PeerInfo(
+            node_id=peer.node_id,
+            name=peer.name or peer.claimed_name,
+            hops=None,
+            interface=None,
+            last_heard=peer.last_heard,
+            rtt=peer.rtt,
+        )
+
+    def _answer_announce(self) -> None:
+        """A peer we did not know announced (it started, or came back): announce ourselves soon
+        so that it learns of us now rather than at our next interval; at most once a minute, so
+        on a radio this costs one announce per arrival, not a storm."""
+        if trio.current_time() - self._last_announce >= ANSWER_GAP:
+            self._announce_early.set()
+
+    def _send_frame(self, state: _Link, kind: int, body: bytes, verified_only: bool = True) -> None:
+        if verified_only and not state.verified.is_set():
+            raise TransportError("link not verified")
+        frame = bytes([kind]) + body
+        state.last_activity = trio.current_time()
+        try:
+            if len(frame) <= state.link.mdu:
+                RNS.Packet(state.link, frame).send()
+            else:
+                RNS.Resource(frame, state.link)
+        except Exception as exc:
+            raise TransportError(f"Reticulum refused to send: {exc}") from exc
+
+
+def identity_from_public(public_key: bytes) -> Any:
+    """An RNS identity that holds only the public key (to address or verify)."""
+    identity = RNS.Identity(create_keys=False)
+    identity.load_public_key(public_key)
+    return identity
