@@ -8,14 +8,24 @@ envelope.
 
 Life cycle, as every long-running trio service here: `await nursery.start(transport.run)`; `run`
 calls `task_status.started()` once the transport can send, and returns only when cancelled.
+
+What a transport can do beyond the required methods is **declared**, as data (`Abilities`), and the
+runtime reads that declaration; it never probes for methods. Every transport subclasses
+`TransportBase`, so the optional methods always exist: an undeclared one raises
+`TransportError` (an action) or does nothing (a setter for a hook the transport has no use for),
+and the runtime calls an action only where the abilities say it may.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
+
+from kai_mesh.core.errors import TransportError
+from kai_mesh.core.messaging.envelope import StandardMessage
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,7 +79,7 @@ class MessageReceived:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BroadcastReceived:
-    """Bytes broadcast by someone on a shared medium (`Broadcaster.broadcast`). The sender is
+    """Bytes broadcast by someone on a shared medium (`Transport.broadcast`). The sender is
     NOT proven: the runtime checks what the bytes claim (a heartbeat is signed)."""
 
     data: bytes
@@ -85,10 +95,21 @@ class PingResult:
     hops: int | None
 
 
+#: The node's local bus: a message and the caller's reply deadline in, the reply out.
+LocalHandler = Callable[[StandardMessage, float | None], Awaitable[StandardMessage]]
+
+
 class Transport(Protocol):
-    """What the runtime needs of a transport. Methods raise `TransportError` when they fail."""
+    """What the runtime needs of a transport. Methods raise `TransportError` when they fail.
+
+    The methods after `counters` are optional abilities: call one only where `abilities` declares
+    it (`TransportBase` gives every transport all of them)."""
 
     name: str
+    abilities: Abilities
+    #: Seconds between announces, for a transport with `abilities.announces`; the runtime
+    #: stretches it to fit a slow radio's airtime budget.
+    announce_interval: float
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Start; call `task_status.started()` when ready to send; run until cancelled."""
@@ -126,19 +147,141 @@ class Transport(Protocol):
         """Refused and dropped input by reason (`untrusted`, `other_mesh`, `malformed`, …)."""
         ...
 
-
-class Broadcaster(Protocol):
-    """Optional: a transport that can reach every neighbour with one frame (a radio, a LAN
-    segment). Heartbeats use it so that an idle mesh costs one frame per node, not one per
-    pair of nodes."""
+    # ---- optional abilities (see `Abilities`) ------------------------------------------------
 
     async def broadcast(self, data: bytes) -> None:
-        """Send `data` once on every interface, to whoever hears it; no delivery promise."""
+        """`abilities.broadcast`: `data` once on every interface, to whoever hears it; no
+        delivery promise."""
+        ...
+
+    def reset_link(self, node_id: bytes) -> None:
+        """`abilities.link_reset`: drop the live link to the peer, so the next send opens a
+        fresh one (a link that lost a message is not trusted again)."""
+        ...
+
+    def forget(self, node_id: bytes) -> None:
+        """Drop everything held for a peer that is no longer a member (links, paths, names).
+        Every transport has it; one that holds nothing per peer does nothing."""
+        ...
+
+    async def store_and_forward(self, node_id: bytes, data: bytes) -> bool:
+        """`abilities.store_and_forward`: leave `data` with a carrier that keeps it until the
+        peer can take it. True when the carrier took it."""
+        ...
+
+    def resolve_name(self, name: str) -> bytes | None:
+        """`abilities.names`: the node id a display name was announced with, or None."""
+        ...
+
+    async def confirm_name(self, node_id: bytes, name: str) -> None:
+        """`abilities.names`: check the name against the peer's signed member record; raises
+        `NameMismatch`."""
+        ...
+
+    def set_run_number(self, run: int) -> None:
+        """`abilities.run_number`: the node's run number, which its announces carry (a peer
+        that sees it change knows the node restarted)."""
+        ...
+
+    def set_announce_digest(
+        self, ours: Callable[[], bytes], heard: Callable[[bytes, bytes], None]
+    ) -> None:
+        """`abilities.announce_digest`: announces carry `ours()` (8 bytes); `heard(node_id,
+        digest)` gets each peer's."""
+        ...
+
+    def set_claim_admission(
+        self, claim: bytes | None, admit: Callable[[bytes], Awaitable[bool]]
+    ) -> None:
+        """`abilities.admits_claims`: the node's own invite claim, sent on JOIN (None: no
+        claim), and `admit(claim)`, which decides a joiner's claim."""
+        ...
+
+    def bind_local(self, local: LocalHandler) -> None:
+        """`abilities.guests`: the local bus, which serves guests' requests."""
+        ...
+
+    def set_guest_intents(self, intents: Iterable[str] | None) -> None:
+        """`abilities.guests`: the intents guests may call (None: the transport's configured)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Extra fields for `kai-mesh status` (e.g. an LXMF address); may be empty."""
         ...
 
 
-class LinkResetter(Protocol):
-    """Optional: a transport with long-lived links that can drop the link to a peer, so that the
-    next send opens a fresh one (a link that lost a message is not trusted again)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Abilities:
+    """What a transport can do, declared once by the transport and read by the runtime.
 
-    def reset_link(self, node_id: bytes) -> None: ...
+    Each flag is a promise the runtime relies on, not a hint; two of them are often confused:
+    `live_links` says a message goes to a reachable peer now and a peer is heard when it talks
+    (so liveness watches it and a late reply is asked for), `store_and_forward` says a carrier
+    keeps a message for an absent peer. A Nostr relay, for one, stores and is not a live link
+    to anyone; LXMF stores and confirms delivery with its own receipts."""
+
+    live_links: bool = False  # peers reached now over links or packets; liveness watches them
+    own_receipts: bool = False  # delivery is confirmed by the transport (LXMF): never ask
+    broadcast: bool = False  # `broadcast()`: one frame reaches every neighbour
+    link_reset: bool = False  # `reset_link()`: a fresh link for the next send
+    store_and_forward: bool = False  # `store_and_forward()`: a carrier keeps it for later
+    relay_stores: bool = False  # the carrier (a relay, a propagation node) keeps what it carries
+    names: bool = False  # `resolve_name()`, `confirm_name()`
+    announces: bool = False  # announces every `announce_interval`, on the airtime budget
+    run_number: bool = False  # `set_run_number()`: announces say when the node restarted
+    announce_digest: bool = False  # `set_announce_digest()`: announces carry 8 bytes of sync
+    admits_claims: bool = False  # `set_claim_admission()`: invite claims arrive on JOIN
+    guests: bool = False  # `bind_local()`, `set_guest_intents()`: non-members call intents
+
+
+class TransportBase:
+    """The optional methods of `Transport`, for a transport that lacks the ability: actions
+    raise `TransportError`, hooks the transport has no use for are ignored. Subclasses set
+    `name` and `abilities` and override what they declare."""
+
+    name: str = "transport"
+    abilities: Abilities = Abilities()
+    announce_interval: float = 0.0
+
+    def _unable(self, what: str) -> TransportError:
+        return TransportError(f"{self.name} cannot {what}")
+
+    async def broadcast(self, data: bytes) -> None:
+        raise self._unable("broadcast")
+
+    def reset_link(self, node_id: bytes) -> None:
+        raise self._unable("reset a link")
+
+    def forget(self, node_id: bytes) -> None:
+        return None
+
+    async def store_and_forward(self, node_id: bytes, data: bytes) -> bool:
+        raise self._unable("store and forward")
+
+    def resolve_name(self, name: str) -> bytes | None:
+        return None
+
+    async def confirm_name(self, node_id: bytes, name: str) -> None:
+        raise self._unable("confirm names")
+
+    def set_run_number(self, run: int) -> None:
+        return None
+
+    def set_announce_digest(
+        self, ours: Callable[[], bytes], heard: Callable[[bytes, bytes], None]
+    ) -> None:
+        return None
+
+    def set_claim_admission(
+        self, claim: bytes | None, admit: Callable[[bytes], Awaitable[bool]]
+    ) -> None:
+        return None
+
+    def bind_local(self, local: LocalHandler) -> None:
+        return None
+
+    def set_guest_intents(self, intents: Iterable[str] | None) -> None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {}

@@ -32,7 +32,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +48,20 @@ from kai_mesh.core.mesh.address import AgentAddress, NodeRef
 from kai_mesh.core.mesh.identity import MemberRecord, admit_member
 from kai_mesh.core.messaging.envelope import MESSAGE_ID_BYTES, StandardMessage
 from transports._bridge import ThreadBridge
-from transports.base import InterfaceInfo, MessageReceived, PeerInfo, PingResult, TransportEvent
+from transports.base import (
+    Abilities,
+    InterfaceInfo,
+    LocalHandler,
+    MessageReceived,
+    PeerInfo,
+    PingResult,
+    TransportBase,
+    TransportEvent,
+)
 from transports.reticulum.transport import identity_from_public
 
 log = logging.getLogger(__name__)
 
-LocalHandler = Callable[[StandardMessage, float | None], Awaitable[StandardMessage]]
 
 CUSTOM_TYPE = b"kai-mesh/1"
 MAX_ENVELOPE = 256 * 1024
@@ -67,10 +75,15 @@ NODE_ASPECT = "kai_mesh.node"  # ReticulumTransport's announces: who claims whic
 USAGE = 'send "AGENT INTENT [JSON]", e.g. echo echo {"x": 1}'
 
 
-class LxmfTransport:
+class LxmfTransport(TransportBase):
     """See the module docstring. Construct, `start_lxmf()` on the main thread, then `run()`."""
 
     name = "lxmf"
+    #: A fallback, not a live link: it confirms delivery itself (so a late reply is never asked
+    #: for over it), keeps messages at a propagation node for an absent peer, and serves guests.
+    abilities = Abilities(
+        own_receipts=True, store_and_forward=True, relay_stores=True, announces=True, guests=True
+    )
 
     def __init__(
         self,

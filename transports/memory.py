@@ -47,6 +47,7 @@ import trio
 
 from kai_mesh.core.errors import TransportError, UsageError
 from transports.base import (
+    Abilities,
     BroadcastReceived,
     InterfaceInfo,
     MessageReceived,
@@ -54,6 +55,7 @@ from transports.base import (
     PeerLost,
     PeerSeen,
     PingResult,
+    TransportBase,
     TransportEvent,
 )
 
@@ -344,13 +346,16 @@ class MemoryNetwork:
             receiver._arrive(packet)
 
 
-class MemoryTransport:
+class MemoryTransport(TransportBase):
     """One node's endpoint in a `MemoryNetwork`; see the module docstring for the model.
 
     Make one with `MemoryNetwork.transport`. `send`, `announce` and `ping` raise `TransportError`
     when the transport is not running, the peer is not a neighbour now ("no path"), or the data
     is larger than `max_payload`.
     """
+
+    #: Live links and broadcast, as a LAN or a radio; no link state to reset, nothing stored.
+    abilities = Abilities(live_links=True, broadcast=True)
 
     def __init__(
         self,
@@ -431,9 +436,6 @@ class MemoryTransport:
         self._check_running()
         for peer in self.network.neighbours(self.node_id):
             self.network._transmit(self, _Packet(_Kind.BROADCAST, self.node_id, peer, data))
-
-    def reset_link(self, node_id: bytes) -> None:
-        """Nothing to reset: the simulated network has no link state."""
 
     async def ping(self, node_id: bytes) -> PingResult:
         """Round trip a probe to the neighbour; raises `TransportError` on no path or timeout.

@@ -293,9 +293,7 @@ class Node:
         """A member the fold no longer holds: close every link to it, forget it as a peer."""
         log.warning("node %s is no longer a member: closing its links", node_id.hex())
         for transport in self.remote.transports:
-            forget = getattr(transport, "forget", None) or getattr(transport, "reset_link", None)
-            if forget is not None:
-                forget(node_id)
+            transport.forget(node_id)
         if self.remote.liveness is not None:
             self.remote.liveness.forget(node_id)  # gone by decision, not failed
         self.hub.publish("peers", {"event": "peer_revoked", "node_id": node_id.hex()})

@@ -57,13 +57,15 @@ def wire_delivery(
     rng: random.Random | None = None,
     state: StateService | None = None,
     governance: GovernanceService | None = None,
-) -> None:
-    """Give `remote` an outbox on `store` and a liveness service, and route the replicated
-    state's and governance's frames and heartbeat digests (when `state`, `governance` are
-    given). Call before `remote.run()`."""
-    remote.state = state
-    remote.governance = governance
+) -> Liveness:
+    """Give `remote` an outbox on `store` and a liveness service (returned), and route the
+    replicated state's and governance's frames and heartbeat digests (when `state`,
+    `governance` are given). Call before `remote.run()`."""
     remote.store = store
+    if state is not None:
+        state.register_frames(remote.frames)
+    if governance is not None:
+        governance.register_frames(remote.frames)
     outbox = Outbox(
         send=remote.send_frame,
         reset_link=remote.reset_link,
@@ -74,10 +76,11 @@ def wire_delivery(
     )
     outbox.attach(store)
     remote.outbox = outbox
-    live = [t for t in remote.transports if not getattr(t, "store_and_forward", None)]
+    remote.services.append(outbox.run)
+    live = [t for t in remote.transports if t.abilities.live_links]
     for transport in live:
-        if hasattr(transport, "boot"):
-            transport.boot = store.runs  # announces say when we restarted
+        if transport.abilities.run_number:
+            transport.set_run_number(store.runs)  # announces say when we restarted
     interfaces = [(t, i) for t in live for i in t.interfaces()]
     slowest = min(interfaces, key=lambda ti: ti[1].bitrate or 1 << 62, default=None)
     duty, bitrate = 1.0, None
@@ -88,7 +91,7 @@ def wire_delivery(
             duty = budget.duty_cycle
             # Every transport's announces (Reticulum's and LXMF's) share the same radio, and
             # the announce share between them.
-            announcers = [t for t in remote.transports if hasattr(t, "announce_interval")]
+            announcers = [t for t in remote.transports if t.abilities.announces]
             for transport in announcers:
                 share = announce_share / len(announcers)
                 base = transport.announce_interval
@@ -121,7 +124,7 @@ def wire_delivery(
         if governance is not None:
             governance.on_digests(node_id, heard)
 
-    remote.liveness = Liveness(
+    liveness = Liveness(
         secrets=secrets,
         mesh_id=mesh_id,
         keys=keys,
@@ -137,6 +140,11 @@ def wire_delivery(
         digests=digests,
         on_digests=on_digests,
     )
+    liveness.register_frames(remote.frames)
+    remote.peer_seen.append(liveness.watch)
+    remote.services.append(liveness.run)
+    remote.liveness = liveness
+    return liveness
 
 
 def _announce_governance(remote: RemoteRouter, governance: GovernanceService) -> None:
@@ -149,9 +157,8 @@ def _announce_governance(remote: RemoteRouter, governance: GovernanceService) ->
         governance.on_digests(node_id, {GOV_DIGEST: digest})
 
     for transport in remote.transports:
-        if hasattr(transport, "announce_digest"):
-            setattr(transport, "announce_digest", ours)  # noqa: B010 - not on the Protocol
-            setattr(transport, "on_announce_digest", theirs)  # noqa: B010
+        if transport.abilities.announce_digest:
+            transport.set_announce_digest(ours, theirs)
 
 
 def _broadcast_governance(remote: RemoteRouter, governance: GovernanceService) -> None:

@@ -22,7 +22,7 @@ import trio
 from kai_mesh.core.errors import TransportError
 from kai_mesh.core.mesh.identity import MemberRecord
 from transports._bridge import ThreadBridge
-from transports.base import PeerInfo, TransportEvent
+from transports.base import PeerInfo, TransportBase, TransportEvent
 
 APP_NAME = "kai_mesh"
 ASPECT = "node"
@@ -62,7 +62,7 @@ class _Peer:
     boot: int | None = None  # the run number its announces carry: a change means a restart
 
 
-class _RnsState:
+class _RnsState(TransportBase):
     """The attributes the layers share (set by `ReticulumTransport.__init__`) and their
     primitives."""
 

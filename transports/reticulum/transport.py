@@ -67,7 +67,15 @@ from kai_mesh.core.codec import pack, unpack_exact
 from kai_mesh.core.errors import KaiMeshError, NameMismatch, TransportError
 from kai_mesh.core.mesh.identity import MemberRecord
 from transports._bridge import ThreadBridge
-from transports.base import InterfaceInfo, PeerInfo, PeerLost, PeerSeen, PingResult, TransportEvent
+from transports.base import (
+    Abilities,
+    InterfaceInfo,
+    PeerInfo,
+    PeerLost,
+    PeerSeen,
+    PingResult,
+    TransportEvent,
+)
 from transports.reticulum._boot import start_reticulum
 from transports.reticulum._join import MAX_JOIN
 from transports.reticulum._links import _RnsLinks
@@ -117,6 +125,16 @@ class ReticulumTransport(_RnsLinks):
     """See the module docstring. Construct, `start_rns()` on the main thread, then `run()`."""
 
     name = "reticulum"
+    abilities = Abilities(
+        live_links=True,
+        broadcast=True,
+        link_reset=True,
+        names=True,
+        announces=True,
+        run_number=True,
+        announce_digest=True,
+        admits_claims=True,
+    )
 
     def __init__(
         self,
@@ -284,6 +302,21 @@ class ReticulumTransport(_RnsLinks):
                 self._count("links_revoked")
                 state.link.teardown()
         self._emit(PeerLost(node_id=node_id))
+
+    def set_run_number(self, run: int) -> None:
+        self.boot = run
+
+    def set_announce_digest(
+        self, ours: Callable[[], bytes], heard: Callable[[bytes, bytes], None]
+    ) -> None:
+        self.announce_digest = ours
+        self.on_announce_digest = heard
+
+    def set_claim_admission(
+        self, claim: bytes | None, admit: Callable[[bytes], Awaitable[bool]]
+    ) -> None:
+        self.join_claim = claim
+        self.admit_claim = admit
 
     async def send(self, node_id: bytes, data: bytes) -> None:
         if len(data) > MAX_PAYLOAD:

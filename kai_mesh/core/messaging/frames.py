@@ -86,6 +86,17 @@ _KINDS = frozenset(
         FRAME_ASK,
     }
 )
+#: Names for counters and logs (`frame.unregistered.STATE`, `busy.DELIVER`).
+FRAME_NAMES: Mapping[int, str] = {
+    FRAME_ENVELOPE: "ENVELOPE",
+    FRAME_DELIVER: "DELIVER",
+    FRAME_ACKS: "ACKS",
+    FRAME_SWIM: "SWIM",
+    FRAME_HEARTBEAT: "HEARTBEAT",
+    FRAME_STATE: "STATE",
+    FRAME_GOVERNANCE: "GOVERNANCE",
+    FRAME_ASK: "ASK",
+}
 
 MAX_ACKS = 64
 MAX_FRAME = 512  # SWIM and heartbeat frames; the largest valid heartbeat is well under 400 bytes

@@ -37,6 +37,7 @@ from kai_mesh.core.mesh.genesis import Genesis
 from kai_mesh.core.mesh.identity import node_id_of
 from kai_mesh.runtime.governance.control import propose_from
 from kai_mesh.runtime.governance.service import GovernanceService
+from transports.base import Transport
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ async def admit_claim(gov: GovernanceService, members: Mapping[bytes, bytes], cl
 async def wire_invites(
     gov: GovernanceService,
     paths: NodePaths,
-    transports: Sequence[object],
+    transports: Sequence[Transport],
     members: Mapping[bytes, bytes],
 ) -> bytes | None:
     """At start, after `gov.start`: a node made by `kai-mesh join` takes its claim into its own
@@ -85,9 +86,8 @@ async def wire_invites(
     if claim is not None:
         await gov.submit(claim)
     for transport in transports:
-        if hasattr(transport, "admit_claim"):
-            transport.join_claim = claim  # type: ignore[attr-defined]
-            transport.admit_claim = partial(admit_claim, gov, members)
+        if transport.abilities.admits_claims:
+            transport.set_claim_admission(claim, partial(admit_claim, gov, members))
     return claim
 
 

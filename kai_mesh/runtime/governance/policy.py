@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from kai_mesh.core.governance.machine import GovernanceState
 from kai_mesh.core.messaging.envelope import Priority
+from transports.base import Transport
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,12 @@ class GovernanceEnforcer:
         *,
         agents: Suspendable,
         role: Callable[[bytes], str | None],
-        transports: Iterable[object] = (),
+        transports: Iterable[Transport] = (),
     ) -> None:
         self._agents = agents
         self._role = role
         # Transports that serve guests (LXMF) take the policy's guest intents.
-        self._guests: Sequence[Any] = [
-            t for t in transports if getattr(t, "set_guest_intents", None) is not None
-        ]
+        self._guests: Sequence[Transport] = [t for t in transports if t.abilities.guests]
         self.shutdown: str | None = None  # the reason while a certified shutdown holds
         self.critical_roles: frozenset[str] | None = None  # None: every member may
         self.guest_intents: frozenset[str] | None = None  # None: each transport's configured

@@ -45,6 +45,7 @@ from kai_mesh.core.governance.wire import ID_BYTES, MAX_PROPOSAL, parse_proposal
 from kai_mesh.core.mesh.genesis import Genesis
 from kai_mesh.core.mesh.identity import NodeSecrets
 from kai_mesh.core.messaging.frames import FRAME_GOVERNANCE
+from kai_mesh.runtime.messaging.frame_registry import FrameRegistry
 from kai_mesh.runtime.store import Store
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ REPEAT_AFTER = (1.0, 2.0)  # a broadcast record goes again after 1 s plus up to 
 MSG_RECORDS = 1
 MSG_ASK = 2
 MAX_RECORDS = 64  # records in one frame we accept
+FRAMES_PER_PEER = 2  # sync steps one peer may have this node working on at once
+BROADCASTS_AT_ONCE = 4  # broadcast records being checked at once, from anyone
 DEFAULT_EXPIRY = 7 * 24 * 3600  # seconds a proposal stays open unless told otherwise
 
 SendFrame = Callable[[bytes, bytes], Awaitable[None]]
@@ -301,6 +304,16 @@ class GovernanceService:
             await trio.sleep(REPEAT_AFTER[0] + random.random() * REPEAT_AFTER[1])
             if await self.broadcast(frame):
                 self.counters["broadcasts_sent"] += 1
+
+    def register_frames(self, frames: FrameRegistry) -> None:
+        """GOVERNANCE frames come here, over links (at most `FRAMES_PER_PEER` per peer at once)
+        and by broadcast (at most `BROADCASTS_AT_ONCE` from all broadcasters together)."""
+        frames.on_task(
+            FRAME_GOVERNANCE,
+            lambda transport, node_id, data: self.on_frame(node_id, data),
+            per_peer=FRAMES_PER_PEER,
+        )
+        frames.on_broadcast(FRAME_GOVERNANCE, task=self.on_broadcast, limit=BROADCASTS_AT_ONCE)
 
     async def on_broadcast(self, data: bytes) -> None:
         """A governance frame heard by broadcast: records only, and only those an admin signed

@@ -43,6 +43,8 @@ from kai_mesh.core.liveness.membership import (
 )
 from kai_mesh.core.mesh.identity import NodeSecrets
 from kai_mesh.core.messaging.frames import (
+    FRAME_HEARTBEAT,
+    FRAME_SWIM,
     Heartbeat,
     HeartbeatGuard,
     decode_heartbeat,
@@ -50,6 +52,7 @@ from kai_mesh.core.messaging.frames import (
     encode_heartbeat,
     encode_swim,
 )
+from kai_mesh.runtime.messaging.frame_registry import FrameRegistry
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +160,14 @@ class Liveness:
         self.heard(heartbeat.node_id)
         if heartbeat.digests:
             self._on_digests(heartbeat.node_id, heartbeat.digests)
+
+    def register_frames(self, frames: FrameRegistry) -> None:
+        """SWIM and heartbeats (over a link, or by broadcast) come here, inline; every frame a
+        link proves counts as contact."""
+        frames.on(FRAME_SWIM, lambda transport, node_id, data: self.on_swim(node_id, data))
+        frames.on(FRAME_HEARTBEAT, lambda transport, node_id, data: self.on_heartbeat(data))
+        frames.on_broadcast(FRAME_HEARTBEAT, inline=self.on_heartbeat)
+        frames.contact.append(self.heard)
 
     def on_swim(self, node_id: bytes, data: bytes) -> None:
         try:

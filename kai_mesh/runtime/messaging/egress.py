@@ -142,8 +142,7 @@ class Egress:
         lane has airtime for it (background airtime for a heartbeat, the whole budget for a
         governance record), waiting at most `wait` seconds for that; else it is dropped
         (raises `TransportError`), never queued: a heartbeat that must wait is worth nothing."""
-        broadcast = getattr(transport, "broadcast", None)
-        if broadcast is None:
+        if not transport.abilities.broadcast:
             raise TransportError(f"{transport.name} cannot broadcast")
         lanes = [lane for i in transport.interfaces() if (lane := self._lane(transport, i))]
         now = trio.current_time()
@@ -160,7 +159,7 @@ class Egress:
         for lane in lanes:
             lane.queue.budget.spend(len(data), now, background)
             lane.lane_bytes += len(data) + lane.queue.budget.overhead_bytes
-        await broadcast(data)
+        await transport.broadcast(data)
 
     def status(self) -> list[dict[str, Any]]:
         """Airtime used against the budget, per interface with a lane."""

@@ -51,7 +51,7 @@ class Waiter:
 
 def asks_over(transport: Transport) -> bool:
     """Whether a late reply is asked for over `transport` (not over one with its own receipts)."""
-    return getattr(transport, "store_and_forward", None) is None
+    return not transport.abilities.own_receipts
 
 
 def _link_times(transport: Transport, node_id: bytes, bitrate: int | None) -> tuple[float, float]:

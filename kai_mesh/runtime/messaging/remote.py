@@ -16,11 +16,20 @@ governance policy forbids (`admit`, runtime/policy.py: `critical` from a role no
 `critical_roles`) gets a `forbidden` error reply, judged by the node the link proved, and is
 counted as `policy.forbidden`.
 
-Besides envelopes, the same byte strings carry the router's own frames (`core.frames`): DELIVER
-and ACKS for messages that must arrive (the outbox, runtime/delivery.py; the inbox that keeps
-one from its ack until it is served, runtime/inbox.py), SWIM probes and gossip
-(runtime/liveness.py) and heartbeats, which also arrive as broadcasts. Everything sent leaves
-through the egress lanes (runtime/egress.py), in priority order and within the airtime budget.
+Besides envelopes, the same byte strings carry frames (`core.messaging.frames`), dispatched by
+type through a registry (`frame_registry.FrameRegistry`) that the services owning them fill:
+the router's own DELIVER, ACKS and ASK (the outbox, `outbox.py`; the inbox that keeps a message
+from its ack until it is served, `durable_inbox.py`; lost replies, `lost_replies.py`), the
+liveness service's SWIM and heartbeats (which also arrive as broadcasts), the state and
+governance services' sync. A type nobody registered is refused and counted by name. Work a frame
+starts runs in a task, bounded per peer (`PeerTasks`: full means dropped and counted, since every
+such frame is repeated by its sender). Everything sent leaves through the egress lanes
+(`egress.py`), in priority order and within the airtime budget, and frames to one peer leave in
+the order they were sent.
+
+Clocks: trio's clock for every wait; the wall clock (`wall_clock`, `time.time` unless a test
+gives another) only where the wire carries wall time (`expires_at`, decoding `now`), converted
+once into a trio deadline per request.
 
 Store-and-forward: when the direct send fails (the transport raises, the deadline passes
 before it could send, or no reply came back in time: the link may have been dead) and a
@@ -62,25 +71,22 @@ from kai_mesh.core.messaging.frames import (
     FRAME_ASK,
     FRAME_DELIVER,
     FRAME_ENVELOPE,
-    FRAME_GOVERNANCE,
     FRAME_HEARTBEAT,
-    FRAME_STATE,
-    FRAME_SWIM,
     decode_acks,
     decode_deliver,
     encode_acks,
     frame_kind,
 )
-from kai_mesh.runtime.governance.service import GovernanceService
 from kai_mesh.runtime.liveness.service import Liveness
 from kai_mesh.runtime.messaging.durable_inbox import Inbox
 from kai_mesh.runtime.messaging.egress import AirtimeShed, Egress
+from kai_mesh.runtime.messaging.frame_registry import FrameRegistry, PeerTasks
 from kai_mesh.runtime.messaging.lost_replies import LostReplies, Waiter, asks_over, first_wait
 from kai_mesh.runtime.messaging.outbox import Outbox
-from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import OutboxRow, Store
 from transports.base import (
     BroadcastReceived,
+    LocalHandler,
     MessageReceived,
     PeerInfo,
     PeerSeen,
@@ -90,9 +96,16 @@ from transports.base import (
 
 log = logging.getLogger(__name__)
 
-LocalHandler = Callable[[StandardMessage, float | None], Awaitable[StandardMessage]]
 ErrorReply = Callable[[StandardMessage, str, str], StandardMessage]
 StoreAndForward = Callable[[bytes, bytes], Awaitable[bool]]
+
+# Tasks one peer may have running at once, by what started them (frame_registry: full means
+# the frame is dropped and counted; its sender repeats it).
+REQUESTS_PER_PEER = 16  # agents serving a peer's requests; the bus bounds each agent besides
+DELIVERIES_PER_PEER = 8  # must-arrive messages being committed and served
+ACKS_PER_PEER = 4  # outbox commits of a peer's acks
+OUTBOX_REPLIES_PER_PEER = 8  # outbox commits of replies to must-arrive messages
+ASKS_PER_PEER = 4  # lost-reply asks being answered
 
 
 class RemoteRouter:
@@ -108,14 +121,16 @@ class RemoteRouter:
         error_reply: ErrorReply,
         store_and_forward: StoreAndForward | None = None,
         egress: Egress | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.node_id = node_id
         self.transports = list(transports)
         self.egress = egress or Egress(self.transports, lambda interface: None)
-        self.outbox: Outbox | None = None  # set by the node once its store is open
+        self.wall_clock = wall_clock
+        self.outbox: Outbox | None = None  # set by `wiring.wire_delivery` once the store is open
+        #: The failure detector's service, for status and `alive_peers` (set by
+        #: `wiring.wire_delivery`); its frames reach it through `frames`, not through this.
         self.liveness: Liveness | None = None
-        self.state: StateService | None = None
-        self.governance: GovernanceService | None = None
         self.store: Store | None = None
         self.inbox: Inbox | None = None  # on the store, when `run()` starts
         self.decoder = decoder
@@ -124,34 +139,41 @@ class RemoteRouter:
         #: Set by the node (runtime/policy.py): why a request from a peer at a priority is
         #: refused by policy, else None.
         self.admit: Callable[[bytes, Priority], str | None] = lambda node_id, priority: None
-        # Defaults to the first transport that offers it (LXMF); transports that serve guests
-        # get the local bus.
-        offered = [getattr(t, "store_and_forward", None) for t in self.transports]
-        self.store_and_forward = store_and_forward or next((f for f in offered if f), None)
+        # Defaults to the first transport that declares it (LXMF); transports that serve
+        # guests get the local bus.
+        offered = [t.store_and_forward for t in self.transports if t.abilities.store_and_forward]
+        self.store_and_forward = store_and_forward or next(iter(offered), None)
         for transport in self.transports:
-            bind_local = getattr(transport, "bind_local", None)
-            if bind_local is not None:
-                bind_local(local)
+            if transport.abilities.guests:
+                transport.bind_local(local)
         self.refused: dict[str, int] = {}
         self.counters = {"sent": 0, "received": 0, "replies": 0, "queued": 0, "late_replies": 0}
         self._waiting: dict[bytes, Waiter] = {}
         self.lost = LostReplies(self.egress, self._count, self._refuse, self._peer_bitrate)
         self._queued: dict[bytes, tuple[bytes, int]] = {}  # message id -> (node id, expires_at)
-        self._nursery: trio.Nursery | None = None
+        self.tasks = PeerTasks(self._count)
+        self.frames = FrameRegistry(self.tasks, self._refuse)
+        self.frames.on(FRAME_ENVELOPE, self._on_message)
+        self.frames.on(FRAME_DELIVER, self._on_deliver)
+        self.frames.on(FRAME_ACKS, self._on_acks)
+        self.frames.on_task(FRAME_ASK, self._on_ask, per_peer=ASKS_PER_PEER)
+        #: Called for each peer a live-link transport announces: (node id, rtt, bitrate).
+        self.peer_seen: list[Callable[[bytes, float | None, int | None], None]] = []
+        #: Services that run inside the router's nursery, after its transports (the outbox,
+        #: liveness): each a `run(task_status=...)`.
+        self.services: list[Callable[..., Awaitable[None]]] = []
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if self.store is not None and self.inbox is None:
             self.inbox = self._new_inbox(self.store)
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
+            self.tasks.nursery = nursery
             await nursery.start(self.egress.run)
             for transport in self.transports:
                 await nursery.start(transport.run)
                 nursery.start_soon(self._pump, transport)
-            if self.outbox is not None:
-                await nursery.start(self.outbox.run)
-            if self.liveness is not None:
-                await nursery.start(self.liveness.run)
+            for service in self.services:
+                await nursery.start(service)
             if self.inbox is not None:
                 nursery.start_soon(self.inbox.run)  # what a stop interrupted is served again
             task_status.started()
@@ -184,8 +206,7 @@ class RemoteRouter:
                 if any(p.node_id == node_id for p in transport.peers()):
                     return transport, node_id
                 continue
-            resolve = getattr(transport, "resolve_name", None)
-            found = resolve(node) if resolve is not None else None
+            found = transport.resolve_name(node) if transport.abilities.names else None
             if found is None:
                 found = next((p.node_id for p in transport.peers() if p.name == node), None)
             if found is not None:
@@ -203,20 +224,20 @@ class RemoteRouter:
             transport, node_id = self.locate(str(to.node))
         except UsageError as exc:
             return self.error_reply(message, "unknown_node", str(exc))
-        limit = max(0.0, message.expires_at - time.time())
+        # The one conversion from wall time (the envelope's expiry) to a trio deadline; every
+        # wait of this request is against that deadline.
+        limit = max(0.0, message.expires_at - self.wall_clock())
         if reply_within is not None:
             limit = min(limit, reply_within)
-        confirm = getattr(transport, "confirm_name", None)
-        if to.node.name is not None and confirm is not None:
+        deadline = trio.current_time() + limit
+        if to.node.name is not None and transport.abilities.names:
             # A name resolves only through a member record: a name taken from an announce is
             # checked against the record before the message goes.
-            started = trio.current_time()
             try:
-                with trio.move_on_after(limit):
-                    await confirm(node_id, to.node.name)
+                with trio.move_on_at(deadline):
+                    await transport.confirm_name(node_id, to.node.name)
             except NameMismatch as exc:
                 return self.error_reply(message, "unknown_node", str(exc))
-            limit = max(0.0, limit - (trio.current_time() - started))
         waiter = self._waiting[message.message_id] = Waiter(node_id)
         # Every transport proves both ends (a verified link, an LXMF signature over a member
         # record): the envelope leaves their node ids out (core.envelope.LinkEnds).
@@ -224,7 +245,7 @@ class RemoteRouter:
         failure: str | None = None
         sent = False
         try:
-            with trio.move_on_after(limit):
+            with trio.move_on_at(deadline):
                 try:
                     await self.egress.send(transport, node_id, data, message.priority)
                 except AirtimeShed as exc:
@@ -277,7 +298,7 @@ class RemoteRouter:
                 log.info("store-and-forward to %s failed: %s", node_id.hex(), exc)
         if not taken:
             return None
-        now = int(time.time())
+        now = int(self.wall_clock())
         self._queued = {k: v for k, v in self._queued.items() if v[1] > now}
         self._queued[message.message_id] = (node_id, message.expires_at)
         self.counters["queued"] += 1
@@ -309,7 +330,7 @@ class RemoteRouter:
             intent=message.intent,
             priority=int(message.priority),
             message=encode(message, link=LinkEnds(sender=self.node_id, receiver=node_id)),
-            created_at=time.time(),
+            created_at=self.wall_clock(),
             expires_at=message.expires_at,
         )
         await self.outbox.commit(row)
@@ -332,9 +353,8 @@ class RemoteRouter:
 
     def reset_link(self, node_id: bytes) -> None:
         for transport in self.transports:
-            reset = getattr(transport, "reset_link", None)
-            if reset is not None:
-                reset(node_id)
+            if transport.abilities.link_reset:
+                transport.reset_link(node_id)
 
     def broadcasts(
         self, *, background: bool = True, wait: float = 0.0
@@ -343,7 +363,7 @@ class RemoteRouter:
         (`Egress.broadcast`: background or not, and how long it may wait for room)."""
         out: list[Callable[[bytes], Awaitable[None]]] = []
         for transport in self.transports:
-            if getattr(transport, "broadcast", None) is not None:
+            if transport.abilities.broadcast:
                 out.append(
                     partial(self.egress.broadcast, transport, background=background, wait=wait)
                 )
@@ -363,21 +383,14 @@ class RemoteRouter:
             if isinstance(event, MessageReceived):
                 self._on_frame(transport, event)
             elif isinstance(event, BroadcastReceived):
-                if self.liveness is not None and event.data[:1] == bytes([FRAME_HEARTBEAT]):
-                    self.liveness.on_heartbeat(event.data)
-                elif (
-                    event.data[:1] == bytes([FRAME_GOVERNANCE])
-                    and self.governance is not None
-                    and self._nursery is not None
-                ):
-                    self._nursery.start_soon(self.governance.on_broadcast, event.data)
-                else:
-                    self._refuse("broadcast.unknown")
+                kind = event.data[0] if event.data else None
+                self.frames.dispatch_broadcast(kind, event.data)
             elif isinstance(event, PeerSeen):
                 log.debug("peer %s seen on %s", event.peer.name, transport.name)
-                if self.liveness is not None and not getattr(transport, "store_and_forward", None):
+                if transport.abilities.live_links:
                     bitrate = self._bitrate(transport, event.peer.interface)
-                    self.liveness.watch(event.peer.node_id, event.peer.rtt, bitrate)
+                    for seen in self.peer_seen:
+                        seen(event.peer.node_id, event.peer.rtt, bitrate)
 
     def _peer_bitrate(self, transport: Transport, node_id: bytes) -> int | None:
         interface = next((p.interface for p in transport.peers() if p.node_id == node_id), None)
@@ -395,56 +408,49 @@ class RemoteRouter:
         except ProtocolError as exc:
             self._refuse(f"frame.{exc.reason}")
             return
-        if self.liveness is not None and kind != FRAME_HEARTBEAT:
-            self.liveness.heard(event.node_id)  # the link proved who sent it
-        if kind == FRAME_ENVELOPE:
-            self._on_message(transport, event)
-        elif kind == FRAME_DELIVER:
-            self._on_deliver(transport, event)
-        elif kind == FRAME_ACKS:
-            self._on_acks(event)
-        elif kind == FRAME_ASK and self._nursery is not None:
-            self._nursery.start_soon(
-                self.lost.on_ask, transport, event.node_id, event.data, self._waiting
-            )
-        elif kind == FRAME_SWIM and self.liveness is not None:
-            self.liveness.on_swim(event.node_id, event.data)
-        elif kind == FRAME_HEARTBEAT and self.liveness is not None:
-            self.liveness.on_heartbeat(event.data)
-        elif kind == FRAME_STATE and self.state is not None and self._nursery is not None:
-            self._nursery.start_soon(self.state.on_frame, event.node_id, event.data)
-        elif kind == FRAME_GOVERNANCE and self.governance is not None and self._nursery is not None:
-            self._nursery.start_soon(self.governance.on_frame, event.node_id, event.data)
-        else:
-            self._refuse("frame.unexpected")
+        if kind != FRAME_HEARTBEAT:  # the link proved who sent it (a heartbeat: its signature)
+            for heard in self.frames.contact:
+                heard(event.node_id)
+        self.frames.dispatch(transport, event.node_id, kind, event.data)
 
-    def _on_acks(self, event: MessageReceived) -> None:
+    async def _on_ask(self, transport: Transport, node_id: bytes, data: bytes) -> None:
+        await self.lost.on_ask(transport, node_id, data, self._waiting)
+
+    def _on_acks(self, transport: Transport, node_id: bytes, frame: bytes) -> None:
         try:
-            ids = decode_acks(event.data)
+            ids = decode_acks(frame)
         except ProtocolError as exc:
             self._refuse(f"acks.{exc.reason}")
             return
-        if self.outbox is not None and self._nursery is not None:
-            self._nursery.start_soon(self.outbox.acked, event.node_id, ids)
+        outbox = self.outbox
+        if outbox is None:
+            self._refuse("acks.no_outbox")
+            return
+        self.tasks.start(node_id, "acks", ACKS_PER_PEER, lambda: outbox.acked(node_id, ids))
 
-    def _on_deliver(self, transport: Transport, event: MessageReceived) -> None:
+    def _on_deliver(self, transport: Transport, node_id: bytes, frame: bytes) -> None:
         """A message that must arrive: check it, then commit, ack and serve (in a task)."""
         self.counters["received"] += 1
         try:
-            data = decode_deliver(event.data)
-            ends = LinkEnds(sender=event.node_id, receiver=self.node_id)
+            data = decode_deliver(frame)
+            ends = LinkEnds(sender=node_id, receiver=self.node_id)
             # No in-memory replay check: a retry is expected here and answered with an ack;
             # the store's replay table decides whether it is served.
-            decoded = self.decoder.decode(data, int(time.time()), link=ends, remember=False)
+            now = int(self.wall_clock())
+            decoded = self.decoder.decode(data, now, link=ends, remember=False)
         except ProtocolError as exc:
             self._refuse(f"deliver.{exc.reason}")
             return
         message = decoded.message
-        if not decoded.signed and message.sender.node.node_id != event.node_id:
+        if not decoded.signed and message.sender.node.node_id != node_id:
             self._refuse("envelope.spoofed_sender")
             return
-        assert self._nursery is not None
-        self._nursery.start_soon(self._take_delivery, transport, event.node_id, message, data)
+        self.tasks.start(
+            node_id,
+            "deliver",
+            DELIVERIES_PER_PEER,
+            lambda: self._take_delivery(transport, node_id, message, data),
+        )
 
     async def _take_delivery(
         self, transport: Transport, node_id: bytes, message: StandardMessage, envelope: bytes
@@ -467,54 +473,71 @@ class RemoteRouter:
         await self._serve(transport, node_id, message)
         await inbox.done(node_id, message.message_id)
 
-    def _on_message(self, transport: Transport, event: MessageReceived) -> None:
+    def _on_message(self, transport: Transport, node_id: bytes, frame: bytes) -> None:
         self.counters["received"] += 1
         try:
-            ends = LinkEnds(sender=event.node_id, receiver=self.node_id)
-            decoded = self.decoder.decode(event.data, int(time.time()), link=ends)
+            ends = LinkEnds(sender=node_id, receiver=self.node_id)
+            decoded = self.decoder.decode(frame, int(self.wall_clock()), link=ends)
         except ProtocolError as exc:
             self._refuse(f"envelope.{exc.reason}")
-            log.debug("refused an envelope from %s: %s", event.node_id.hex(), exc)
+            log.debug("refused an envelope from %s: %s", node_id.hex(), exc)
             return
         message = decoded.message
-        if not decoded.signed and message.sender.node.node_id != event.node_id:
+        if not decoded.signed and message.sender.node.node_id != node_id:
             self._refuse("envelope.spoofed_sender")
             return
         if message.reply_to is not None:
-            waiter = self._waiting.get(message.reply_to)
-            if waiter is None and self.outbox is not None and self._nursery is not None:
-                self._nursery.start_soon(self._outbox_reply, event.node_id, message)
-                return
-            if waiter is None and self._queued.get(message.reply_to, (b"",))[0] == event.node_id:
-                del self._queued[message.reply_to]
-                self.counters["late_replies"] += 1
-                log.info(
-                    "late reply to queued message %s from %s",
-                    message.reply_to.hex(),
-                    event.node_id.hex(),
-                )
-                return
-            if waiter is None or waiter.node_id != event.node_id:
-                self._refuse("envelope.unexpected_reply")
-                return
-            self.counters["replies"] += 1
-            waiter.reply = message
-            waiter.done.set()
-            waiter.poke()
+            self._on_reply(node_id, message, message.reply_to)
             return
-        assert self._nursery is not None
-        self.lost.serving(event.node_id, message.message_id, message.expires_at, message.priority)
-        self._nursery.start_soon(self._serve, transport, event.node_id, message)
+        # When the peer's requests are full this one is not served, nor remembered as served:
+        # an ask for it is answered "never got it", and the requester sends it again.
+        self.tasks.start(
+            node_id,
+            "request",
+            REQUESTS_PER_PEER,
+            lambda: self._serve_request(transport, node_id, message),
+        )
 
-    async def _outbox_reply(self, node_id: bytes, message: StandardMessage) -> None:
-        assert self.outbox is not None and message.reply_to is not None
+    async def _serve_request(
+        self, transport: Transport, node_id: bytes, message: StandardMessage
+    ) -> None:
+        self.lost.serving(node_id, message.message_id, message.expires_at, message.priority)
+        await self._serve(transport, node_id, message)
+
+    def _on_reply(self, node_id: bytes, message: StandardMessage, reply_to: bytes) -> None:
+        waiter = self._waiting.get(reply_to)
+        outbox = self.outbox
+        if waiter is None and outbox is not None:
+            self.tasks.start(
+                node_id,
+                "outbox_reply",
+                OUTBOX_REPLIES_PER_PEER,
+                lambda: self._outbox_reply(outbox, node_id, message, reply_to),
+            )
+            return
+        if waiter is None and self._queued.get(reply_to, (b"",))[0] == node_id:
+            del self._queued[reply_to]
+            self.counters["late_replies"] += 1
+            log.info("late reply to queued message %s from %s", reply_to.hex(), node_id.hex())
+            return
+        if waiter is None or waiter.node_id != node_id:
+            self._refuse("envelope.unexpected_reply")
+            return
+        self.counters["replies"] += 1
+        waiter.reply = message
+        waiter.done.set()
+        waiter.poke()
+
+    async def _outbox_reply(
+        self, outbox: Outbox, node_id: bytes, message: StandardMessage, reply_to: bytes
+    ) -> None:
         kept = pack(
             {"from": str(message.sender), "intent": message.intent, "payload": message.payload}
         )
-        if await self.outbox.replied(node_id, message.reply_to, kept):
+        if await outbox.replied(node_id, reply_to, kept):
             self.counters["replies"] += 1
-        elif self._queued.get(message.reply_to, (b"",))[0] == node_id:
-            del self._queued[message.reply_to]
+        elif self._queued.get(reply_to, (b"",))[0] == node_id:
+            del self._queued[reply_to]
             self.counters["late_replies"] += 1
         else:
             self._refuse("envelope.unexpected_reply")
@@ -557,7 +580,7 @@ class RemoteRouter:
                     ],
                     "peers": len(transport.peers()),
                     "counters": transport.counters(),
-                    **(getattr(transport, "describe", dict)()),
+                    **transport.describe(),
                 }
             )
         return out

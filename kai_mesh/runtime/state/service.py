@@ -32,10 +32,12 @@ import trio
 from kai_mesh.core.errors import KaiMeshError, TransportError, UsageError
 from kai_mesh.core.governance.machine import GovernanceState
 from kai_mesh.core.mesh.identity import NodeSecrets
+from kai_mesh.core.messaging.frames import FRAME_STATE
 from kai_mesh.core.state import ydoc
 from kai_mesh.core.state.replica import Received, Replica
 from kai_mesh.core.state.revocation import Revocation, revocations_of
 from kai_mesh.core.state.wire import Entries, decode_sync, encode_sync, parse_entry, parse_header
+from kai_mesh.runtime.messaging.frame_registry import FrameRegistry
 from kai_mesh.runtime.store import Store
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ _T = TypeVar("_T")
 STATE_DIGEST = 1  # the heartbeat digest slot of the replicated state
 SYNC_MAX_BYTES = 380  # a sync frame that fits one Reticulum link packet with room to spare
 CLIENT_ID_META = "state_client_id"
+FRAMES_PER_PEER = 2  # sync steps one peer may have this node working on at once
 
 SendFrame = Callable[[bytes, bytes], Awaitable[None]]
 Emit = Callable[[str, dict[str, Any]], None]
@@ -255,6 +258,14 @@ class StateService:
         self._last_round[node_id] = now
         self.counters["rounds"] += 1
         self._nursery.start_soon(self._send_to, node_id, self.replica.sync_start())
+
+    def register_frames(self, frames: FrameRegistry) -> None:
+        """STATE frames come here, at most `FRAMES_PER_PEER` sync steps per peer at once."""
+        frames.on_task(
+            FRAME_STATE,
+            lambda transport, node_id, data: self.on_frame(node_id, data),
+            per_peer=FRAMES_PER_PEER,
+        )
 
     async def on_frame(self, node_id: bytes, data: bytes) -> None:
         """A sync frame from a peer (the link proved `node_id`)."""

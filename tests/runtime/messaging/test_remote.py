@@ -219,13 +219,13 @@ async def test_a_request_the_peer_refuses_is_resent_a_bounded_number_of_times(
 ) -> None:
     async with mesh(["a", "b"], LinkProfile(latency=0.05)) as peers:
         a, b = peers["a"], peers["b"]
-        real = b.router._on_message
+        real = b.router._serve_request
 
-        def deaf(transport: object, event: object) -> None:  # b drops every request unread
-            pass
+        async def deaf(transport: object, node_id: bytes, message: object) -> None:
+            pass  # b drops every request: neither served nor remembered as served
 
-        b.router._on_message = deaf  # type: ignore[method-assign,assignment]
+        b.router._serve_request = deaf  # type: ignore[method-assign,assignment]
         reply = await a.bus.request(ask(a, "kai://b/echo", 1), 120)
         assert reply.payload["code"] == "timeout"
         assert a.router.counters["requests_resent"] == 2
-        b.router._on_message = real  # type: ignore[method-assign]
+        b.router._serve_request = real  # type: ignore[method-assign]
