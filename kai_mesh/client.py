@@ -6,8 +6,9 @@ writes them, so event pushes may come between a request and its reply; `call` ke
 `events()`. A reply whose id is not the one awaited is a late answer to an earlier call that timed
 out, and is dropped.
 
-The exceptions both ends share (`ControlError`, `NodeNotRunning`, `SocketPathTooLong`) live here,
-because the server may import this module but this module must not import trio.
+The exceptions both ends share live where both can import them without the node importing the
+client: `ControlError` and `NodeNotRunning` in `kai_mesh.core.control.errors`, the socket path's
+check in `kai_mesh.config.socket_path`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import sys
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -23,6 +23,8 @@ from pathlib import Path
 from types import EllipsisType, TracebackType
 from typing import Any, Final
 
+from kai_mesh.config.socket_path import check_socket_path
+from kai_mesh.core.control.errors import ControlError, NodeNotRunning
 from kai_mesh.core.control.frames import (
     ErrorReply,
     FrameDecoder,
@@ -35,30 +37,10 @@ from kai_mesh.core.control.frames import (
     encode_frame,
     parse_server_message,
 )
-from kai_mesh.core.errors import KaiMeshError, Malformed, UsageError
-
-#: Longest socket path, in bytes, that fits `sockaddr_un.sun_path` with its NUL (Linux has 108
-#: bytes, macOS and the BSDs 104).
-MAX_SOCKET_PATH: Final = 107 if sys.platform.startswith("linux") else 103
+from kai_mesh.core.errors import KaiMeshError, Malformed
 
 #: Replies may be larger than requests (a status dump, a log backlog), so the client accepts more.
 CLIENT_MAX_FRAME: Final = 64 << 20
-
-
-class ControlError(KaiMeshError):
-    """The node answered a control request with an error.
-
-    Handlers on the node raise it to send that error; clients receive it from `call`.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{message} ({code})")
-        self.code = code
-        self.message = message
-
-
-class NodeNotRunning(KaiMeshError):
-    """No node answers on the control socket: start one with `kai-mesh run`."""
 
 
 class ControlConnectionLost(KaiMeshError):
@@ -67,24 +49,6 @@ class ControlConnectionLost(KaiMeshError):
 
 class ControlTimeout(KaiMeshError, TimeoutError):
     """The node did not answer in time."""
-
-
-class SocketPathTooLong(UsageError):
-    """The control socket path does not fit in a Unix socket address."""
-
-
-def check_socket_path(path: Path, *, spare: int = 0) -> None:
-    """Raise `SocketPathTooLong`, naming the path, if it cannot be a Unix socket address.
-
-    `spare` reserves bytes for a longer sibling name the caller binds first.
-    """
-    size = len(os.fsencode(path))
-    allowed = MAX_SOCKET_PATH - spare
-    if size > allowed:
-        raise SocketPathTooLong(
-            f"control socket path {str(path)!r} is {size} bytes; it must be at most {allowed} "
-            "to fit in a Unix socket address. Use a shorter --home."
-        )
 
 
 class ControlClient:

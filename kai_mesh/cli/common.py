@@ -9,8 +9,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from kai_mesh.client import ControlClient, ControlError, NodeNotRunning
+from kai_mesh.client import ControlClient
 from kai_mesh.config.settings import NodePaths
+from kai_mesh.core.control.errors import ControlError, NodeNotRunning
 
 
 class ExitCode(enum.IntEnum):

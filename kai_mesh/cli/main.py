@@ -15,7 +15,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from kai_mesh import __version__
 from kai_mesh.cli.common import CliError, ExitCode, _client, _paths, print_json
@@ -24,18 +23,13 @@ from kai_mesh.cli.governance import add_governance_parser
 from kai_mesh.cli.invite import add_invite_parser
 from kai_mesh.cli.state import add_state_parser
 from kai_mesh.cli.views import cmd_agents, cmd_outbox, cmd_peers, cmd_status
-from kai_mesh.client import ControlError
 from kai_mesh.config.nodefiles import NodeFiles, write_private
-from kai_mesh.config.settings import Config, NodePaths, default_config_text, load_config
+from kai_mesh.config.settings import NodePaths, default_config_text, load_config
+from kai_mesh.core.control.errors import ControlError
 from kai_mesh.core.errors import ConfigError, KaiMeshError, StoreError, UsageError
 from kai_mesh.core.mesh.address import check_name, parse_address
 from kai_mesh.core.messaging.envelope import Priority
 from kai_mesh.harness.cli import add_harness_parser
-
-if TYPE_CHECKING:
-    from transports.base import Transport
-    from transports.lxmf import LxmfTransport
-    from transports.reticulum.transport import ReticulumTransport
 
 
 def _default_name() -> str:
@@ -109,6 +103,7 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
     import trio
 
     from kai_mesh.runtime.node import AlreadyRunning, Node, take_lock
+    from kai_mesh.runtime.transports import open_transports
 
     paths = _paths(args)
     config = load_config(paths.config_file, log_level=args.log_level)
@@ -122,66 +117,9 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
         lock = take_lock(paths)  # before Reticulum binds any port: a second daemon stops here
     except AlreadyRunning as exc:
         raise CliError(str(exc), ExitCode.CONFLICT) from None
-    transports: list[Transport] = []
-    reticulum = None
-    lxmf = None
-    try:
-        if config.reticulum.enabled:
-            reticulum = _reticulum(paths, config, files)
-            transports.append(reticulum)
-            if config.lxmf.enabled:
-                lxmf = _lxmf(paths, config, files)
-                transports.append(lxmf)
+    with open_transports(paths, config, files) as transports:
         trio.run(Node(paths, config, files, transports, lock=lock).run)
-    finally:
-        if lxmf is not None:
-            lxmf.shutdown_lxmf()
-        if reticulum is not None:
-            reticulum.shutdown_rns()
     return ExitCode.OK
-
-
-def _lxmf(paths: NodePaths, config: Config, files: NodeFiles) -> LxmfTransport:
-    """LXMF on the Reticulum instance `_reticulum` started: main thread, before trio."""
-    from transports.lxmf import LxmfTransport
-
-    transport = LxmfTransport(
-        storagedir=paths.data_dir,  # LXMF adds "lxmf/": its files go to DATA/lxmf
-        rns_private=files.secrets.rns_private,
-        mesh_id=files.genesis.mesh_id,
-        node_id=files.secrets.node_id,
-        member=files.member,
-        trusted_keys=files.members,
-        propagation_node=config.lxmf.propagation_node,
-        stamp_cost=config.lxmf.stamp_cost,
-        node_announce_delay=config.lxmf.node_announce_delay,
-        guest_intents=config.lxmf.guest_intents,
-        announce_interval=config.reticulum.announce_interval,
-    )
-    transport.start_lxmf()
-    return transport
-
-
-def _reticulum(paths: NodePaths, config: Config, files: NodeFiles) -> ReticulumTransport:
-    from kai_mesh.config.interfaces import check_rnode_ports, render_rns_config
-    from transports.reticulum.transport import ReticulumTransport
-
-    check_rnode_ports(config.interfaces)
-    levels = {"debug": 5, "info": 3, "warning": 2, "error": 1}
-    transport = ReticulumTransport(
-        configdir=paths.data_dir / "reticulum",
-        config_text=render_rns_config(
-            config.reticulum, config.interfaces, loglevel=levels[config.log_level]
-        ),
-        rns_private=files.secrets.rns_private,
-        mesh_id=files.genesis.mesh_id,
-        node_id=files.secrets.node_id,
-        member=files.member,
-        trusted_keys=files.members,
-        announce_interval=config.reticulum.announce_interval,
-    )
-    transport.start_rns()
-    return transport
 
 
 def cmd_ping(args: argparse.Namespace) -> ExitCode:

@@ -33,9 +33,10 @@ from typing import Any
 
 import psutil
 
-from kai_mesh.client import ControlClient, check_socket_path
+from kai_mesh.client import ControlClient
 from kai_mesh.config.nodefiles import write_private
 from kai_mesh.config.settings import NodePaths
+from kai_mesh.config.socket_path import check_socket_path
 from kai_mesh.core.errors import KaiMeshError, UsageError
 from kai_mesh.harness import homes, netns
 from kai_mesh.harness.netns import HarnessError

@@ -21,11 +21,11 @@ import psutil
 import trio
 
 import kai_mesh
-from kai_mesh.client import ControlError
 from kai_mesh.config.interfaces import InterfaceConfig
 from kai_mesh.config.nodefiles import NodeFiles
 from kai_mesh.config.settings import Config, NodePaths
 from kai_mesh.core.codec import unpack_exact
+from kai_mesh.core.control.errors import ControlError
 from kai_mesh.core.errors import (
     AddressError,
     KaiMeshError,

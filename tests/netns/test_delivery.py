@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from kai_mesh.client import ControlClient, ControlError
+from kai_mesh.client import ControlClient
 from kai_mesh.config.settings import NodePaths
+from kai_mesh.core.control.errors import ControlError
 from tests.netns.conftest import Harness, wait_for
 from tests.netns.test_reticulum import km, km_json, wait_peers
 

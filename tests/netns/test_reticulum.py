@@ -26,8 +26,9 @@ from typing import Any
 import pytest
 
 from kai_mesh.agents.echo import payload_digest
-from kai_mesh.client import ControlClient, ControlError
+from kai_mesh.client import ControlClient
 from kai_mesh.config.settings import NodePaths
+from kai_mesh.core.control.errors import ControlError
 from kai_mesh.core.mesh.genesis import Genesis
 from kai_mesh.core.mesh.identity import MemberRecord, NodeSecrets
 from kai_mesh.harness import homes, netns

@@ -32,7 +32,8 @@ from typing import Any, Final
 
 import trio
 
-from kai_mesh.client import ControlError, NodeNotRunning, SocketPathTooLong, check_socket_path
+from kai_mesh.config.socket_path import SocketPathTooLong, check_socket_path
+from kai_mesh.core.control.errors import ControlError, NodeNotRunning
 from kai_mesh.core.control.frames import (
     BAD_PARAMS,
     BAD_REQUEST,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kai_mesh.client import ControlError
+from kai_mesh.core.control.errors import ControlError
 from kai_mesh.core.errors import KaiMeshError, UsageError
 from kai_mesh.core.governance.machine import LogEntry, ProposalStatus
 from kai_mesh.core.governance.wire import KINDS

@@ -27,9 +27,9 @@ from typing import Any
 import psutil
 import trio
 
-from kai_mesh.client import ControlError
 from kai_mesh.config.nodefiles import claim_path, write_private
 from kai_mesh.config.settings import Config, NodePaths
+from kai_mesh.core.control.errors import ControlError
 from kai_mesh.core.errors import KaiMeshError, UsageError
 from kai_mesh.core.governance.invite_token import MAX_REACH, encode_token, split_host_port
 from kai_mesh.core.governance.wire import InviteSecret, parse_redemption

@@ -15,7 +15,7 @@ from typing import Any
 import trio
 
 from kai_mesh.agents.base import AgentRequest
-from kai_mesh.client import ControlError
+from kai_mesh.core.control.errors import ControlError
 from kai_mesh.core.errors import KaiMeshError, UsageError
 from kai_mesh.core.state import ydoc
 from kai_mesh.runtime.agents.runners import AgentRejectedError, UnknownIntent

@@ -22,7 +22,9 @@ import pytest
 import trio
 import trio.testing
 
-from kai_mesh.client import ControlClient, ControlError, NodeNotRunning, SocketPathTooLong
+from kai_mesh.client import ControlClient
+from kai_mesh.config.socket_path import SocketPathTooLong
+from kai_mesh.core.control.errors import ControlError, NodeNotRunning
 from kai_mesh.core.control.frames import FrameDecoder, FrameReceived, encode_frame
 from kai_mesh.runtime.control.server import ControlServer, EventHub
 

@@ -21,9 +21,9 @@ import pytest
 import trio
 
 from kai_mesh.agents import AgentRequest
-from kai_mesh.client import ControlError
 from kai_mesh.config.nodefiles import NodeFiles, write_private
 from kai_mesh.config.settings import NodePaths, default_config_text, load_config
+from kai_mesh.core.control.errors import ControlError
 from kai_mesh.core.governance.machine import Governance, GovernanceState
 from kai_mesh.core.mesh.address import AgentAddress, NodeRef, parse_address
 from kai_mesh.core.mesh.genesis import DEFAULT_POLICY, Genesis

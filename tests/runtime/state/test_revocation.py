@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from kai_mesh.client import ControlError
+from kai_mesh.core.control.errors import ControlError
 from kai_mesh.core.governance.machine import GovernanceState, Member
 from kai_mesh.core.mesh.genesis import DEFAULT_POLICY, Genesis
 from kai_mesh.core.mesh.identity import NodeSecrets
