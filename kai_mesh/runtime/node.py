@@ -21,7 +21,7 @@ import psutil
 import trio
 
 import kai_mesh
-from kai_mesh.config.interfaces import InterfaceConfig
+from kai_mesh.config.interfaces import InterfaceConfig, RNodeOptions
 from kai_mesh.config.nodefiles import NodeFiles
 from kai_mesh.config.settings import Config, NodePaths
 from kai_mesh.core.codec import unpack_exact
@@ -534,4 +534,8 @@ def _outbox_row(row: OutboxRow, now: float) -> dict[str, Any]:
 def _duty_percent(interface: InterfaceConfig) -> float | None:
     """The interface's airtime budget in percent: `duty_cycle`, else an RNode's own
     `airtime_limit_long` (hardware/rnode/*.toml), else None (the egress default)."""
-    return interface.duty_cycle or getattr(interface.options, "airtime_limit_long", None)
+    if interface.duty_cycle:
+        return interface.duty_cycle
+    if isinstance(interface.options, RNodeOptions):
+        return interface.options.airtime_limit_long
+    return None

@@ -70,9 +70,6 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-#: Outbox states: waiting for the recipient's ack; acked; expired unacked; refused for good.
-OUTBOX_STATES = ("waiting", "delivered", "expired", "failed")
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutboxRow:
@@ -159,15 +156,6 @@ class Store:
     def put_meta(self, key: str, value: bytes) -> None:
         with self._lock:
             self._put_many([(key, value)])
-
-    def remember_seen(self, sender: bytes, message_id: bytes, expires_at: int) -> bool:
-        """Record a message from another node; False if it was already there (a replay)."""
-        with self._lock, self._db:
-            self._db.execute("BEGIN")
-            cur = self._db.execute(
-                "INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", (sender, message_id, expires_at)
-            )
-            return cur.rowcount == 1
 
     def forget_seen_before(self, now: int) -> int:
         """Drop the replay window's and the inbox's rows that expired before `now` (the decoder

@@ -31,15 +31,15 @@ def test_clean_shutdown_marker_and_run_count(tmp_path: Path) -> None:
 def test_replays_are_refused_across_restarts_until_forgotten(tmp_path: Path) -> None:
     db = tmp_path / "node.db"
     store = Store(db)
-    assert store.remember_seen(b"a" * 16, b"m" * 8, expires_at=100)
-    assert not store.remember_seen(b"a" * 16, b"m" * 8, expires_at=100)
-    assert store.remember_seen(b"b" * 16, b"m" * 8, expires_at=200)
+    assert store.inbox_take(_inbox_row(b"a" * 16, 1, expires_at=100))
+    assert not store.inbox_take(_inbox_row(b"a" * 16, 1, expires_at=100))
+    assert store.inbox_take(_inbox_row(b"b" * 16, 1, expires_at=200))
     store.close()
     store = Store(db)
-    assert not store.remember_seen(b"a" * 16, b"m" * 8, expires_at=100)
+    assert not store.inbox_take(_inbox_row(b"a" * 16, 1, expires_at=100))
     assert store.forget_seen_before(150) == 1
     assert store.seen_count() == 1
-    assert store.remember_seen(b"a" * 16, b"m" * 8, expires_at=300)
+    assert store.inbox_take(_inbox_row(b"a" * 16, 1, expires_at=300))
     store.close()
 
 
@@ -49,7 +49,9 @@ def test_a_commit_survives_sigkill(tmp_path: Path) -> None:
         "import os, signal, sys\n"
         "from kai_mesh.runtime.store import Store\n"
         "s = Store(__import__('pathlib').Path(sys.argv[1]))\n"
-        "s.remember_seen(b'x' * 16, b'y' * 8, 123)\n"
+        "from kai_mesh.runtime.store import InboxRow\n"
+        "s.inbox_take(InboxRow(sender=b'x' * 16, message_id=b'y' * 8, envelope=b'e',"
+        " expires_at=123, priority=2, received_at=1.0))\n"
         "print('acknowledged', flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
@@ -59,7 +61,7 @@ def test_a_commit_survives_sigkill(tmp_path: Path) -> None:
     assert done.returncode == -signal.SIGKILL and "acknowledged" in done.stdout
     store = Store(db)
     assert not store.was_clean
-    assert not store.remember_seen(b"x" * 16, b"y" * 8, 123)
+    assert [r.message_id for r in store.inbox_rows(now=0)] == [b"y" * 8]
     store.close()
 
 
@@ -157,10 +159,8 @@ def test_a_message_that_must_arrive_is_kept_once_with_its_id_until_served(
     first = _inbox_row(b"a" * 16, 1)
     assert store.inbox_take(first)
     assert not store.inbox_take(first)  # a retry: already seen, not kept again
-    assert not store.remember_seen(b"a" * 16, first.message_id, 5000)  # the id is in `seen`
+    assert store.seen_count() == 1  # the id is in `seen`
     assert store.inbox_take(_inbox_row(b"b" * 16, 1))  # the same id from another sender
-    assert store.remember_seen(b"a" * 16, (9).to_bytes(8, "big"), 5000)
-    assert not store.inbox_take(_inbox_row(b"a" * 16, 9))  # seen first: never kept
     assert [(r.sender, r.message_id) for r in store.inbox_rows(now=0)] == [
         (b"a" * 16, first.message_id),
         (b"b" * 16, first.message_id),

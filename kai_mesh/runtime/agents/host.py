@@ -271,9 +271,8 @@ class AgentHost:
             # Cancel first: the supervisors then wake cancelled, not to restart a failed runner.
             self._generation.cancel()
         for slot in self._slots.values():
-            fail = getattr(slot.runner, "fail", None)  # process runners: kill, answer callers
-            if fail is not None:
-                fail(f"emergency shutdown: {reason}", self._refusal(slot.name))
+            if slot.runner is not None:  # a process runner kills its worker, answers callers
+                slot.runner.fail(f"emergency shutdown: {reason}", self._refusal(slot.name))
             slot.runner = None
             slot.inline = None
             slot.pid = None

@@ -111,6 +111,11 @@ class _Runner(Protocol):
 
     async def call(self, request: AgentRequest, limit: float) -> Any: ...
 
+    def fail(self, reason: str, error: AgentError) -> None:
+        """End this incarnation now (emergency shutdown): stop what can be stopped and fail
+        the callers that can be failed with `error`."""
+        ...
+
 
 class _Slot:
     """One agent's identity, state and counters, shared by its supervisor and its callers."""
@@ -149,6 +154,9 @@ class _InlineRunner:
         # Never reached: AgentHost.call serves inline agents itself, without awaiting.
         return self.instance.handle(request)
 
+    def fail(self, reason: str, error: AgentError) -> None:
+        """Nothing runs between calls: an inline call holds the trio thread while it lasts."""
+
 
 class _ThreadRunner:
     def __init__(self, slot: _Slot, instance: Agent) -> None:
@@ -157,6 +165,10 @@ class _ThreadRunner:
         self._limiter = trio.CapacityLimiter(slot.concurrency)
         self.failed = trio.Event()
         self.reason = ""
+
+    def fail(self, reason: str, error: AgentError) -> None:
+        """A thread cannot be killed: calls already in it run to their end (each has its
+        timeout), and no new one reaches this runner, which the host drops."""
 
     async def call(self, request: AgentRequest, limit: float) -> Any:
         name = self._slot.name

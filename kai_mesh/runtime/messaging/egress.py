@@ -11,6 +11,11 @@ transport's own paced transfer (an RNS Resource, which has its own window): it i
 hour's budget, and charged whole. `critical` is never held or shed; lower
 priorities wait up to their `MAX_DELAY`, then fail with an error the sender sees.
 
+Frames a lane releases to one peer leave in the order it released them: each peer has one
+sender task draining a FIFO (`_send_in_order`), so a frame never overtakes an earlier one while
+the first waits for a link; different peers still go in parallel, so one slow link holds up no
+other peer.
+
 What the lane does not send itself (Reticulum's announces, link setup, keepalives, proofs, and
 frames relayed for others) is charged too: every few seconds the interface's transmit counter is
 compared with what went through the lane, and the difference is spent as background traffic, so
@@ -20,6 +25,7 @@ the budget tracks what the radio really sent.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +93,8 @@ class Egress:
         self.background_share = background_share
         self._lanes: dict[tuple[str, str], _Lane | None] = {}
         self._nursery: trio.Nursery | None = None
+        # (transport name, node id) -> frames released by a lane, not yet handed over
+        self._to_peer: dict[tuple[str, bytes], deque[_Frame]] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -244,11 +252,31 @@ class Egress:
             self._fail(lane.queue.handle_timer(now))
             for frame in lane.queue.pop_ready(now):
                 lane.lane_bytes += len(frame.data) + LINK_OVERHEAD
-                self._nursery.start_soon(self._send, frame)
+                self._send_in_order(frame)
             due = lane.queue.get_timer()
             lane.wake = trio.Event()
             with trio.move_on_at(due if due is not None else now + 3600):
                 await lane.wake.wait()
+
+    def _send_in_order(self, frame: _Frame) -> None:
+        """Queue `frame` behind the frames already released to its peer (see the docstring)."""
+        assert self._nursery is not None
+        key = (frame.transport.name, frame.node_id)
+        waiting = self._to_peer.get(key)
+        if waiting is not None:  # the peer's sender is running: it takes this one in turn
+            waiting.append(frame)
+            return
+        self._to_peer[key] = deque([frame])
+        self._nursery.start_soon(self._drain, key)
+
+    async def _drain(self, key: tuple[str, bytes]) -> None:
+        waiting = self._to_peer[key]
+        try:
+            while waiting:
+                await self._send(waiting[0])
+                waiting.popleft()
+        finally:
+            del self._to_peer[key]
 
     @staticmethod
     async def _send(frame: _Frame) -> None:

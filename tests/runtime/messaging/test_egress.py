@@ -11,7 +11,9 @@ import trio
 
 from kai_mesh.core.errors import TransportError
 from kai_mesh.core.messaging.envelope import Priority
+from kai_mesh.runtime.messaging.egress import Egress
 from tests.runtime.messaging.test_remote import Peer, ask, mesh
+from transports.base import InterfaceInfo, PeerInfo, TransportBase
 from transports.memory import LinkProfile
 
 SLOW = LinkProfile(latency=0.01, bandwidth=20_000)  # 20 kbit/s: one 400-byte frame ~0.2 s
@@ -79,3 +81,50 @@ async def test_a_governance_broadcast_waits_for_airtime_where_a_heartbeat_is_dro
         started = trio.current_time()
         await router.egress.broadcast(transport, frame, background=False, wait=10)
         assert 0 < trio.current_time() - started <= 10  # it waited for room, then went
+
+
+class _Recording(TransportBase):
+    """A slow radio interface whose first send to `slow_peer` takes 5 s (a link being set up)."""
+
+    name = "rec"
+
+    def __init__(self, slow_peer: bytes) -> None:
+        self.slow_peer = slow_peer
+        self.sent: list[tuple[bytes, bytes]] = []
+        self._first = True
+
+    def interfaces(self) -> list[InterfaceInfo]:
+        return [
+            InterfaceInfo(name="radio", kind="RNodeInterface", mtu=500, bitrate=50_000, online=True)
+        ]
+
+    def peers(self) -> list[PeerInfo]:
+        return [
+            PeerInfo(node_id=n, name=None, hops=1, interface="radio", last_heard=0.0, rtt=None)
+            for n in (b"s" * 16, b"f" * 16)
+        ]
+
+    async def send(self, node_id: bytes, data: bytes) -> None:
+        if node_id == self.slow_peer and self._first:
+            self._first = False
+            await trio.sleep(5)
+        self.sent.append((node_id, data))
+
+
+async def test_frames_to_one_peer_leave_in_order_and_a_slow_peer_holds_up_no_other(
+    autojump_clock: object,
+) -> None:
+    slow, fast = b"s" * 16, b"f" * 16
+    transport = _Recording(slow)
+    egress = Egress([transport], lambda interface: 1.0)  # type: ignore[list-item]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(egress.run)
+        for k in range(5):
+            nursery.start_soon(egress.send, transport, slow, b"s%d" % k, Priority.NORMAL)
+            await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(egress.send, transport, fast, b"f0", Priority.NORMAL)
+        await trio.sleep(1)
+        assert transport.sent == [(fast, b"f0")]  # not behind the slow peer's link
+        await trio.sleep(10)
+        assert [d for n, d in transport.sent if n == slow] == [b"s%d" % k for k in range(5)]
+        nursery.cancel_scope.cancel()
