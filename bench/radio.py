@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import socket
@@ -143,7 +144,8 @@ def _all_alive(state: cluster.HarnessState, timeout: float) -> float:
 
 
 def _echo(state: cluster.HarnessState, size: int) -> float:
-    payload = "x" * size
+    # random text: RNS compresses Resources (bz2), so "x" * 20000 would cross as ~50 bytes
+    payload = base64.b64encode(os.urandom(size))[:size].decode()
     for _ in range(3):
         try:
             with ControlClient(NodePaths.resolve(state.node("node1").home).socket, 300) as c:
