@@ -28,7 +28,7 @@ from typing import Any, Literal, TypeAlias, get_args
 from kai_mesh.core.errors import AddressError, ConfigError, TransportError
 from kai_mesh.core.mesh.address import check_name
 
-InterfaceType: TypeAlias = Literal["auto", "udp", "tcp_server", "tcp_client", "rnode"]
+InterfaceType: TypeAlias = Literal["auto", "udp", "tcp_server", "tcp_client", "rnode", "pipe"]
 INTERFACE_TYPES: tuple[str, ...] = get_args(InterfaceType)
 
 #: RNS ignores a configured bitrate below this (`Reticulum.MINIMUM_BITRATE`), silently.
@@ -104,8 +104,18 @@ class RNodeOptions:
     airtime_limit_short: float | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class PipeOptions:
+    """PipeInterface: a command whose stdin/stdout carry HDLC frames (the harness's emulated
+    LoRa channel, `kai_mesh.harness.radio.pipe`); RNS respawns it `respawn_delay` s after it
+    exits."""
+
+    command: str
+    respawn_delay: float | None = None
+
+
 InterfaceOptions: TypeAlias = (
-    AutoOptions | UdpOptions | TcpServerOptions | TcpClientOptions | RNodeOptions
+    AutoOptions | UdpOptions | TcpServerOptions | TcpClientOptions | RNodeOptions | PipeOptions
 )
 
 
@@ -211,6 +221,12 @@ def _devices(v: Any) -> str | None:
 
 _PORT = _int_range(1, 65535)
 
+
+def _delay_s(v: Any) -> str | None:
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 3600
+    return None if ok else "expected seconds above 0, at most 3600"
+
+
 # Per type: RNS's type name, the options class, and for each kai-mesh key its check and RNS name.
 _TYPES: dict[str, tuple[str, type[Any], dict[str, tuple[Check, str]]]] = {
     "auto": (
@@ -255,6 +271,11 @@ _TYPES: dict[str, tuple[str, type[Any], dict[str, tuple[Check, str]]]] = {
             "airtime_limit_long": (_percent, "airtime_limit_long"),
             "airtime_limit_short": (_percent, "airtime_limit_short"),
         },
+    ),
+    "pipe": (
+        "PipeInterface",
+        PipeOptions,
+        {"command": (_text, "command"), "respawn_delay": (_delay_s, "respawn_delay")},
     ),
 }
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from kai_mesh.core.errors import ConfigError, KaiMeshError, UsageError
 from kai_mesh.harness import cluster, netns
+from kai_mesh.harness.radio import harness as radio_harness
 
 
 def _dir(args: argparse.Namespace) -> Path:
@@ -29,6 +30,18 @@ def _print(args: argparse.Namespace, data: Any, text: str) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    radio = radio_harness.plan(
+        [f"node{k}" for k in range(1, args.n + 1)],
+        args.radio,
+        args.channel,
+        lan=_names(args.radio_lan) or (),
+        loss=args.radio_loss,
+        seed=args.radio_seed,
+        hidden=args.hidden,
+        duty_limit=args.radio_duty_limit,
+        csma=not args.no_csma,
+        capture_db=args.capture_db,
+    )
     state = cluster.up(
         _dir(args),
         args.n,
@@ -41,6 +54,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         admins=_names(args.admins),
         threshold=args.threshold,
         fresh=_names(args.fresh) or (),
+        radio=radio,
     )
     names = ", ".join(f"{nd.name} (pid {nd.pid})" for nd in state.nodes)
     _print(args, cluster.status(state), f"up: {state.topology} of {names}; {_governance(state)}")
@@ -92,6 +106,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{'alive' if nd['alive'] else 'DEAD':5} {'transport ' if nd['transport'] else ''}"
             f"{shaping}".rstrip()
         )
+    return 0
+
+
+def cmd_radio(args: argparse.Namespace) -> int:
+    state = _state(args)
+    if not state.radio:
+        raise UsageError("this harness has no radio: start it with `up --radio MODEM`")
+    channels = radio_harness.stats(Path(state.dir), radio_harness.RadioPlan.from_json(state.radio))
+    _print(args, channels, radio_harness.render(channels))
     return 0
 
 
@@ -226,9 +249,16 @@ def _fill(harness: argparse.ArgumentParser) -> None:
         help="comma-separated nodes that get a namespace and an empty home (a config, no node) "
         "and are not started: `exec NODE -- kai-mesh join TOKEN`, then `start NODE`",
     )
+    _radio_options(p)
     p = add("down", cmd_down, "remove every namespace and process, even after a crash", as_json)
     p.add_argument("--prefix", help="namespace prefix (default: from the state, else km)")
     add("status", cmd_status, "nodes, namespaces, addresses, pids, liveness, shaping", as_json)
+    add(
+        "radio",
+        cmd_radio,
+        "per node on each emulated LoRa channel: frames, air time, duty cycle, collisions, losses",
+        as_json,
+    )
     p = add("exec", cmd_exec, "run a command in a node's namespace with its KAI_MESH_HOME")
     p.add_argument("node")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD", help="the command to run")
@@ -246,6 +276,38 @@ def _fill(harness: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", help="e.g. 1%% of received frames dropped at random")
     p.add_argument("--shared", action="store_true", help="one rate for all ports (one channel)")
     p.add_argument("--clear", action="store_true", help="remove rate and loss")
+
+
+def _radio_options(p: argparse.ArgumentParser) -> None:
+    radio = p.add_argument_group("emulated LoRa radio (kai_mesh.harness.radio)")
+    radio.add_argument(
+        "--radio",
+        metavar="MODEM",
+        help="put every node on one emulated LoRa channel: a preset (long-fast, medium-fast, "
+        "short-fast, lora-5k…) or raw settings such as sf7bw125 or sf9bw250cr8",
+    )
+    radio.add_argument(
+        "--channel",
+        action="append",
+        default=[],
+        metavar="NAME=NODES[@MODEM]",
+        help="a channel of the named nodes (repeatable; a node on two is a gateway), e.g. "
+        "--channel a=node1,node2 --channel b=node2,node3@long-fast; nodes on none keep the LAN",
+    )
+    radio.add_argument("--radio-lan", metavar="NAMES", help="radio nodes that keep the LAN too")
+    radio.add_argument("--radio-loss", type=float, default=0.0, metavar="PCT")
+    radio.add_argument("--radio-seed", type=int, metavar="N", help="seed of loss and backoff")
+    radio.add_argument(
+        "--hidden", metavar="A:B,…", help="pairs of nodes that do not hear each other"
+    )
+    radio.add_argument(
+        "--radio-duty-limit",
+        type=float,
+        metavar="PCT",
+        help="the channel holds a node's frames beyond this duty cycle, as RNode firmware does",
+    )
+    radio.add_argument("--no-csma", action="store_true", help="transmit without carrier sense")
+    radio.add_argument("--capture-db", type=float, metavar="DB", help="capture effect threshold")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

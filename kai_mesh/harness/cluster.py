@@ -40,6 +40,8 @@ from kai_mesh.config.socket_path import check_socket_path
 from kai_mesh.core.errors import KaiMeshError, UsageError
 from kai_mesh.harness import homes, netns
 from kai_mesh.harness.netns import HarnessError
+from kai_mesh.harness.radio import harness as radio_harness
+from kai_mesh.harness.radio.harness import RadioPlan
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,8 @@ class HarnessState:
     threshold: int = 1
     #: Nodes made with `up --fresh`: a namespace and a home with a config, no node, not started.
     fresh: list[str] = field(default_factory=list)
+    #: The emulated LoRa channels (`radio.harness.RadioPlan` as JSON), or None: LAN only.
+    radio: dict[str, Any] | None = None
 
     @property
     def hub(self) -> str:
@@ -150,6 +154,7 @@ def up(
     admins: Sequence[str] | None = None,
     threshold: int | None = None,
     fresh: Sequence[str] = (),
+    radio: RadioPlan | None = None,
 ) -> HarnessState:
     """Build the network, write the homes, start the nodes and wait until each answers.
 
@@ -157,6 +162,8 @@ def up(
     a majority, the smallest M with 2M > admins).
     `fresh` (node names) get a namespace and a home with only a config: no node, not started, not
     in the genesis (`kai-mesh join TOKEN` in that home, then `start NODE`).
+    `radio` puts nodes on emulated LoRa channels (`radio.harness`): its daemons start before
+    the nodes, and a node on two links becomes a transport node.
 
     Raises:
         UsageError: bad arguments (a threshold that is not a majority among them), before
@@ -175,6 +182,8 @@ def up(
     if unknown:
         raise UsageError(f"--propagation: no node {unknown[0]!r} among node1..node{n}")
     check_socket_path(NodePaths.resolve(directory / f"node{n}").socket)
+    if radio is not None:
+        radio_harness.check_paths(directory, radio)
     leftovers = _harness_namespaces(prefix)
     if (directory / STATE_FILE).exists() or leftovers:
         raise HarnessError(
@@ -193,11 +202,16 @@ def up(
                 port=f"p{k}",
                 address=f"10.77.0.{k}",
                 home=str(directory / f"node{k}"),
-                transport=_is_transport(topology, k, n),
+                transport=_is_transport(topology, k, n)
+                or bool(radio and radio.gateway(f"node{k}")),
             )
         )
     try:
         _build_network(state)
+        if radio is not None:
+            radio_harness.start(directory, radio)
+            state.radio = radio.to_json()
+            state.save()
         _write_homes(state, propagation, bitrate=bitrate, duty_cycle=duty_cycle)
         state.save()
         if link == "lora":
@@ -249,6 +263,7 @@ def _write_homes(
     if bitrate is None and state.link == "lora":
         bitrate = LORA_BITRATE
     _write_fresh_homes(state, bitrate=bitrate, duty_cycle=duty_cycle)
+    radio = RadioPlan.from_json(state.radio) if state.radio else None
     for node, key in zip([nd for nd in state.nodes if nd.name in names], keys, strict=True):
         home = Path(node.home)
         if home.exists():
@@ -262,7 +277,18 @@ def _write_homes(
             bitrate=bitrate,
             duty_cycle=duty_cycle,
             propagation=node.name in propagation,
+            **_radio_config(state, radio, node.name, duty_cycle),
         )
+
+
+def _radio_config(
+    state: HarnessState, radio: RadioPlan | None, name: str, duty_cycle: float | None
+) -> dict[str, Any]:
+    """`write_config`'s radio arguments for node `name`: its LAN and channel interfaces."""
+    if radio is None:
+        return {}
+    lines = radio_harness.interface_lines(Path(state.dir), radio, name, duty_cycle)
+    return {"lan": radio.on_lan(name), "radio_lines": lines}
 
 
 def _check_fresh(
@@ -293,8 +319,14 @@ def _write_fresh_homes(
             shutil.rmtree(home)
         paths = NodePaths.resolve(home)
         paths.config_file.parent.mkdir(parents=True, mode=0o700)
+        radio = RadioPlan.from_json(state.radio) if state.radio else None
         homes.write_config(
-            paths, node.name, transport=node.transport, bitrate=bitrate, duty_cycle=duty_cycle
+            paths,
+            node.name,
+            transport=node.transport,
+            bitrate=bitrate,
+            duty_cycle=duty_cycle,
+            **_radio_config(state, radio, node.name, duty_cycle),
         )
 
 
@@ -549,6 +581,7 @@ def status(state: HarnessState) -> dict[str, Any]:
         "admins": state.admins,
         "threshold": state.threshold,
         "genesis": str(Path(state.dir) / GENESIS_FILE),
+        "radio": state.radio,
         "nodes": [
             {
                 "name": nd.name,

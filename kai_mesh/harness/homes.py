@@ -121,9 +121,12 @@ def node_config_text(
     bitrate: int | None,
     propagation: bool = False,
     duty_cycle: float | None = None,
+    lan: bool = True,
+    radio_lines: Sequence[str] = (),
 ) -> str:
     """A node's config.toml: its name, `[reticulum]`, `[lxmf]` (a propagation node when
-    `propagation`; announced after 1 s, not LXMF's 20) and one UDP broadcast interface."""
+    `propagation`; announced after 1 s, not LXMF's 20), one UDP broadcast interface (unless
+    not `lan`) and `radio_lines`, the emulated radio's interfaces (`radio.harness`)."""
     lines = [
         "# Written by `kai-mesh harness up`: Reticulum over UDP broadcast on the node's veth.",
         "# Every other setting has its default (see `kai-mesh init` for a commented file).",
@@ -140,20 +143,24 @@ def node_config_text(
         f"propagation_node = {'true' if propagation else 'false'}",
         "stamp_cost = 13",
         "node_announce_delay = 1",
-        "",
-        "[[interfaces]]",
-        'name = "veth"',
-        'type = "udp"',
-        f'listen_ip = "{BROADCAST_IP}"',
-        f"listen_port = {UDP_PORT}",
-        f'forward_ip = "{BROADCAST_IP}"',
-        f"forward_port = {UDP_PORT}",
-        "ingress_control = false",
     ]
-    if bitrate is not None:
-        lines.append(f"bitrate = {bitrate}")
-    if duty_cycle is not None:
-        lines.append(f"duty_cycle = {duty_cycle}")
+    if lan:
+        lines += [
+            "",
+            "[[interfaces]]",
+            'name = "veth"',
+            'type = "udp"',
+            f'listen_ip = "{BROADCAST_IP}"',
+            f"listen_port = {UDP_PORT}",
+            f'forward_ip = "{BROADCAST_IP}"',
+            f"forward_port = {UDP_PORT}",
+            "ingress_control = false",
+        ]
+        if bitrate is not None:
+            lines.append(f"bitrate = {bitrate}")
+        if duty_cycle is not None:
+            lines.append(f"duty_cycle = {duty_cycle}")
+    lines += radio_lines
     return "\n".join(lines) + "\n"
 
 
@@ -165,6 +172,8 @@ def write_config(
     bitrate: int | None,
     propagation: bool = False,
     duty_cycle: float | None = None,
+    lan: bool = True,
+    radio_lines: Sequence[str] = (),
 ) -> None:
     """Write the node's config.toml and read it back, so a bad one fails `up`, not the node.
 
@@ -172,7 +181,13 @@ def write_config(
         ConfigError: this kai-mesh refuses the file (it names the key).
     """
     text = node_config_text(
-        name, transport=transport, bitrate=bitrate, propagation=propagation, duty_cycle=duty_cycle
+        name,
+        transport=transport,
+        bitrate=bitrate,
+        propagation=propagation,
+        duty_cycle=duty_cycle,
+        lan=lan,
+        radio_lines=radio_lines,
     )
     write_private(paths.config_file, text.encode())
     load_config(paths.config_file)

@@ -1,0 +1,264 @@
+"""Radio figures on the emulated LoRa channel (issue 16), instead of tbf.
+
+- `toa`: time on air of 100/200/500-byte RNS packets for each preset (pure arithmetic);
+- `overhead`: the channel daemon alone, fed by raw clients at rising frame rates on a fast raw
+  modem without carrier sense: how late it delivers (its own timing distortion) and its CPU;
+- `netns` (root): 5 nodes on one channel (`--modem`, default medium-fast, the SF9 class):
+  idle bytes and air time an hour per node after `--warmup-s` (goal ≤ 1.1 KB/h), a governance
+  vote certified at all 5 (admins node1-3, threshold 2), one state change at all 5, a 200 B and
+  a 20 KB echo, and the time until node1 calls a SIGKILLed node5 failed; the channel's stats.
+
+    sudo .venv/bin/python bench/radio.py [toa] [overhead] [netns --modem short-fast --idle-min 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from netns_common import harness, wait
+
+from kai_mesh.client import ControlClient
+from kai_mesh.config.settings import NodePaths
+from kai_mesh.harness import cluster
+from kai_mesh.harness.radio import hdlc
+from kai_mesh.harness.radio.airtime import PRESETS, packet_time, parse_modem
+from kai_mesh.harness.radio.channel import query_stats
+from kai_mesh.harness.radio.harness import RadioPlan, socket_path
+from kai_mesh.harness.radio.harness import plan as radio_plan
+
+NAMES = [f"node{k}" for k in range(1, 6)]
+GOAL_BYTES_PER_HOUR = 1100
+
+
+def toa() -> dict[str, Any]:
+    return {
+        name: {
+            "bitrate": m.bitrate,
+            **{f"{n}B_ms": round(1000 * packet_time(m, n), 1) for n in (100, 200, 500)},
+        }
+        for name, m in PRESETS.items()
+    }
+
+
+def overhead(seconds: float = 5.0, pairs: int = 10) -> dict[str, Any]:
+    """`pairs` sender/receiver pairs that hear only each other (so frames of different pairs
+    never collide and the channel carries pairs/ToA frames/s), 60-byte frames on SF7/BW500,
+    at rising offered rates: deliveries/s, how late the daemon delivers, its CPU."""
+    tmp = Path(tempfile.mkdtemp(prefix="krb-", dir="/tmp"))
+    sock_path = tmp / "ch.sock"
+    names = [f"s{k}" for k in range(pairs)] + [f"r{k}" for k in range(pairs)]
+    partner = {f"s{k}": f"r{k}" for k in range(pairs)}
+    deaf = [
+        f"{a}:{b}"
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+        if partner.get(a) != b and partner.get(b) != a
+    ]
+    argv = [sys.executable, "-m", "kai_mesh.harness.radio.channel", "--socket", str(sock_path)]
+    argv += ["--modem", "sf7bw500", "--no-csma", "--seed", "1", "--hidden", ",".join(deaf)]
+    daemon = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+    frame = hdlc.encode(bytes(60))
+    toa = packet_time(parse_modem("sf7bw500"), 60)
+    rows = []
+    try:
+        wait(sock_path.exists, 10, "the daemon")
+        clients = {}
+        for name in names:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(sock_path))
+            s.sendall(f"node {name}\n".encode())
+            s.setblocking(False)
+            clients[name] = s
+        senders = [clients[f"s{k}"] for k in range(pairs)]
+        proc = psutil.Process(daemon.pid)
+        for rate in (20, 50, 100, 150, 200, 250):
+            before, cpu0 = query_stats(sock_path), proc.cpu_times()
+            t0, sent = time.monotonic(), 0
+            while (elapsed := time.monotonic() - t0) < seconds:
+                while sent < int(elapsed * rate):
+                    senders[sent % pairs].sendall(frame)
+                    sent += 1
+                for c in clients.values():  # drain what the channel delivers
+                    try:
+                        while c.recv(65536):
+                            pass
+                    except BlockingIOError:
+                        pass
+                time.sleep(0.001)
+            time.sleep(2 * toa)
+            after, cpu1 = query_stats(sock_path), proc.cpu_times()
+            cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / seconds
+            b, a = before["late"], after["late"]
+            n = a["deliveries"] - b["deliveries"]
+            mean = (a["mean_ms"] * a["deliveries"] - b["mean_ms"] * b["deliveries"]) / max(n, 1)
+            rows.append(
+                {
+                    "offered_frames_s": rate,
+                    "delivered_frames_s": round(n / seconds),
+                    "late_mean_ms": round(mean, 2),
+                    "late_over_10ms": a["over_10ms"] - b["over_10ms"],
+                    "daemon_cpu_pct": round(100 * cpu, 1),
+                }
+            )
+            print(f"  overhead {rows[-1]}", file=sys.stderr, flush=True)
+    finally:
+        daemon.kill()
+        daemon.wait()
+    return {
+        "setup": f"{pairs} isolated pairs, 60-byte frames, sf7bw500 ({1000 * toa:.1f} ms each), "
+        f"physical ceiling {pairs / toa:.0f} frames/s",
+        "rows": rows,
+    }
+
+
+# ---- netns ---------------------------------------------------------------------------------
+
+
+def _call(state: cluster.HarnessState, node: str, method: str, params: Any = None) -> Any:
+    with ControlClient(NodePaths.resolve(state.node(node).home).socket, timeout=120) as c:
+        return c.call(method, params or {})
+
+
+def _channel(state: cluster.HarnessState) -> dict[str, Any]:
+    assert state.radio is not None
+    radio = RadioPlan.from_json(state.radio)
+    return query_stats(socket_path(Path(state.dir), radio.channels[0].name))
+
+
+def _all_alive(state: cluster.HarnessState, timeout: float) -> float:
+    def ok() -> bool:
+        return all(_call(state, n, "status")["liveness"]["peers"]["alive"] >= 4 for n in NAMES)
+
+    return wait(ok, timeout, "all 5 nodes to see 4 peers alive", step=1.0)
+
+
+def _echo(state: cluster.HarnessState, size: int) -> float:
+    # random text: RNS compresses Resources (bz2), so "x" * 20000 would cross as ~50 bytes
+    payload = base64.b64encode(os.urandom(size))[:size].decode()
+    for _ in range(3):
+        try:
+            with ControlClient(NodePaths.resolve(state.node("node1").home).socket, 300) as c:
+                t0 = time.perf_counter()
+                reply = c.call(
+                    "send",
+                    {"to": "kai://node2/echo", "intent": "echo", "payload": payload,
+                     "timeout": 280},
+                )  # fmt: skip
+                assert reply["payload"] == payload
+                return time.perf_counter() - t0
+        except Exception as exc:  # a timeout: say so and retry
+            print(f"  echo {size} B failed: {exc}", file=sys.stderr, flush=True)
+    return float("nan")
+
+
+def netns(modem: str, warmup_s: float, idle_min: float, trials: int) -> dict[str, Any]:
+    import governance  # the governance bench's own trial loop
+
+    radio = radio_plan(NAMES, modem, seed=1)
+    out: dict[str, Any] = {"modem": parse_modem(modem).describe()}
+    options: dict[str, Any] = {"admins": governance.ADMINS, "threshold": 2, "radio": radio}
+    with harness("kr2", 5, **options) as state:
+        out["discovery_s"] = round(_all_alive(state, 900), 1)
+        time.sleep(warmup_s)
+        before, t0 = _channel(state), time.monotonic()
+        time.sleep(idle_min * 60)
+        after, hours = _channel(state), (time.monotonic() - t0) / 3600
+        out["idle"] = {
+            n: {
+                "bytes_per_hour": round(
+                    (after["nodes"][n]["bytes_sent"] - before["nodes"][n]["bytes_sent"]) / hours
+                ),
+                "air_s_per_hour": round(
+                    (after["nodes"][n]["airtime_s"] - before["nodes"][n]["airtime_s"]) / hours, 2
+                ),
+            }
+            for n in NAMES
+        }
+        out["idle_minutes"] = idle_min
+        print(f"  idle {out['idle']}", file=sys.stderr, flush=True)
+        out["echo_200B_s"] = round(_echo(state, 200), 2)
+        out["echo_20KB_s"] = round(_echo(state, 20_000), 2)
+        print(f"  echo {out['echo_200B_s']} {out['echo_20KB_s']}", file=sys.stderr, flush=True)
+        out["state_change_s"] = _state_change(state, trials)
+        clients = {
+            n: ControlClient(NodePaths.resolve(state.node(n).home).socket, timeout=300)
+            for n in NAMES
+        }
+        try:
+            times, _votes, _holds = governance._trials(clients, True, trials, wait)
+        finally:
+            for client in clients.values():
+                client.close()
+        out["governance_vote_all5_s"] = [round(t, 2) for t in times]
+        cluster.kill_node(state, "node5")
+        out["detect_killed_s"] = round(
+            wait(
+                lambda: any(
+                    p["name"] == "node5" and p["status"] == "failed"
+                    for p in _call(state, "node1", "peers")
+                ),
+                3600,
+                "node1 to call node5 failed",
+                step=1.0,
+            ),
+            1,
+        )
+        out["channel"] = _channel(state)
+    return out
+
+
+def _state_change(state: cluster.HarnessState, trials: int) -> list[float]:
+    times = []
+    for trial in range(trials):
+        _call(state, "node1", "state_set", {"path": f"shared/r{trial}", "value": trial})
+        t0 = time.perf_counter()
+        pending = set(NAMES[1:])
+        while pending:
+            for n in list(pending):
+                try:
+                    _call(state, n, "state_show", {"path": f"shared/r{trial}"})
+                    pending.discard(n)
+                except Exception:  # not there yet
+                    pass
+            if time.perf_counter() - t0 > 900:
+                raise SystemExit(f"state change {trial}: {sorted(pending)} never got it")
+            time.sleep(0.1)
+        times.append(round(time.perf_counter() - t0, 2))
+        print(f"  state change {trial}: {times[-1]} s", file=sys.stderr, flush=True)
+    return times
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("what", nargs="*", default=["toa", "overhead"])
+    p.add_argument("--modem", default="medium-fast")
+    p.add_argument("--warmup-s", type=float, default=120)
+    p.add_argument("--idle-min", type=float, default=10)
+    p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    result: dict[str, Any] = {}
+    if "toa" in args.what:
+        result["toa"] = toa()
+    if "overhead" in args.what:
+        result["overhead"] = overhead()
+    if "netns" in args.what:
+        if os.geteuid() != 0:
+            raise SystemExit("netns needs root")
+        result["netns"] = netns(args.modem, args.warmup_s, args.idle_min, args.trials)
+    print(json.dumps(result, indent=None if args.json else 2))
+
+
+if __name__ == "__main__":
+    main()
