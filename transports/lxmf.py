@@ -21,7 +21,7 @@ Guests (LXMF clients that are not members): the message text is `AGENT INTENT [J
 intents in `guest_intents` are served, through the local bus, from `kai://<node>/guest`; the reply
 (JSON text, or `error: …`) goes back as an LXMessage. Everything refused is counted, not raised.
 `guest_intents` starts as the configured list and follows the governance policy's
-`guest_intents` live (`set_guest_intents`, called from runtime/policy.py).
+`guest_intents` live (`set_guest_intents`, called from runtime/governance/policy.py).
 """
 
 from __future__ import annotations

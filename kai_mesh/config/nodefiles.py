@@ -24,7 +24,7 @@ JOIN_FILE = "join.kai"
 
 
 def claim_path(paths: NodePaths) -> Path:
-    """Where `kai-mesh join` leaves the node's invite claim (see runtime/invites.py)."""
+    """Where `kai-mesh join` leaves the node's invite claim (see runtime/governance/invites.py)."""
     return paths.data_dir / JOIN_FILE
 
 
@@ -72,7 +72,7 @@ class NodeFiles:
     @cached_property
     def members(self) -> Members:
         """The live member map, one per loaded node: it starts as `trusted_keys` and the
-        governance fold keeps it current (runtime/members.py)."""
+        governance fold keeps it current (runtime/governance/members.py)."""
         return Members(self.trusted_keys)
 
     def write(self, paths: NodePaths) -> None:

@@ -12,7 +12,8 @@ that must arrive, until the recipient acknowledges them or they expire), and the
 logs: `state_headers` (signed stream claims), `state_entries` (signed entries, by stream and seq)
 and `state_evidence` (conflicting claims and forks, both records), and `gov_objects` (every
 governance record kept: proposals, votes, redemptions, by the SHA-256 of their bytes), and `inbox`
-(messages that must arrive, from their ack until their agent's reply has left: runtime/inbox.py).
+(messages that must arrive, from their ack until their agent's reply has left:
+runtime/messaging/durable_inbox.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What the governance machine folds to and reports: the state, refusals, statuses, the log.
 
 `apply` is one step of the fold: the state after a certified proposal, or why it cannot follow.
-Pure data and one pure function; `core.governance.Governance` decides which proposals count.
+Pure data and one pure function; `core.governance.machine.Governance` decides which proposals count.
 """
 
 from __future__ import annotations

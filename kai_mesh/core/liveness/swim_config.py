@@ -1,4 +1,5 @@
-"""The failure detector's tuning and the formulas that scale it to a link (`core.membership`)."""
+"""The failure detector's tuning and the formulas that scale it to a link
+(`core.liveness.membership`)."""
 
 from __future__ import annotations
 

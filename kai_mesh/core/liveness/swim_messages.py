@@ -1,4 +1,4 @@
-"""What the failure detector (`core.membership`) takes in, asks to send, and reports.
+"""What the failure detector (`core.liveness.membership`) takes in, asks to send, and reports.
 
 Inputs validate themselves on construction (raise `Malformed`): they come from the wire.
 """

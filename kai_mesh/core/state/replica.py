@@ -8,7 +8,7 @@ raises for bad input, counting each refusal by reason:
 1. structure (a `ProtocolError` reason);
 2. the stream's header is known, else the entry waits (bounded) until it arrives;
 3. the signature is the header's node's, and `verify_key_for` still accepts that node, or
-   the node is revoked and the entry is at or below the revocation's cut (`core.revocation`:
+   the node is revoked and the entry is at or below the revocation's cut (`core.state.revocation`:
    it is checked under the key the node had; past the cut it is refused as "revoked");
 4. the chain: the next seq after the current head applies; an entry already held is a duplicate;
    a different entry at a held seq (or one whose `prev` is not our head) is a **fork**; one

@@ -14,7 +14,8 @@ A request raising in `handle` is the request's failure, not the agent's: the cal
 `AgentCrashed` and the same instance serves the next request.
 
 A certified emergency shutdown suspends the host (`suspend(reason)`, called from the governance
-watch in runtime/policy.py): every incarnation is torn down (worker processes killed, their
+watch in runtime/governance/policy.py): every incarnation is torn down (worker processes killed,
+their
 pending callers answered), every agent shows `stopped` with the shutdown as its reason, and
 calls raise `AgentsSuspended` (code `shutdown`) until `resume()` starts them all again. A host
 suspended before `run` starts no agent at all, which is how a shutdown holds across restarts.

@@ -4,13 +4,14 @@ Admin side (`gov_invite`, `gov_invite_show`): an invite is a fresh Ed25519 keypa
 half this node proposes in a `node_authorization {"invite_key", "role"}`. The private half (a
 32-byte seed) is kept in `DATA/invites/<proposal id hex>` (mode 0600) so that the token can be
 printed whenever the proposal is certified — at once in a 1-of-1 mesh, after the other admins'
-votes otherwise. The token (`core.invite_token`) carries the genesis, the seed and how to reach
+votes otherwise. The token (`core.governance.invite_token`) carries the genesis, the seed and how
+to reach
 the mesh: the node's Reticulum TCP server interfaces (or the addresses the caller gives).
 
 Joiner side: `kai-mesh join` leaves the claim (`Governance.redeem`: the invite's and the node's
 signatures over the node's key) in `DATA/join.kai`. `pending_claim` reads it; at start the node
 submits it to its own governance and hands it to its transports, which send it in a JOIN frame
-until the mesh admits the node (`transports/reticulum.py`). On the other side `admit_claim`
+until the mesh admits the node (`transports/reticulum/`). On the other side `admit_claim`
 submits a claim to governance (which pushes it to every peer) and says whether its node is now
 a member.
 """

@@ -13,7 +13,8 @@ called with the fold at start (before any agent runs) and whenever the fold chan
   transport's configured one, live; unset (removed by a `policy_update`), the configured list
   holds again.
 
-Roles are read at check time from the live member map (runtime/members.py), so an authorization
+Roles are read at check time from the live member map (runtime/governance/members.py), so an
+authorization
 or a revocation applies at once.
 """
 

@@ -1,5 +1,6 @@
 """The message bus, local part: route a `StandardMessage` to an agent on this node and the reply
-back, in priority order. Messages for other nodes are handed to `remote` (runtime/remote.py).
+back, in priority order. Messages for other nodes are handed to `remote`
+(runtime/messaging/remote.py).
 
 Each agent has a `PriorityInbox` and serves at most `concurrency` messages at once. A message that
 finds a free slot and an empty inbox is served in the caller's own task — no hand-off, which is
@@ -101,7 +102,8 @@ class Bus:
         #: Set by the node: the reason while a certified emergency shutdown holds, else None.
         #: Every local agent is then refused with code `shutdown`.
         self.halted: Callable[[], str | None] = lambda: None
-        #: Set by the node (runtime/policy.py): why a message from a node at a priority is
+        #: Set by the node (runtime/governance/policy.py): why a message from a node at a priority
+        #: is
         #: refused by policy, else None. Applied here to this node's own messages.
         self.admit: Callable[[bytes, Priority], str | None] = lambda node_id, priority: None
 

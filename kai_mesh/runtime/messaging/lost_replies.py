@@ -1,4 +1,4 @@
-"""The router's half of `core.reply_asks`: ask for a reply that is late, answer such asks.
+"""The router's half of `core.messaging.reply_asks`: ask for a reply that is late, answer such asks.
 
 A requester whose reply has not come a few round trips after the request left sends an ASK (on
 the same transport, at the request's priority, through the egress lanes like everything else),

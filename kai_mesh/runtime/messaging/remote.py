@@ -10,9 +10,10 @@ Inbound, every `MessageReceived` is decoded by the core's `EnvelopeDecoder` (siz
 fields, signature, expiry, replay); an unsigned envelope must come from the node it names as its
 sender. Replies wake their waiter; requests go to the local bus in their own task, so a slow agent
 never holds up the transport's event stream, and the reply goes back the way the request came.
-A reply that is late is asked for, and one that was lost is sent again (runtime/lost_replies.py).
+A reply that is late is asked for, and one that was lost is sent again
+(runtime/messaging/lost_replies.py).
 Every refusal is counted by reason (`kai-mesh status`), never raised into the node. A request the
-governance policy forbids (`admit`, runtime/policy.py: `critical` from a role not in
+governance policy forbids (`admit`, runtime/governance/policy.py: `critical` from a role not in
 `critical_roles`) gets a `forbidden` error reply, judged by the node the link proved, and is
 counted as `policy.forbidden`.
 
@@ -136,7 +137,8 @@ class RemoteRouter:
         self.decoder = decoder
         self.local = local
         self.error_reply = error_reply
-        #: Set by the node (runtime/policy.py): why a request from a peer at a priority is
+        #: Set by the node (runtime/governance/policy.py): why a request from a peer at a priority
+        #: is
         #: refused by policy, else None.
         self.admit: Callable[[bytes, Priority], str | None] = lambda node_id, priority: None
         # Defaults to the first transport that declares it (LXMF); transports that serve
@@ -240,7 +242,7 @@ class RemoteRouter:
                 return self.error_reply(message, "unknown_node", str(exc))
         waiter = self._waiting[message.message_id] = Waiter(node_id)
         # Every transport proves both ends (a verified link, an LXMF signature over a member
-        # record): the envelope leaves their node ids out (core.envelope.LinkEnds).
+        # record): the envelope leaves their node ids out (core.messaging.envelope.LinkEnds).
         data = encode(message, link=LinkEnds(sender=self.node_id, receiver=node_id))
         failure: str | None = None
         sent = False
@@ -274,7 +276,8 @@ class RemoteRouter:
     async def _await_reply(
         self, transport: Transport, waiter: Waiter, message: StandardMessage, data: bytes
     ) -> None:
-        """Wait for the reply; over a link, ask for it when it is late (core.reply_asks)."""
+        """Wait for the reply; over a link, ask for it when it is late
+        (core.messaging.reply_asks)."""
         if not asks_over(transport):
             await waiter.done.wait()
             return
