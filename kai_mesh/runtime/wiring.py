@@ -64,6 +64,7 @@ def wire_delivery(
     remote.state = state
     remote.governance = governance
     remote.store = store
+    remote.members = keys
     outbox = Outbox(
         send=remote.send_frame,
         reset_link=remote.reset_link,
