@@ -207,7 +207,7 @@ class Node:
         self.governance.watch(self.state.on_governance)  # after the members: cuts need the fold
         # Governance enforced: shutdown stops the agents; policy admits critical and guests.
         self.enforcer = GovernanceEnforcer(
-            agents=self.agents, role=self.trusted.role, transports=transports
+            agents=self.agents, role=self.trusted.role, transports=transports, decoders=[decoder]
         )
         self.bus.admit = self.remote.admit = self.enforcer.admit
         self.governance.watch(self.enforcer.on_state)

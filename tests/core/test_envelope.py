@@ -25,6 +25,7 @@ from kai_mesh.core.envelope import (
 )
 from kai_mesh.core.errors import (
     BadSignature,
+    ClockSkew,
     Expired,
     Malformed,
     Oversize,
@@ -342,6 +343,29 @@ def test_expired_uses_the_capped_ttl() -> None:
     data = encode(_message(ttl=10_000))
     with pytest.raises(Expired):
         _decoder(max_ttl=600).decode(data, now=NOW + 601)
+
+
+def test_a_timestamp_too_far_ahead_is_refused_before_the_replay_guard() -> None:
+    decoder = _decoder(max_skew=300)
+    assert decoder.decode(encode(_message(timestamp=NOW + 300)), now=NOW)  # within the bound
+    with pytest.raises(ClockSkew, match="301s ahead"):
+        decoder.decode(encode(_message(timestamp=NOW + 301, message_id=b"\x02" * 8)), now=NOW)
+    with pytest.raises(ClockSkew):  # would never expire, and its guard entry never be pruned
+        decoder.decode(encode(_message(timestamp=NOW + 10**9, message_id=b"\x03" * 8)), now=NOW)
+    assert len(decoder.replays) == 1
+
+
+def test_a_flood_of_future_stamps_cannot_evict_the_replay_guard() -> None:
+    decoder = _decoder(replay_capacity=3)
+    mine = encode(_message(message_id=b"\x01" * 8))
+    decoder.decode(mine, now=NOW)
+    for i in range(10):
+        with contextlib.suppress(ClockSkew):
+            late = _message(timestamp=NOW + 10**9, message_id=bytes([9, i]) * 4)
+            decoder.decode(encode(late), now=NOW)
+    assert decoder.replays.evicted == 0
+    with pytest.raises(Replay):
+        decoder.decode(mine, now=NOW + 1)
 
 
 # Replay ------------------------------------------------------------------------------------------

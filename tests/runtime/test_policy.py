@@ -24,7 +24,7 @@ from kai_mesh.agents import AgentRequest
 from kai_mesh.client import ControlError
 from kai_mesh.config import NodePaths, default_config_text, load_config
 from kai_mesh.core.address import AgentAddress, NodeRef, parse_address
-from kai_mesh.core.envelope import Priority
+from kai_mesh.core.envelope import DEFAULT_MAX_SKEW, EnvelopeDecoder, Priority
 from kai_mesh.core.genesis import DEFAULT_POLICY, Genesis
 from kai_mesh.core.governance import Governance, GovernanceState
 from kai_mesh.core.identity import MemberRecord, NodeSecrets
@@ -403,3 +403,15 @@ async def test_a_must_arrive_critical_send_is_held_to_critical_roles_before_the_
             assert queued["message_id"]
             assert len(await node.handle("outbox", {"all": True})) == 1
             nursery.cancel_scope.cancel()
+
+
+def test_max_clock_skew_follows_the_policy_live_and_unset_is_the_default() -> None:
+    decoder = EnvelopeDecoder(mesh_id=b"m" * 32, max_bytes=4096, max_ttl=60, verify_key_for={}.get)
+    enforcer = GovernanceEnforcer(agents=FakeAgents(), role=lambda n: None, decoders=[decoder])
+    enforcer.on_state(fold(policy={**DEFAULT_POLICY, "max_clock_skew": 3600}))
+    assert decoder.max_skew == 3600
+    enforcer.on_state(fold(policy={**DEFAULT_POLICY, "max_clock_skew": "soon"}))  # hand-made
+    assert decoder.max_skew == DEFAULT_MAX_SKEW == 300
+    enforcer.on_state(fold(policy={**DEFAULT_POLICY, "max_clock_skew": 60}))
+    enforcer.on_state(fold())
+    assert decoder.max_skew == DEFAULT_MAX_SKEW
