@@ -19,10 +19,11 @@ import re
 import sys
 import time
 import tomllib
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from kai_mesh.cli_common import CliError, ExitCode, _paths, call_node, print_json
+from kai_mesh.cli_common import CliError, ExitCode, _paths, call_node, print_json, seconds
 from kai_mesh.config import NodePaths, default_config_text, load_config
 from kai_mesh.core.address import check_name
 from kai_mesh.core.errors import KaiMeshError, ProtocolError, UsageError
@@ -266,7 +267,7 @@ def add_invite_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--role", default="member", help="the new node's role (member)")
     p.add_argument(
         "--wait",
-        type=float,
+        type=partial(seconds, allow_zero=True),
         default=0,
         metavar="SECONDS",
         help="wait this long for the other admins' votes",
