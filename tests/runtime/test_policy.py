@@ -295,6 +295,17 @@ async def test_a_whole_node_stops_its_agents_on_a_shutdown_and_after_a_restart()
             nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("wait", [float("nan"), float("inf"), -1, 0, "5"])
+async def test_a_send_timeout_that_is_not_a_finite_positive_number_is_a_bad_request(
+    tmp_path: Path, wait: object
+) -> None:
+    node = _node(_init_node(tmp_path))  # refused before anything runs: no need to start it
+    params = {"to": "kai://pi1/echo", "intent": "echo", "timeout": wait}
+    with pytest.raises(ControlError) as refused:
+        await node.handle("send", params)
+    assert refused.value.code == "bad_request" and "timeout" in str(refused.value)
+
+
 # ---- policy: critical_roles ---------------------------------------------------------------------
 
 
