@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from kai_mesh.core.codec import pack, unpack_exact
 from kai_mesh.core.envelope import (
     K_CONTEXT,
     K_FROM,
+    K_PAYLOAD,
     K_PRIORITY,
     K_TIMESTAMP,
     K_TTL,
@@ -272,6 +274,14 @@ def test_ext_type_is_refused() -> None:
     with pytest.raises(Malformed, match="ext"):
         _decoder().decode(_raw(fields).replace(b"\xa1x\x01", b"\xa1x" + ext), now=NOW)
     assert _decoder().decode(data, now=NOW)
+
+
+@pytest.mark.parametrize("seconds", [5, 2**33, 2**40])  # timestamp 32, 64 and 96
+def test_a_msgpack_timestamp_in_a_payload_is_refused(seconds: int) -> None:
+    fields = _fields(_message())
+    fields[K_PAYLOAD] = [1, msgpack.Timestamp(seconds, 1 if seconds > 2**34 else 0)]
+    with pytest.raises(Malformed, match="ext types are not allowed"):
+        _decoder().decode(_raw(fields), now=NOW)
 
 
 def test_oversize() -> None:
