@@ -89,6 +89,8 @@ _WRITE_SECONDS: Final = 10.0
 _ACCEPT_RETRY_SECONDS: Final = 0.1
 #: How long a connection that neither asks nor subscribes is kept.
 IDLE_SECONDS: Final = 60.0
+#: Longest error message sent (characters): one naming hostile input must not echo all of it.
+MAX_ERROR_MESSAGE: Final = 1024
 # Out of file descriptors or memory: wait and accept again, as trio.serve_listeners does.
 _ACCEPT_RESOURCE_ERRNOS: Final = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
@@ -476,6 +478,9 @@ class _Connection:
         await self._send(frame)
 
     async def _send_error(self, request_id: int | None, code: str, message: str) -> None:
+        if len(message) > MAX_ERROR_MESSAGE:  # a reply must fit the client's max_frame too
+            cut = len(message) - MAX_ERROR_MESSAGE
+            message = f"{message[:MAX_ERROR_MESSAGE]}… ({cut} more characters)"
         await self._send(
             encode_frame(ErrorReply(id=request_id, code=code, message=message).to_wire())
         )

@@ -343,6 +343,17 @@ async def test_unknown_method(connect: Any, bystander: Raw, server: ControlServe
     assert (await bystander.call("ping"))["result"] == "pong"
 
 
+async def test_an_error_reply_never_echoes_hostile_input_whole(
+    connect: Any, server: ControlServer
+) -> None:
+    raw = await connect()
+    name = "m" * (MAX_FRAME - 40)  # the request fits max_frame; an echo of it would not
+    await raw.send({"id": 1, "method": name, "params": {}})
+    reply = await raw.receive()
+    assert reply["error"]["code"] == "unknown_method"
+    assert len(reply["error"]["message"]) < 1100 and "more characters" in reply["error"]["message"]
+
+
 async def test_too_many_clients(sock_dir: Path, hub: EventHub) -> None:
     srv = ControlServer(sock_dir / "c.sock", FakeNode(hub), hub, max_clients=1)
     async with trio.open_nursery() as nursery:
