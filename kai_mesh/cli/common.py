@@ -6,12 +6,54 @@ import argparse
 import base64
 import enum
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
 from kai_mesh.client import ControlClient
 from kai_mesh.config.settings import NodePaths
 from kai_mesh.core.control.errors import ControlError, NodeNotRunning
+from kai_mesh.core.errors import UsageError
+
+MAX_SECONDS = 7 * 24 * 3600.0  # the longest wait a command takes (a message lives a week at most)
+MAX_JSON_DEPTH = 64  # deeper JSON from the command line is refused, not a RecursionError
+
+
+def seconds(text: str, *, allow_zero: bool = False) -> float:
+    """An argparse type: a finite number of seconds, positive (or zero), at most a week."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        which = "zero or more" if allow_zero else "positive"
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite, {which} number of seconds")
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most {MAX_SECONDS:.0f} seconds (a week)")
+    return value
+
+
+def load_json(text: str, what: str) -> Any:
+    """JSON from the command line, nested at most `MAX_JSON_DEPTH` deep.
+
+    Raises:
+        UsageError: not JSON, or nested too deep (named `what`: "payload", "value", "body").
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"{what}: JSON nested more than {MAX_JSON_DEPTH} deep") from None
+    todo = [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise UsageError(f"{what}: JSON nested more than {MAX_JSON_DEPTH} deep")
+            children = item.values() if isinstance(item, dict) else item
+            todo.extend((child, depth + 1) for child in children)
+    return value
 
 
 class ExitCode(enum.IntEnum):

@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from kai_mesh.cli.common import ExitCode, add_verb, call_node, print_json
+from kai_mesh.cli.common import ExitCode, add_verb, call_node, load_json, print_json
 from kai_mesh.core.errors import UsageError
 from kai_mesh.core.governance.wire import KINDS
 
@@ -38,10 +38,7 @@ def body_from_json(kind: str, text: str) -> dict[str, Any]:
     """The body of a proposal from the command line's JSON, keys and ids as bytes."""
     if kind not in KINDS:
         raise UsageError(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"body is not valid JSON: {exc}") from None
+    body = load_json(text, "body")
     if not isinstance(body, dict):
         raise UsageError("body: expected a JSON object")
     if kind in ("node_authorization", "node_revocation"):

@@ -20,10 +20,11 @@ import re
 import sys
 import time
 import tomllib
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from kai_mesh.cli.common import CliError, ExitCode, _paths, call_node, print_json
+from kai_mesh.cli.common import CliError, ExitCode, _paths, call_node, print_json, seconds
 from kai_mesh.config.nodefiles import NodeFiles, claim_path, write_private
 from kai_mesh.config.settings import NodePaths, default_config_text, load_config
 from kai_mesh.core.errors import KaiMeshError, ProtocolError, UsageError
@@ -267,7 +268,7 @@ def add_invite_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--role", default="member", help="the new node's role (member)")
     p.add_argument(
         "--wait",
-        type=float,
+        type=partial(seconds, allow_zero=True),
         default=0,
         metavar="SECONDS",
         help="wait this long for the other admins' votes",

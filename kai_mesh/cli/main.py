@@ -8,7 +8,6 @@ client of the daemon's control socket. Errors are one line on stderr, never a tr
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import socket
@@ -17,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from kai_mesh import __version__
-from kai_mesh.cli.common import CliError, ExitCode, _client, _paths, print_json
+from kai_mesh.cli.common import CliError, ExitCode, _client, _paths, load_json, print_json, seconds
 from kai_mesh.cli.genesis import add_genesis_parser, init_from_genesis
 from kai_mesh.cli.governance import add_governance_parser
 from kai_mesh.cli.invite import add_invite_parser
@@ -164,10 +163,7 @@ def cmd_stop(args: argparse.Namespace) -> ExitCode:
 def cmd_send(args: argparse.Namespace) -> ExitCode:
     parse_address(args.address)  # a malformed address is a usage error before any connection
     priority = Priority.parse(args.priority)
-    try:
-        payload = json.loads(args.payload) if args.payload is not None else None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"payload is not valid JSON: {exc}") from None
+    payload = load_json(args.payload, "payload") if args.payload is not None else None
     params = {
         "to": args.address,
         "intent": args.intent,
@@ -210,10 +206,7 @@ def cmd_events(args: argparse.Namespace) -> ExitCode:
 
 
 def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
+    return seconds(text)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,12 +7,11 @@ PATH is slash-separated from a root: `services`, `tasks` or `shared` (the agents
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kai_mesh.cli.common import ExitCode, add_verb, call_node, print_json
+from kai_mesh.cli.common import ExitCode, add_verb, call_node, load_json, print_json, seconds
 from kai_mesh.core.errors import UsageError
 from kai_mesh.core.state import ydoc
 
@@ -24,10 +23,7 @@ def cmd_show(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_set(args: argparse.Namespace) -> ExitCode:
-    try:
-        value = json.loads(args.value)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"value is not valid JSON: {exc}") from None
+    value = load_json(args.value, "value")
     ydoc.check_value(value, path=args.path)  # before msgpack, which cannot carry 2**64 at all
     result = call_node(args, "state_set", {"path": args.path, "value": value})
     if args.json:
@@ -107,4 +103,4 @@ def add_state_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument("--format", choices=["yjs"], default="yjs", help="yjs (the only one)")
         p.add_argument("file")
     p = add("sync", cmd_sync, "sync with every peer now; per peer, what each side lacked")
-    p.add_argument("--wait", type=float, default=2.0, help="seconds to let the rounds run (2)")
+    p.add_argument("--wait", type=seconds, default=2.0, help="seconds to let the rounds run (2)")

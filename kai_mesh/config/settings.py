@@ -30,6 +30,7 @@ from kai_mesh.config.interfaces import (
     parse_lxmf,
     parse_reticulum,
 )
+from kai_mesh.core.control.frames import HEADER_SIZE, MAX_FRAME_LIMIT
 from kai_mesh.core.errors import AddressError, ConfigError
 from kai_mesh.core.mesh.address import check_name
 
@@ -134,6 +135,11 @@ def _positive_int(v: Any) -> str | None:
     return None if type(v) is int and v > 0 else "expected a positive whole number"
 
 
+def _frame_bytes(v: Any) -> str | None:
+    ok = type(v) is int and HEADER_SIZE <= v <= MAX_FRAME_LIMIT
+    return None if ok else f"expected a whole number of bytes, {HEADER_SIZE} to {MAX_FRAME_LIMIT}"
+
+
 def _positive_number(v: Any) -> str | None:
     ok = isinstance(v, int | float) and not isinstance(v, bool) and v > 0
     return None if ok else "expected a positive number"
@@ -178,7 +184,7 @@ _SCHEMA: dict[tuple[str, str], tuple[str, Callable[[Any], str | None]]] = {
     ("bus", "max_ttl"): ("max_ttl", _positive_int),
     ("bus", "default_ttl"): ("default_ttl", _positive_int),
     ("bus", "queue_capacity"): ("queue_capacity", _positive_int),
-    ("control", "max_frame_bytes"): ("max_frame_bytes", _positive_int),
+    ("control", "max_frame_bytes"): ("max_frame_bytes", _frame_bytes),
     ("agents", "enabled"): ("agents", _names),
     ("agents", "timeout"): ("agent_timeout", _positive_number),
     ("delivery", "must_arrive"): ("must_arrive", _intents),

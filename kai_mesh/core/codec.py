@@ -22,6 +22,9 @@ def pack(value: object) -> bytes:
     return out
 
 
+_NO_EXT = "msgpack ext types are not allowed (the timestamp, type -1, is one)"
+
+
 def _refuse_ext(code: int, data: bytes) -> object:
     raise Malformed(f"msgpack ext type {code} is not allowed")
 
@@ -37,6 +40,9 @@ def unpack_prefix(data: bytes, max_len: int) -> tuple[Any, int]:
         raw=False,
         strict_map_key=False,
         ext_hook=_refuse_ext,
+        # msgpack decodes ext type -1 as a Timestamp without calling ext_hook: an ext of any
+        # length above 0 is refused here instead, timestamps included.
+        max_ext_len=0,
         timestamp=0,
         max_buffer_size=max(len(data), 1),
         max_str_len=max_len,
@@ -52,7 +58,9 @@ def unpack_prefix(data: bytes, max_len: int) -> tuple[Any, int]:
     except Malformed:
         raise
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
-        # ValueError: FormatError, StackError, bad UTF-8. TypeError: unhashable map keys.
+        # ValueError: FormatError, StackError, bad UTF-8, an ext. TypeError: unhashable map keys.
+        if "max_ext_len" in str(exc):
+            raise Malformed(_NO_EXT) from None
         raise Malformed(f"not valid msgpack: {exc}") from None
     used: int = unpacker.tell()
     return value, used

@@ -85,6 +85,13 @@ class Expired(ProtocolError):
     reason = "expired"
 
 
+class ClockSkew(ProtocolError):
+    """The message is stamped further in the future than the policy's `max_clock_skew`: the
+    sender's clock, or ours, is wrong (or the stamp is hostile: it would never expire)."""
+
+    reason = "clock_skew"
+
+
 class Replay(ProtocolError):
     """The same `(from, message_id)` was accepted before and has not expired yet."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import signal
 import time
@@ -207,7 +208,7 @@ class Node:
         self.governance.watch(self.state.on_governance)  # after the members: cuts need the fold
         # Governance enforced: shutdown stops the agents; policy admits critical and guests.
         self.enforcer = GovernanceEnforcer(
-            agents=self.agents, role=self.trusted.role, transports=transports
+            agents=self.agents, role=self.trusted.role, transports=transports, decoders=[decoder]
         )
         self.bus.admit = self.remote.admit = self.enforcer.admit
         self.governance.watch(self.enforcer.on_state)
@@ -395,8 +396,10 @@ class Node:
     async def _send(self, params: dict[str, Any]) -> dict[str, Any]:
         message = self._message_from(params)
         timeout = params.get("timeout")
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
-            raise ControlError("bad_request", "timeout: expected a positive number of seconds")
+        if timeout is not None and (
+            not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0
+        ):
+            raise ControlError("bad_request", "timeout: expected finite, positive seconds")
         durable = params.get("must_arrive", False)
         if not isinstance(durable, bool):
             raise ControlError("bad_request", "must_arrive: expected true or false")

@@ -62,6 +62,7 @@ def wire_delivery(
     replicated state's and governance's frames and heartbeat digests (when `state`,
     `governance` are given). Call before `remote.run()`."""
     remote.store = store
+    remote.members = keys
     if state is not None:
         state.register_frames(remote.frames)
     if governance is not None:

@@ -80,3 +80,39 @@ def stop(proc: subprocess.Popen[str], timeout: float = 15) -> int:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def tcp_pair(port: int) -> Iterator[tuple[Home, Home]]:
+    """Homes of a two-node mesh (one genesis, both trusted): "srv" listens on 127.0.0.1:`port`
+    (a Reticulum `tcp_server`), "cli" connects to it (`tcp_client`); no LXMF."""
+    from kai_mesh.config.nodefiles import write_private
+    from kai_mesh.config.settings import NodePaths
+    from kai_mesh.harness.homes import make_mesh, write_node_files
+
+    genesis, nodes = make_mesh(["srv", "cli"], "pair")
+    interfaces = [
+        f'type = "tcp_server"\nlisten_ip = "127.0.0.1"\nlisten_port = {port}',
+        f'type = "tcp_client"\ntarget_host = "127.0.0.1"\ntarget_port = {port}',
+    ]
+    with fresh_home() as first, fresh_home() as second:
+        for home, keys, interface in zip((first, second), nodes, interfaces, strict=True):
+            paths = NodePaths.resolve(home.path)
+            write_node_files(paths, keys.secrets, genesis, keys.member)
+            config = (
+                f'[node]\nname = "{keys.name}"\n\n[reticulum]\nenabled = true\n\n'
+                f'[lxmf]\nenabled = false\n\n[[interfaces]]\nname = "lo"\n{interface}\n'
+            )
+            write_private(paths.config_file, config.encode())
+        yield first, second
+
+
+def wait_for_peer(home: Home, name: str, within: float) -> float | None:
+    """Seconds until `home`'s node lists `name` among its peers, or None if not `within` s."""
+    started = time.monotonic()
+    while time.monotonic() - started < within:
+        done = home.run("peers", "--json")
+        if done.returncode == 0 and any(p["name"] == name for p in json.loads(done.stdout)):
+            return time.monotonic() - started
+        time.sleep(0.2)
+    return None

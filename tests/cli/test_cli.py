@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pytest
 from kai_mesh.cli.main import ExitCode
 from kai_mesh.config.settings import NodePaths
 from kai_mesh.runtime.store import Store
-from tests.cli.helpers import KAI_MESH, Home, _env, fresh_home, stop
+from tests.cli.helpers import KAI_MESH, Home, _env, fresh_home, stop, tcp_pair, wait_for_peer
 
 pytestmark = pytest.mark.slow
 
@@ -315,3 +316,33 @@ def test_emergency_shutdown_refuses_every_agent_across_a_restart_until_lifted(ho
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         stop(proc)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_node_killed_and_restarted_hears_its_peer_again_at_once() -> None:
+    """A gateway that loses power: kill -9, start again. Its peer must announce back at once,
+    also when it answered another arrival just before (it used to drop that answer, leaving the
+    restarted node deaf until its next announce_interval: ~5 minutes)."""
+    with tcp_pair(_free_port()) as (srv, cli):
+        procs = [srv.start(), cli.start()]
+        try:
+            assert wait_for_peer(cli, "srv", 30) is not None
+            assert wait_for_peer(srv, "cli", 30) is not None
+            for _ in range(2):  # the second restart falls within a minute of the first answer
+                procs[1].send_signal(signal.SIGKILL)
+                procs[1].wait()
+                procs[1] = cli.start()
+                heard = wait_for_peer(cli, "srv", 15)
+                assert heard is not None, "the restarted node heard nothing of its peer in 15 s"
+            done = cli.run("send", "kai://srv/echo", "echo", '"back"')
+            assert done.returncode == 0 and json.loads(done.stdout) == "back", done.stderr
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                stop(proc)

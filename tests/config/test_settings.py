@@ -65,6 +65,8 @@ def test_home_puts_everything_under_one_directory(
         ("[delivery]\nretry_cap = 0\n", "[delivery] retry_cap: expected a positive number"),
         ("[airtime]\nliveness_share = 1.5\n", "[airtime] liveness_share: expected a share"),
         ("[airtime]\nheartbeat = 3\n", "[airtime] heartbeat: unknown key"),
+        ("[control]\nmax_frame_bytes = 2\n", "[control] max_frame_bytes: expected a whole"),
+        ("[control]\nmax_frame_bytes = 4294967296\n", "[control] max_frame_bytes: expected"),
     ],
 )
 def test_errors_name_file_and_key(tmp_path: Path, text: str, needle: str) -> None:

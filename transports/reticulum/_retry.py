@@ -12,6 +12,12 @@ Two requests can vanish without RNS ever saying so, and the transport repeats th
   asked again. On fast interfaces the transport asks again every `FAST_LINK_WAIT` s for up to
   `PATH_WAIT` s, so a heal is seen at once; with a radio among them it asks only once.
 
+A node that hears a new peer, or one that restarted, announces itself early so that the peer
+learns of it now rather than at the next `announce_interval` (300 s by default). Such answers are
+spaced `answer_gap` apart (a minute with a radio among the interfaces, where an announce costs
+airtime; 5 s otherwise) and one that falls inside the gap is put off to its end, never dropped:
+dropping it left a peer restarted within the gap deaf until the next interval.
+
 The transport reads the bitrates, hop count and RNS's estimate and passes them in, so these rules
 are tested with plain numbers (`tests/transports/test_reticulum_retry.py`).
 """
@@ -25,6 +31,8 @@ LINK_WAIT = 20.0  # longest wait for a link to establish, then for its handshake
 FAST_LINK_WAIT = 2.0  # first wait for a link on a fast one-hop path (then 3 s)
 LINK_TRIES = 3  # link requests per attempt to reach a peer; the last waits RNS's estimate
 PATH_WAIT = 15.0  # longest wait for a path to a peer
+ANSWER_GAP = 60.0  # least time between two early announces with a radio among the interfaces
+FAST_ANSWER_GAP = 5.0  # the same on fast interfaces only
 
 
 def establish_wait(rns_estimate: float, bitrate: float | None, hops: int, attempt: int) -> float:
@@ -42,3 +50,10 @@ def path_request_interval(bitrates: Iterable[float | None]) -> float:
     (None if unknown: not fast). `PATH_WAIT`, the whole wait, means: ask once."""
     fast = all((bitrate or 0) >= RADIO_BITRATE for bitrate in bitrates)
     return FAST_LINK_WAIT if fast else PATH_WAIT
+
+
+def answer_gap(bitrates: Iterable[float | None]) -> float:
+    """Least seconds between two announces made early to answer a new or restarted peer, given
+    the bitrates of every interface (None if unknown: not fast)."""
+    fast = all((bitrate or 0) >= RADIO_BITRATE for bitrate in bitrates)
+    return FAST_ANSWER_GAP if fast else ANSWER_GAP

@@ -28,7 +28,6 @@ APP_NAME = "kai_mesh"
 ASPECT = "node"
 HELLO, MSG, PING, PONG, JOIN = 1, 2, 3, 4, 5
 MAX_PAYLOAD = 256 * 1024
-ANSWER_GAP = 60.0  # seconds between two announces made to answer a new peer
 
 
 @dataclass(eq=False)
@@ -106,10 +105,10 @@ class _RnsState(TransportBase):
 
     def _answer_announce(self) -> None:
         """A peer we did not know announced (it started, or came back): announce ourselves soon
-        so that it learns of us now rather than at our next interval; at most once a minute, so
-        on a radio this costs one announce per arrival, not a storm."""
-        if trio.current_time() - self._last_announce >= ANSWER_GAP:
-            self._announce_early.set()
+        so that it learns of us now rather than at our next interval. Answers are spaced
+        (`_rns_retry.answer_gap`: on a radio a minute, so arrivals cost one announce a minute,
+        not a storm); one asked for inside the gap goes out at its end, never dropped."""
+        self._announce_early.set()
 
     def _send_frame(self, state: _Link, kind: int, body: bytes, verified_only: bool = True) -> None:
         if verified_only and not state.verified.is_set():

@@ -79,7 +79,13 @@ from transports.base import (
 from transports.reticulum._boot import start_reticulum
 from transports.reticulum._join import MAX_JOIN
 from transports.reticulum._links import _RnsLinks
-from transports.reticulum._retry import FAST_LINK_WAIT, LINK_WAIT, PATH_WAIT, RADIO_BITRATE
+from transports.reticulum._retry import (
+    FAST_LINK_WAIT,
+    LINK_WAIT,
+    PATH_WAIT,
+    RADIO_BITRATE,
+    answer_gap,
+)
 from transports.reticulum._state import (
     APP_NAME,
     ASPECT,
@@ -233,17 +239,26 @@ class ReticulumTransport(_RnsLinks):
 
     async def _announce_loop(self) -> None:
         # An announce sent before the peers are up is lost (LAB.md): announce again soon, then
-        # at the configured interval, or early when a new peer appears (`_answer_announce`).
+        # at the configured interval, or early when a new peer appears (`_answer_announce`):
+        # not all at once, and no sooner than `answer_gap` after the last one.
         for delay in (0.0, 1.0, 3.0):
             await trio.sleep(delay)
-            await self.announce()
+            await self._announce_now()
         while True:
-            self._announce_early = trio.Event()
             with trio.move_on_after(self.announce_interval):
                 await self._announce_early.wait()
-                await trio.sleep(random.uniform(0.2, 2.0))  # not all at once
-            self._last_announce = trio.current_time()
-            await self.announce()
+                gap = answer_gap(
+                    getattr(i, "bitrate", None) for i in list(RNS.Transport.interfaces)
+                )
+                soonest = trio.current_time() + random.uniform(0.2, 2.0)
+                await trio.sleep_until(max(soonest, self._last_announce + gap))
+            await self._announce_now()
+
+    async def _announce_now(self) -> None:
+        # Whoever asked for an answer before this point hears this announce.
+        self._announce_early = trio.Event()
+        self._last_announce = trio.current_time()
+        await self.announce()
 
     async def _idle_loop(self) -> None:
         while True:

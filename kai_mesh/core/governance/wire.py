@@ -156,6 +156,9 @@ def _settings(body: object, kind: str, error: FieldError) -> dict[str, Any]:
         ttl = out.get("max_ttl")
         if ttl is not None:
             checked_int(ttl, "policy max_ttl", 1, 2**32, error)
+        skew = out.get("max_clock_skew")
+        if skew is not None:
+            checked_int(skew, "policy max_clock_skew (seconds)", 1, 7 * 24 * 3600, error)
         intents = out.get("guest_intents")
         if intents is not None and not (
             isinstance(intents, list) and all(type(i) is str and i for i in intents)

@@ -14,7 +14,11 @@ message onward (DESIGN.md, "The message bus"); in-process messages and messages 
 link are not signed.
 
 `EnvelopeDecoder` is a pure machine: limits and keys in, `now` passed per call, and a replay guard
-that remembers `(from, message_id)` until the message expires.
+that remembers `(from, message_id)` until the message expires. A message stamped more than
+`max_skew` seconds ahead of `now` is refused (`ClockSkew`): otherwise a stamp of now + 10^9 s
+would never expire, and its replay-guard entry, never pruned, would outlive everyone else's (the
+guard evicts the soonest-expiring first). So every entry leaves the guard within
+`max_skew + max_ttl` seconds.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from kai_mesh.core.codec import pack, split_format, unpack_prefix
 from kai_mesh.core.errors import (
     AddressError,
     BadSignature,
+    ClockSkew,
     Expired,
     Malformed,
     Oversize,
@@ -44,6 +49,7 @@ ENVELOPE_FORMAT = 1
 ENVELOPE_KIND = "envelope"
 MESSAGE_ID_BYTES = 8
 MAX_TIMESTAMP = 2**40  # seconds; far beyond any real clock, small enough to stay an exact int
+DEFAULT_MAX_SKEW = 300  # seconds a message's timestamp may be ahead of ours (policy max_clock_skew)
 _INTENT_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 K_FROM, K_TO, K_INTENT, K_PAYLOAD, K_CONTEXT, K_PRIORITY = 1, 2, 3, 4, 5, 6
@@ -297,9 +303,11 @@ class Decoded:
 class EnvelopeDecoder:
     """Bytes in, a checked `StandardMessage` out, or a `ProtocolError` subclass saying why not.
 
-    Checks, in order: size, format byte, msgpack, fields, signature, expiry, replay. The replay
-    guard is consulted last so that a forged or expired message cannot occupy a slot in it.
-    `verify_key_for(node_id)` returns the Ed25519 key of a node this mesh knows, or None.
+    Checks, in order: size, format byte, msgpack, fields, signature, expiry, clock skew,
+    replay. The replay guard is consulted last so that a forged, expired or future message
+    cannot occupy a slot in it. `verify_key_for(node_id)` returns the Ed25519 key of a node this
+    mesh knows, or None. `max_skew`: seconds a timestamp may be ahead of `now` (the governance
+    policy's `max_clock_skew` sets it live).
     """
 
     def __init__(
@@ -311,12 +319,14 @@ class EnvelopeDecoder:
         verify_key_for: Callable[[bytes], bytes | None],
         require_signature: bool = False,
         replay_capacity: int = 100_000,
+        max_skew: int = DEFAULT_MAX_SKEW,
     ) -> None:
         self.mesh_id = mesh_id
         self.max_bytes = max_bytes
         self.max_ttl = max_ttl
         self.verify_key_for = verify_key_for
         self.require_signature = require_signature
+        self.max_skew = max_skew
         self.replays = ReplayGuard(replay_capacity)
 
     def decode(
@@ -342,6 +352,11 @@ class EnvelopeDecoder:
         if message.expires_at < now:
             raise Expired(
                 f"message {message.message_id.hex()} expired {now - message.expires_at}s ago"
+            )
+        if message.timestamp > now + self.max_skew:
+            raise ClockSkew(
+                f"message {message.message_id.hex()} is stamped {message.timestamp - now}s ahead "
+                f"of this node's clock (at most {self.max_skew}s): one of the two clocks is wrong"
             )
         if remember:
             self.replays.admit(message, now)

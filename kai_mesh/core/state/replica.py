@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import pycrdt
-from pycrdt import Doc, TransactionEvent
+from pycrdt import Doc, Subscription, TransactionEvent
 
 from kai_mesh.core.errors import BadSignature, Malformed, ProtocolError, UsageError
 from kai_mesh.core.mesh.identity import NodeSecrets, verify
@@ -138,6 +138,7 @@ class Replica:
         self.counters: dict[str, int] = {}
         self._revoked: dict[bytes, Revocation] = {}  # from governance: outlives `_reset`
         self._own_header = encode_header(Header(secrets.node_id, client_id), secrets, mesh_id)
+        self._observed: tuple[YDoc, Subscription] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -153,13 +154,23 @@ class Replica:
         self._new_doc()
 
     def _new_doc(self) -> None:
+        # pycrdt keeps the callback (which holds the doc) in the Rust doc: a cycle the garbage
+        # collector cannot see, so a doc replaced without unobserving it is never freed.
+        self.close()
         self.doc: YDoc = Doc(client_id=self.client_id)
         self._capture: list[bytes] | None = None
-        self.doc.observe(self._on_commit)
+        self._observed = (self.doc, self.doc.observe(self._on_commit))
         self._in_doc: dict[int, int] = {}  # client id -> how many of its log entries it holds
         self._clocks: dict[int, int] = {}  # the doc's state vector (it holds no pending update)
         self._waiting_on: dict[int, set[int]] = {}  # client id -> streams held back for it
         self._last_read: tuple[bytes, tuple[bytes, UpdateRefs]] | None = None
+
+    def close(self) -> None:
+        """Let go of the doc (call before dropping a replica): an observed pycrdt doc is never
+        freed otherwise. The replica must not be used afterwards."""
+        if self._observed is not None:
+            self._observed[0].unobserve(self._observed[1])
+            self._observed = None
 
     def _on_commit(self, event: TransactionEvent) -> None:
         if self._capture is not None:

@@ -12,6 +12,12 @@ Hostile or broken input costs only its own connection: a body that is not a requ
 reply and the connection goes on; a frame longer than the limit gets an error reply and a close,
 since the stream cannot be resynchronised. Each refusal is counted in `ControlServer.refused`.
 
+Connections are bounded (`max_clients`), and one that neither asks nor subscribes cannot hold a
+slot: it is closed after `idle_timeout` s without a request (nothing in flight, no topics), and
+when every slot is taken a new client takes the slot of the connection idle longest. Only when
+every connection is busy (a request in flight, or subscribed) is a new one refused with
+`too_many_clients`. So idle connections never lock the owner's CLI out.
+
 `EventHub` fans events out to subscribers through bounded queues that drop their oldest entries
 when full, so a slow client (a TUI over a congested SSH link) never blocks the node: it gets a
 `lagged` notice saying how many events it missed instead.
@@ -82,6 +88,10 @@ _REFUSE_SEND_SECONDS: Final = 1.0
 #: How long one write may wait for a client that does not read before the connection is closed.
 _WRITE_SECONDS: Final = 10.0
 _ACCEPT_RETRY_SECONDS: Final = 0.1
+#: How long a connection that neither asks nor subscribes is kept.
+IDLE_SECONDS: Final = 60.0
+#: Longest error message sent (characters): one naming hostile input must not echo all of it.
+MAX_ERROR_MESSAGE: Final = 1024
 # Out of file descriptors or memory: wait and accept again, as trio.serve_listeners does.
 _ACCEPT_RESOURCE_ERRNOS: Final = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
@@ -212,6 +222,7 @@ class ControlServer:
         max_frame: int = DEFAULT_MAX_FRAME,
         max_clients: int = 64,
         max_in_flight: int = 64,
+        idle_timeout: float = IDLE_SECONDS,
     ) -> None:
         self.path = path
         self.handler = handler
@@ -219,6 +230,8 @@ class ControlServer:
         self.max_frame = max_frame
         self.max_clients = max_clients
         self.max_in_flight = max_in_flight
+        self.idle_timeout = idle_timeout
+        self._connections: set[_Connection] = set()
         FrameDecoder(max_frame)  # validates the limit now rather than at the first connection
         self.refused: dict[str, int] = dict.fromkeys(
             (
@@ -233,6 +246,7 @@ class ControlServer:
         )
         self.internal_errors = 0
         self.clients = 0
+        self.idle_closed = 0  # connections closed for idleness, or to make room
 
     def refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
@@ -298,7 +312,7 @@ class ControlServer:
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         async with stream:
-            if self.clients >= self.max_clients:
+            if self.clients >= self.max_clients and not self._make_room():
                 self.refuse(TOO_MANY_CLIENTS)
                 message = f"the node already serves {self.max_clients} control clients"
                 frame = encode_frame(
@@ -311,10 +325,25 @@ class ControlServer:
                     await stream.send_all(frame)
                 return
             self.clients += 1
+            connection = _Connection(self, stream)
+            self._connections.add(connection)
             try:
-                await _Connection(self, stream).run()
+                await connection.run()
             finally:
+                self._connections.discard(connection)
                 self.clients -= 1
+
+    def _make_room(self) -> bool:
+        """Close the connection idle longest, if any is idle (it leaves at its next checkpoint:
+        the new client may briefly make one more than `max_clients`)."""
+        idle = [c for c in self._connections if c.idle() and not c.scope.cancel_called]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: c.last_active)
+        self.idle_closed += 1
+        logger.info("control: all %d clients connected; closing the one idle longest", self.clients)
+        oldest.scope.cancel()
+        return True
 
 
 class _Connection:
@@ -328,15 +357,33 @@ class _Connection:
         self.send_lock = trio.StrictFIFOLock()
         self.subscription = server.hub.subscribe()
         self.scope = trio.CancelScope()
+        self.last_active = trio.current_time()
+
+    def idle(self) -> bool:
+        """Neither a request in flight nor a subscription."""
+        busy = self.slots.value < self.server.max_in_flight
+        return not busy and not self.subscription.topics
 
     async def run(self) -> None:
         with self.subscription, self.scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._push_events)
+                nursery.start_soon(self._close_when_idle)
                 await self._read(nursery)
                 # The client hung up or broke the stream: in-flight requests have nobody to
                 # answer, so they are cancelled with the event writer.
                 nursery.cancel_scope.cancel()
+
+    async def _close_when_idle(self) -> None:
+        while True:
+            await trio.sleep_until(self.last_active + self.server.idle_timeout)
+            if not self.idle():
+                self.last_active = trio.current_time()  # busy: its idleness starts later
+            elif trio.current_time() >= self.last_active + self.server.idle_timeout:
+                self.server.idle_closed += 1
+                logger.debug("control client idle for %s s; closing it", self.server.idle_timeout)
+                self.scope.cancel()
+                return
 
     async def _read(self, nursery: trio.Nursery) -> None:
         """Read and dispatch until EOF or a frame too large to skip."""
@@ -345,6 +392,7 @@ class _Connection:
                 data = await self.stream.receive_some(_READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
+            self.last_active = trio.current_time()
             events = self.decoder.feed(data) if data else self.decoder.feed_eof()
             for event in events:
                 if isinstance(event, FrameReceived):
@@ -412,6 +460,7 @@ class _Connection:
             await self._send_reply(request.id, result)
         finally:
             self.slots.release()
+            self.last_active = trio.current_time()
 
     async def _send_reply(self, request_id: int, result: Any) -> None:
         try:
@@ -430,6 +479,9 @@ class _Connection:
         await self._send(frame)
 
     async def _send_error(self, request_id: int | None, code: str, message: str) -> None:
+        if len(message) > MAX_ERROR_MESSAGE:  # a reply must fit the client's max_frame too
+            cut = len(message) - MAX_ERROR_MESSAGE
+            message = f"{message[:MAX_ERROR_MESSAGE]}… ({cut} more characters)"
         await self._send(
             encode_frame(ErrorReply(id=request_id, code=code, message=message).to_wire())
         )

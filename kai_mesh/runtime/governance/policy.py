@@ -9,6 +9,8 @@ called with the fold at start (before any agent runs) and whenever the fold chan
 - **`critical_roles`** (policy): the member roles that may send `critical` messages. Unset, every
   member may; an empty list, none. `admit(node_id, priority)` is the check — the bus applies it
   to this node's own sends, the remote router to requests from peers (the link proves who).
+- **`max_clock_skew`** (policy): seconds a message's timestamp may be ahead of this node's clock
+  before the envelope decoder refuses it (`core.envelope`, default 300); unset, the default.
 - **`guest_intents`** (policy): the intents LXMF guests may call. The fold's list replaces the
   transport's configured one, live; unset (removed by a `policy_update`), the configured list
   holds again.
@@ -25,13 +27,14 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from kai_mesh.core.governance.machine import GovernanceState
-from kai_mesh.core.messaging.envelope import Priority
+from kai_mesh.core.messaging.envelope import DEFAULT_MAX_SKEW, EnvelopeDecoder, Priority
 from transports.base import Transport
 
 log = logging.getLogger(__name__)
 
 CRITICAL_ROLES = "critical_roles"
 GUEST_INTENTS = "guest_intents"
+MAX_CLOCK_SKEW = "max_clock_skew"
 
 
 class Suspendable(Protocol):
@@ -62,9 +65,11 @@ class GovernanceEnforcer:
         agents: Suspendable,
         role: Callable[[bytes], str | None],
         transports: Iterable[Transport] = (),
+        decoders: Iterable[EnvelopeDecoder] = (),
     ) -> None:
         self._agents = agents
         self._role = role
+        self._decoders = list(decoders)
         # Transports that serve guests (LXMF) take the policy's guest intents.
         self._guests: Sequence[Transport] = [t for t in transports if t.abilities.guests]
         self.shutdown: str | None = None  # the reason while a certified shutdown holds
@@ -72,8 +77,14 @@ class GovernanceEnforcer:
         self.guest_intents: frozenset[str] | None = None  # None: each transport's configured
 
     def on_state(self, state: GovernanceState) -> None:
-        """Apply the fold: shutdown, critical roles, guest intents."""
+        """Apply the fold: shutdown, critical roles, clock skew, guest intents."""
         self.critical_roles = _names(state.policy.get(CRITICAL_ROLES))
+        skew = state.policy.get(MAX_CLOCK_SKEW)
+        if skew is not None and (type(skew) is not int or skew < 1):
+            log.warning("governance policy: ignoring a malformed max_clock_skew %r", skew)
+            skew = None
+        for decoder in self._decoders:
+            decoder.max_skew = DEFAULT_MAX_SKEW if skew is None else skew
         guests = _names(state.policy.get(GUEST_INTENTS))
         if guests != self.guest_intents:
             self.guest_intents = guests

@@ -38,21 +38,27 @@ transport offers `store_and_forward(node_id, data)` (LXMF), the envelope is left
 caller gets a `queued` reply instead of an error: payload
 `{"queued": "lxmf-propagated", "node": …, "message_id": …}`. A reply that arrives later for such
 a message is counted as `late_replies` (no one waits for it any more).
+
+A message that must arrive (`submit`) goes to the outbox even when its node is not heard now:
+named by id, or by a name a transport reported for that node when it was heard, in this run or
+an earlier one (kept in the store's meta, names of current members only). A node restarted after
+a crash can so queue for a peer it has not heard from yet.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any
 
 import trio
 
-from kai_mesh.core.codec import pack
+from kai_mesh.core.codec import pack, unpack_exact
 from kai_mesh.core.errors import (
+    KaiMeshError,
     NameMismatch,
     ProtocolError,
     StoreError,
@@ -99,6 +105,8 @@ log = logging.getLogger(__name__)
 
 ErrorReply = Callable[[StandardMessage, str, str], StandardMessage]
 StoreAndForward = Callable[[bytes, bytes], Awaitable[bool]]
+NAMES_META = "peer_names"  # store meta: msgpack {name: node id} of the members heard
+MAX_NAMES = 4096
 
 # Tasks one peer may have running at once, by what started them (frame_registry: full means
 # the frame is dropped and counted; its sender repeats it).
@@ -134,6 +142,9 @@ class RemoteRouter:
         self.liveness: Liveness | None = None
         self.store: Store | None = None
         self.inbox: Inbox | None = None  # on the store, when `run()` starts
+        #: node id -> key of the mesh's members now (wire_delivery: the governance fold's)
+        self.members: Mapping[bytes, bytes] | None = None
+        self._names: dict[str, bytes] | None = None  # NAMES_META, read on first use
         self.decoder = decoder
         self.local = local
         self.error_reply = error_reply
@@ -315,8 +326,9 @@ class RemoteRouter:
     async def submit(self, message: StandardMessage) -> dict[str, Any]:
         """Commit a message that must arrive to the outbox; what to tell the caller.
 
-        Raises `UsageError` for an unknown node (a 32-hex node id is taken as it is: the peer
-        may be away now) and `StoreError` when the node has no outbox."""
+        Raises `UsageError` for an unknown node (a 32-hex node id is taken as it is, and so is
+        the name of a member heard before: the peer may be away now) and `StoreError` when the
+        node has no outbox."""
         to = message.to
         assert isinstance(to, AgentAddress)
         if self.outbox is None:
@@ -325,7 +337,13 @@ class RemoteRouter:
         if len(node) == 32 and _is_hex(node):
             node_id = bytes.fromhex(node)
         else:
-            _, node_id = self.locate(node)
+            try:
+                _, node_id = self.locate(node)
+            except UsageError:
+                remembered = self._member_named(node)
+                if remembered is None:
+                    raise
+                node_id = remembered  # a member not heard now (it is away, or we restarted)
         row = OutboxRow(
             message_id=message.message_id,
             node_id=node_id,
@@ -379,6 +397,38 @@ class RemoteRouter:
     def peers(self) -> list[PeerInfo]:
         return [peer for transport in self.transports for peer in transport.peers()]
 
+    def _known_names(self) -> dict[str, bytes]:
+        if self._names is None:
+            self._names = {}
+            raw = None if self.store is None else self.store.get_meta(NAMES_META)
+            try:
+                loaded = unpack_exact(raw, 64 * MAX_NAMES) if raw is not None else {}
+            except KaiMeshError:
+                loaded = {}
+            if isinstance(loaded, dict):
+                for name, node_id in list(loaded.items())[:MAX_NAMES]:
+                    if isinstance(name, str) and isinstance(node_id, bytes):
+                        self._names[name] = node_id
+        return self._names
+
+    def _remember_name(self, peer: PeerInfo) -> None:
+        """Keep the name a transport reports for a member, for `submit` while it is away."""
+        names = self._known_names()
+        if not peer.name or names.get(peer.name) == peer.node_id or self.store is None:
+            return
+        if self.members is None or peer.node_id not in self.members:
+            return
+        if peer.name not in names and len(names) >= MAX_NAMES:
+            return
+        names[peer.name] = peer.node_id
+        self.store.put_meta(NAMES_META, pack(names))  # rare: only when a name is new
+
+    def _member_named(self, name: str) -> bytes | None:
+        node_id = self._known_names().get(name)
+        if node_id is None or self.members is None or node_id not in self.members:
+            return None
+        return node_id
+
     # ---- inbound ----------------------------------------------------------------------------
 
     async def _pump(self, transport: Transport) -> None:
@@ -390,6 +440,7 @@ class RemoteRouter:
                 self.frames.dispatch_broadcast(kind, event.data)
             elif isinstance(event, PeerSeen):
                 log.debug("peer %s seen on %s", event.peer.name, transport.name)
+                self._remember_name(event.peer)
                 if transport.abilities.live_links:
                     bitrate = self._bitrate(transport, event.peer.interface)
                     for seen in self.peer_seen:

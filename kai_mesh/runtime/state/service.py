@@ -113,6 +113,8 @@ class StateService:
     async def _open(self, store: Store, client_id: int) -> tuple[list[bytes], list[bytes]]:
         """A replica writing on `client_id`, rebuilt from the store's logs; the logs."""
         headers, entries = await self._db(store.state_logs)
+        if self.replica is not None:
+            self.replica.close()
         self.replica = Replica(
             mesh_id=self._mesh_id,
             secrets=self._secrets,

@@ -6,6 +6,7 @@ import itertools
 import struct
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -190,3 +191,10 @@ def test_documented_example_frames() -> None:
     reply = "00 00 00 11 82 a2 69 64 01 a6 72 65 73 75 6c 74 a4 70 6f 6e 67"
     assert encode_frame({"id": 1, "method": "ping"}) == bytes.fromhex(request)
     assert encode_frame(Reply(id=1, result="pong").to_wire()) == bytes.fromhex(reply)
+
+
+def test_a_msgpack_timestamp_is_refused_not_echoed() -> None:
+    body = msgpack.packb({"id": 1, "method": "echo", "params": {"t": msgpack.Timestamp(5)}})
+    (event, after) = FrameDecoder().feed(_header(len(body)) + body + encode_frame("next"))
+    assert isinstance(event, FrameInvalid) and "ext types" in str(event.error)
+    assert after == FrameReceived(value="next")

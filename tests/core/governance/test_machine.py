@@ -510,6 +510,9 @@ def test_vote_bytes_fit_the_budget() -> None:
     [
         ("policy_update", {}),
         ("policy_update", {"max_ttl": 0}),
+        ("policy_update", {"max_clock_skew": 0}),
+        ("policy_update", {"max_clock_skew": 10**9}),
+        ("policy_update", {"max_clock_skew": "5m"}),
         ("policy_update", {"guest_intents": "echo"}),
         ("policy_update", {"critical_roles": "admin"}),
         ("policy_update", {"critical_roles": ["admin", ""]}),

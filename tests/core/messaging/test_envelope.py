@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from kai_mesh.core.codec import pack, unpack_exact
 from kai_mesh.core.errors import (
     BadSignature,
+    ClockSkew,
     Expired,
     Malformed,
     Oversize,
@@ -25,6 +27,7 @@ from kai_mesh.core.mesh.address import AgentAddress, NodeRef, parse_address
 from kai_mesh.core.messaging.envelope import (
     K_CONTEXT,
     K_FROM,
+    K_PAYLOAD,
     K_PRIORITY,
     K_TIMESTAMP,
     K_TTL,
@@ -272,6 +275,14 @@ def test_ext_type_is_refused() -> None:
     assert _decoder().decode(data, now=NOW)
 
 
+@pytest.mark.parametrize("seconds", [5, 2**33, 2**40])  # timestamp 32, 64 and 96
+def test_a_msgpack_timestamp_in_a_payload_is_refused(seconds: int) -> None:
+    fields = _fields(_message())
+    fields[K_PAYLOAD] = [1, msgpack.Timestamp(seconds, 1 if seconds > 2**34 else 0)]
+    with pytest.raises(Malformed, match="ext types are not allowed"):
+        _decoder().decode(_raw(fields), now=NOW)
+
+
 def test_oversize() -> None:
     data = encode(_message())
     with pytest.raises(Oversize):
@@ -341,6 +352,29 @@ def test_expired_uses_the_capped_ttl() -> None:
     data = encode(_message(ttl=10_000))
     with pytest.raises(Expired):
         _decoder(max_ttl=600).decode(data, now=NOW + 601)
+
+
+def test_a_timestamp_too_far_ahead_is_refused_before_the_replay_guard() -> None:
+    decoder = _decoder(max_skew=300)
+    assert decoder.decode(encode(_message(timestamp=NOW + 300)), now=NOW)  # within the bound
+    with pytest.raises(ClockSkew, match="301s ahead"):
+        decoder.decode(encode(_message(timestamp=NOW + 301, message_id=b"\x02" * 8)), now=NOW)
+    with pytest.raises(ClockSkew):  # would never expire, and its guard entry never be pruned
+        decoder.decode(encode(_message(timestamp=NOW + 10**9, message_id=b"\x03" * 8)), now=NOW)
+    assert len(decoder.replays) == 1
+
+
+def test_a_flood_of_future_stamps_cannot_evict_the_replay_guard() -> None:
+    decoder = _decoder(replay_capacity=3)
+    mine = encode(_message(message_id=b"\x01" * 8))
+    decoder.decode(mine, now=NOW)
+    for i in range(10):
+        with contextlib.suppress(ClockSkew):
+            late = _message(timestamp=NOW + 10**9, message_id=bytes([9, i]) * 4)
+            decoder.decode(encode(late), now=NOW)
+    assert decoder.replays.evicted == 0
+    with pytest.raises(Replay):
+        decoder.decode(mine, now=NOW + 1)
 
 
 # Replay ------------------------------------------------------------------------------------------

@@ -345,13 +345,24 @@ async def test_unknown_method(connect: Any, bystander: Raw, server: ControlServe
     assert (await bystander.call("ping"))["result"] == "pong"
 
 
+async def test_an_error_reply_never_echoes_hostile_input_whole(
+    connect: Any, server: ControlServer
+) -> None:
+    raw = await connect()
+    name = "m" * (MAX_FRAME - 40)  # the request fits max_frame; an echo of it would not
+    await raw.send({"id": 1, "method": name, "params": {}})
+    reply = await raw.receive()
+    assert reply["error"]["code"] == "unknown_method"
+    assert len(reply["error"]["message"]) < 1100 and "more characters" in reply["error"]["message"]
+
+
 async def test_too_many_clients(sock_dir: Path, hub: EventHub) -> None:
     srv = ControlServer(sock_dir / "c.sock", FakeNode(hub), hub, max_clients=1)
     async with trio.open_nursery() as nursery:
         await nursery.start(srv.serve)
         first = Raw(await trio.open_unix_socket(str(srv.path)))
-        assert (await first.call("ping"))["result"] == "pong"
-        assert srv.clients == 1
+        assert (await first.call("subscribe", {"topics": ["t"]}))["result"] == {"topics": ["t"]}
+        assert srv.clients == 1  # subscribed: busy, so it keeps its slot
         second = Raw(await trio.open_unix_socket(str(srv.path)))
         assert (await second.receive())["error"]["code"] == "too_many_clients"
         await second.expect_eof()
@@ -359,6 +370,46 @@ async def test_too_many_clients(sock_dir: Path, hub: EventHub) -> None:
         assert (await first.call("ping"))["result"] == "pong"
         await first.stream.aclose()
         await second.stream.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_idle_connections_never_lock_the_owner_out(sock_dir: Path, hub: EventHub) -> None:
+    srv = ControlServer(sock_dir / "c.sock", FakeNode(hub), hub, max_clients=3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(srv.serve)
+        follower = Raw(await trio.open_unix_socket(str(srv.path)))
+        await follower.call("subscribe", {"topics": ["t"]})
+        idle = [Raw(await trio.open_unix_socket(str(srv.path))) for _ in range(2)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert srv.clients == 3
+        for _ in range(4):  # each newcomer takes the slot of the one idle longest
+            owner = Raw(await trio.open_unix_socket(str(srv.path)))
+            assert (await owner.call("ping"))["result"] == "pong"
+            idle.append(owner)
+        for raw in idle[:4]:
+            await raw.expect_eof()
+        assert srv.refused["too_many_clients"] == 0 and srv.idle_closed == 4
+        assert (await follower.call("ping"))["result"] == "pong"  # subscribed: kept
+        for raw in [follower, *idle]:
+            await raw.stream.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_connection_that_neither_asks_nor_subscribes_is_closed(
+    sock_dir: Path, hub: EventHub
+) -> None:
+    srv = ControlServer(sock_dir / "c.sock", FakeNode(hub), hub, idle_timeout=0.3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(srv.serve)
+        silent = Raw(await trio.open_unix_socket(str(srv.path)))
+        follower = Raw(await trio.open_unix_socket(str(srv.path)))
+        await follower.call("subscribe", {"topics": ["t"]})
+        await silent.expect_eof()
+        await trio.sleep(0.6)
+        assert (await follower.call("ping"))["result"] == "pong"
+        assert srv.idle_closed == 1
+        for raw in (silent, follower):
+            await raw.stream.aclose()
         nursery.cancel_scope.cancel()
 
 

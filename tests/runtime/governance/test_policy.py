@@ -28,7 +28,7 @@ from kai_mesh.core.governance.machine import Governance, GovernanceState
 from kai_mesh.core.mesh.address import AgentAddress, NodeRef, parse_address
 from kai_mesh.core.mesh.genesis import DEFAULT_POLICY, Genesis
 from kai_mesh.core.mesh.identity import MemberRecord, NodeSecrets
-from kai_mesh.core.messaging.envelope import Priority
+from kai_mesh.core.messaging.envelope import DEFAULT_MAX_SKEW, EnvelopeDecoder, Priority
 from kai_mesh.runtime.agents.host import AgentHost, AgentSpec, AgentsSuspended
 from kai_mesh.runtime.governance.policy import GovernanceEnforcer
 from kai_mesh.runtime.governance.service import GovernanceService
@@ -295,6 +295,17 @@ async def test_a_whole_node_stops_its_agents_on_a_shutdown_and_after_a_restart()
             nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("wait", [float("nan"), float("inf"), -1, 0, "5"])
+async def test_a_send_timeout_that_is_not_a_finite_positive_number_is_a_bad_request(
+    tmp_path: Path, wait: object
+) -> None:
+    node = _node(_init_node(tmp_path))  # refused before anything runs: no need to start it
+    params = {"to": "kai://pi1/echo", "intent": "echo", "timeout": wait}
+    with pytest.raises(ControlError) as refused:
+        await node.handle("send", params)
+    assert refused.value.code == "bad_request" and "timeout" in str(refused.value)
+
+
 # ---- policy: critical_roles ---------------------------------------------------------------------
 
 
@@ -403,3 +414,15 @@ async def test_a_must_arrive_critical_send_is_held_to_critical_roles_before_the_
             assert queued["message_id"]
             assert len(await node.handle("outbox", {"all": True})) == 1
             nursery.cancel_scope.cancel()
+
+
+def test_max_clock_skew_follows_the_policy_live_and_unset_is_the_default() -> None:
+    decoder = EnvelopeDecoder(mesh_id=b"m" * 32, max_bytes=4096, max_ttl=60, verify_key_for={}.get)
+    enforcer = GovernanceEnforcer(agents=FakeAgents(), role=lambda n: None, decoders=[decoder])
+    enforcer.on_state(fold(policy={**DEFAULT_POLICY, "max_clock_skew": 3600}))
+    assert decoder.max_skew == 3600
+    enforcer.on_state(fold(policy={**DEFAULT_POLICY, "max_clock_skew": "soon"}))  # hand-made
+    assert decoder.max_skew == DEFAULT_MAX_SKEW == 300
+    enforcer.on_state(fold(policy={**DEFAULT_POLICY, "max_clock_skew": 60}))
+    enforcer.on_state(fold())
+    assert decoder.max_skew == DEFAULT_MAX_SKEW

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
+from kai_mesh.core.errors import UsageError
 from kai_mesh.core.mesh.address import AgentAddress, NodeRef, parse_address
 from kai_mesh.core.mesh.identity import NodeSecrets
 from kai_mesh.core.messaging.envelope import (
@@ -403,3 +405,22 @@ async def test_a_message_served_again_waits_for_its_sender_to_be_reachable(
         await wait_for(lambda: a.router.counters["replies"] >= 1)  # type: ignore[union-attr]
         await trio.sleep(0.2)  # a second answer would have come by now
         assert a.router.counters["replies"] == 1
+
+
+async def test_must_arrive_to_a_member_not_heard_now_is_queued_by_name(tmp_path: Path) -> None:
+    """A node restarted after a crash has heard nobody yet: a must-arrive message to a member
+    named as before is queued, not refused as an unknown node; a name never heard still is."""
+    async with mesh(tmp_path, ["a", "b"]) as m:
+        a, b = m.nodes["a"], m.nodes["b"]
+        assert a.router is not None
+        await wait_for(lambda: any(p.name == "b" for p in a.router.peers()))  # type: ignore[union-attr]
+        m.net.partition([a.node_id], [b.node_id])
+        a = await m.restart("a")
+        assert a.router is not None and a.router.peers() == []
+        msg = message(a, "kai://b/echo", "while away")
+        queued = await a.router.submit(msg)
+        assert queued["queued"] == "outbox" and queued["node_id"] == b.node_id.hex()
+        with pytest.raises(UsageError, match="no known node 'c'"):
+            await a.router.submit(message(a, "kai://c/echo", "nobody"))
+        m.net.heal()
+        await wait_for(lambda: row_state(a, msg.message_id) == "delivered")

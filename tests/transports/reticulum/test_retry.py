@@ -17,7 +17,12 @@ import trio
 
 import transports.reticulum._links as rns_links
 from kai_mesh.core.mesh.identity import MemberRecord, NodeSecrets
-from transports.reticulum._retry import LINK_TRIES, establish_wait, path_request_interval
+from transports.reticulum._retry import (
+    LINK_TRIES,
+    answer_gap,
+    establish_wait,
+    path_request_interval,
+)
 from transports.reticulum.transport import ReticulumTransport
 
 ETHERNET = 10_000_000  # bits per second
@@ -99,6 +104,15 @@ def test_the_bitrates_may_come_from_a_generator() -> None:
     assert path_request_interval(b for b in (ETHERNET, LORA)) == 15.0
 
 
+# ---- answering a new or restarted peer ---------------------------------------------------------
+
+
+def test_early_announces_are_spaced_a_minute_with_a_radio_5_s_otherwise() -> None:
+    assert answer_gap([ETHERNET]) == 5.0
+    assert answer_gap([ETHERNET, LORA]) == 60.0
+    assert answer_gap([None]) == 60.0
+
+
 # ---- the transport follows the rules -----------------------------------------------------------
 
 
@@ -173,3 +187,33 @@ def test_the_transport_waits_for_a_link_as_rns_s_path_says(
     limit = ReticulumTransport._establish_limit
     assert [limit(link, b"d" * 16, attempt) for attempt in range(3)] == waits
     assert limit(SimpleNamespace(), b"d" * 16, 5) == sixth  # no estimate from RNS: 20 s
+
+
+@pytest.mark.parametrize(("bitrate", "gap"), [(ETHERNET, 5.0), (LORA, 60.0)])
+async def test_an_answer_asked_for_within_the_gap_is_put_off_never_dropped(
+    autojump_clock: object, monkeypatch: pytest.MonkeyPatch, bitrate: int, gap: float
+) -> None:
+    """A peer restarted just after we answered another must still be answered (it was
+    dropped, and the peer stayed deaf until our next announce_interval)."""
+    monkeypatch.setattr(rns_links.RNS.Transport, "interfaces", [SimpleNamespace(bitrate=bitrate)])
+    transport = make_transport()
+    transport.announce_interval = 3600
+    sent: list[float] = []
+
+    async def announce() -> None:
+        sent.append(trio.current_time())
+
+    monkeypatch.setattr(transport, "announce", announce)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(transport._announce_loop)
+        await trio.sleep(4 + gap + 1)  # past the three made at start (0, 1, 4 s) and the gap
+        asked = trio.current_time()
+        transport._answer_announce()
+        await trio.sleep(2.5)
+        first = sent[3]
+        transport._answer_announce()  # within the gap of the first answer
+        await trio.sleep(gap + 3)
+        nursery.cancel_scope.cancel()
+    assert len(sent) == 5
+    assert asked + 0.2 <= first <= asked + 2.0  # the first answer: after 0.2-2 s
+    assert first + gap <= sent[4] <= first + gap + 2.5  # the second: at the gap's end
