@@ -20,6 +20,7 @@ from kai_mesh.runtime.governance.service import (
     GovernanceService,
     chunk_records,
     decode_frame,
+    encode_ask,
     encode_records,
 )
 from kai_mesh.runtime.store import Store
@@ -147,6 +148,15 @@ async def test_two_of_three_certify_everywhere_and_a_lone_admin_certifies_nothin
         assert again.gov.gov is not None and again.gov.gov.head() == other
         assert _policy(again) == _policy(b)
         nursery.cancel_scope.cancel()
+
+
+def test_frames_keep_their_bytes() -> None:
+    """Pinned before the codec moves: a records frame and an ask, byte for byte."""
+    records = encode_records([b"\x21abc", bytes(range(5))])
+    assert records.hex() == "15920192c40421616263c4050001020304"
+    assert encode_records([]).hex() == "15920190"
+    ask = encode_ask(bytes(range(32)))
+    assert ask.hex() == "159202c420" + bytes(range(32)).hex()
 
 
 def test_frames_chunk_records_within_the_limit_and_a_big_one_alone() -> None:
