@@ -22,7 +22,8 @@ fold); this shell adds what needs I/O:
   the peer answers with what we may lack (`Governance.objects_after`) in frames of at most
   `SYNC_MAX_BYTES` (a larger record goes alone).
 
-Frames: `0x15 ‖ msgpack [1, [record, …]]` (records) or `0x15 ‖ msgpack [2, head]` (ask). Governance
+Frames (`core.governance.sync_wire`): `0x15 ‖ msgpack [1, [record, …]]` (records) or
+`0x15 ‖ msgpack [2, head]` (ask). Governance
 traffic is rare and decides who may do what, so it goes at HIGH priority, never as background.
 `now` for this node's own signatures is the wall clock here, never in the core.
 """
@@ -38,10 +39,17 @@ from typing import Any, TypeVar
 
 import trio
 
-from kai_mesh.core.codec import pack, unpack_exact
-from kai_mesh.core.errors import KaiMeshError, Malformed, TransportError, UsageError
+from kai_mesh.core.errors import KaiMeshError, TransportError, UsageError
 from kai_mesh.core.governance.machine import Governance, GovernanceState, Outcome
-from kai_mesh.core.governance.wire import ID_BYTES, MAX_PROPOSAL, parse_proposal
+from kai_mesh.core.governance.sync_wire import (
+    AskAfter,
+    Records,
+    chunk_records,
+    decode_sync,
+    encode_ask,
+    encode_records,
+)
+from kai_mesh.core.governance.wire import parse_proposal
 from kai_mesh.core.mesh.genesis import Genesis
 from kai_mesh.core.mesh.identity import NodeSecrets
 from kai_mesh.core.messaging.frames import FRAME_GOVERNANCE
@@ -56,9 +64,6 @@ HEAD_PREFIX = 8  # bytes of the sync digest on heartbeats
 SYNC_MAX_BYTES = 380  # as the replicated state's: one Reticulum link packet with room to spare
 BROADCAST_MAX_BYTES = 380  # a record pushed by broadcast: one packet (RNS's PLAIN MDU is 464)
 REPEAT_AFTER = (1.0, 2.0)  # a broadcast record goes again after 1 s plus up to 2 s (jitter)
-MSG_RECORDS = 1
-MSG_ASK = 2
-MAX_RECORDS = 64  # records in one frame we accept
 FRAMES_PER_PEER = 2  # sync steps one peer may have this node working on at once
 BROADCASTS_AT_ONCE = 4  # broadcast records being checked at once, from anyone
 DEFAULT_EXPIRY = 7 * 24 * 3600  # seconds a proposal stays open unless told otherwise
@@ -66,49 +71,6 @@ DEFAULT_EXPIRY = 7 * 24 * 3600  # seconds a proposal stays open unless told othe
 SendFrame = Callable[[bytes, bytes], Awaitable[None]]
 Emit = Callable[[str, dict[str, Any]], None]
 Watcher = Callable[[GovernanceState], object]
-
-
-def encode_records(records: list[bytes]) -> bytes:
-    return bytes([FRAME_GOVERNANCE]) + pack([MSG_RECORDS, records])
-
-
-def encode_ask(head: bytes) -> bytes:
-    return bytes([FRAME_GOVERNANCE]) + pack([MSG_ASK, head])
-
-
-def decode_frame(data: bytes) -> tuple[int, Any]:
-    """`(MSG_RECORDS, [records])` or `(MSG_ASK, head)`. Raises `ProtocolError` subclasses."""
-    if data[:1] != bytes([FRAME_GOVERNANCE]):
-        raise Malformed("not a governance frame")
-    value = unpack_exact(data[1:], MAX_PROPOSAL + 16)
-    if not isinstance(value, list) or len(value) != 2:
-        raise Malformed("a governance frame is [kind, value]")
-    kind, body = value
-    if kind == MSG_RECORDS:
-        if not isinstance(body, list) or len(body) > MAX_RECORDS:
-            raise Malformed(f"records: a list of at most {MAX_RECORDS}")
-        if not all(isinstance(r, bytes) for r in body):
-            raise Malformed("records: each is bytes")
-        return kind, body
-    if kind == MSG_ASK:
-        if not isinstance(body, bytes) or len(body) != ID_BYTES:
-            raise Malformed(f"ask: a head of {ID_BYTES} bytes")
-        return kind, body
-    raise Malformed(f"unknown governance message {kind!r}")
-
-
-def chunk_records(records: list[bytes], limit: int = SYNC_MAX_BYTES) -> list[list[bytes]]:
-    """Records grouped so that each frame stays within `limit` bytes (a larger one alone)."""
-    chunks: list[list[bytes]] = []
-    current: list[bytes] = []
-    for record in records:
-        if current and len(encode_records([*current, record])) > limit:
-            chunks.append(current)
-            current = []
-        current.append(record)
-    if current:
-        chunks.append(current)
-    return chunks
 
 
 def _call(watcher: Watcher, state: GovernanceState) -> None:
@@ -320,17 +282,17 @@ class GovernanceService:
         or that claim an authorized invite (`Governance.vouched`): the sender is not proven."""
         self.counters["broadcasts_received"] += 1
         try:
-            kind, body = decode_frame(data)
+            message = decode_sync(data)
         except KaiMeshError as exc:
             self.counters["frames_refused"] += 1
             log.debug("governance broadcast refused: %s", exc)
             return
-        if kind != MSG_RECORDS:
+        if not isinstance(message, Records):
             self.counters["frames_refused"] += 1
             return
         gov = self.machine()
-        vouched = [record for record in body if gov.vouched(record)]
-        self.counters["broadcast_unvouched"] += len(body) - len(vouched)
+        vouched = [record for record in message.records if gov.vouched(record)]
+        self.counters["broadcast_unvouched"] += len(message.records) - len(vouched)
         if vouched:
             await self._take(vouched, origin=None, broadcast=True)
 
@@ -363,15 +325,16 @@ class GovernanceService:
         gov = self.machine()
         self.counters["frames_received"] += 1
         try:
-            kind, body = decode_frame(data)
+            message = decode_sync(data)
         except KaiMeshError as exc:
             self.counters["frames_refused"] += 1
             log.debug("governance frame from %s refused: %s", node_id.hex(), exc)
             return
-        if kind == MSG_RECORDS:
-            await self._take(body, origin=node_id)
+        if isinstance(message, Records):
+            await self._take(list(message.records), origin=node_id)
             return
-        for chunk in chunk_records(gov.objects_after(body)):
+        assert isinstance(message, AskAfter)
+        for chunk in chunk_records(gov.objects_after(message.head), SYNC_MAX_BYTES):
             await self._send_to(node_id, encode_records(chunk))
 
     async def _send_to(self, node_id: bytes, frame: bytes) -> None:

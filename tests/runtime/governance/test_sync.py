@@ -11,18 +11,13 @@ from pathlib import Path
 
 import trio
 
+from kai_mesh.core.governance.sync_wire import encode_records
 from kai_mesh.core.governance.wire import Proposal, encode_proposal
 from kai_mesh.core.mesh.genesis import DEFAULT_POLICY, Genesis
 from kai_mesh.core.mesh.identity import NodeSecrets, node_id_of
 from kai_mesh.core.messaging.envelope import Priority
 from kai_mesh.core.messaging.retry import RetryPolicy
-from kai_mesh.runtime.governance.service import (
-    GovernanceService,
-    chunk_records,
-    decode_frame,
-    encode_ask,
-    encode_records,
-)
+from kai_mesh.runtime.governance.service import GovernanceService
 from kai_mesh.runtime.store import Store
 from kai_mesh.runtime.wiring import alive_peers, wire_delivery
 from tests.runtime.builders import memory_router
@@ -148,25 +143,6 @@ async def test_two_of_three_certify_everywhere_and_a_lone_admin_certifies_nothin
         assert again.gov.gov is not None and again.gov.gov.head() == other
         assert _policy(again) == _policy(b)
         nursery.cancel_scope.cancel()
-
-
-def test_frames_keep_their_bytes() -> None:
-    """Pinned before the codec moves: a records frame and an ask, byte for byte."""
-    records = encode_records([b"\x21abc", bytes(range(5))])
-    assert records.hex() == "15920192c40421616263c4050001020304"
-    assert encode_records([]).hex() == "15920190"
-    ask = encode_ask(bytes(range(32)))
-    assert ask.hex() == "159202c420" + bytes(range(32)).hex()
-
-
-def test_frames_chunk_records_within_the_limit_and_a_big_one_alone() -> None:
-    records = [bytes([i]) * 140 for i in range(5)] + [b"x" * 500, b"y" * 10]
-    chunks = chunk_records(records)
-    assert [r for chunk in chunks for r in chunk] == records
-    for chunk in chunks:
-        assert len(encode_records(chunk)) <= 380 or len(chunk) == 1
-        assert decode_frame(encode_records(chunk)) == (1, chunk)
-    assert [len(c) for c in chunks] == [2, 2, 1, 1, 1]
 
 
 async def test_a_push_is_one_broadcast_for_the_neighbours_and_a_missed_one_is_synced(
