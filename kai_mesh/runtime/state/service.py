@@ -36,7 +36,15 @@ from kai_mesh.core.messaging.frames import FRAME_STATE
 from kai_mesh.core.state import ydoc
 from kai_mesh.core.state.replica import Received, Replica
 from kai_mesh.core.state.revocation import Revocation, revocations_of
-from kai_mesh.core.state.wire import Entries, decode_sync, encode_sync, parse_entry, parse_header
+from kai_mesh.core.state.wire import (
+    ENTRY_FORMAT,
+    HEADER_FORMAT,
+    Entries,
+    decode_sync,
+    encode_sync,
+    parse_entry,
+    parse_header,
+)
 from kai_mesh.runtime.messaging.frame_registry import FrameRegistry
 from kai_mesh.runtime.store import Store
 
@@ -46,6 +54,7 @@ _T = TypeVar("_T")
 STATE_DIGEST = 1  # the heartbeat digest slot of the replicated state
 SYNC_MAX_BYTES = 380  # a sync frame that fits one Reticulum link packet with room to spare
 CLIENT_ID_META = "state_client_id"
+_HEADER, _ENTRY = bytes([HEADER_FORMAT]), bytes([ENTRY_FORMAT])  # a record's format byte
 FRAMES_PER_PEER = 2  # sync steps one peer may have this node working on at once
 
 SendFrame = Callable[[bytes, bytes], Awaitable[None]]
@@ -220,8 +229,8 @@ class StateService:
         return len(records)
 
     async def _push(self, node_id: bytes, records: list[bytes]) -> None:
-        headers = [r for r in records if r[:1] == b"\x01"]
-        entries = [r for r in records if r[:1] == b"\x02"]
+        headers = [r for r in records if r[:1] == _HEADER]
+        entries = [r for r in records if r[:1] == _ENTRY]
         await self._send_to(node_id, encode_sync(Entries(headers=headers, entries=entries)))
 
     # ---- anti-entropy -----------------------------------------------------------------------
@@ -305,10 +314,10 @@ class StateService:
     # ---- persistence ------------------------------------------------------------------------
 
     async def _persist(self, records: list[bytes]) -> None:
-        headers = [(_header_client(r), r) for r in records if r[:1] == b"\x01"]
+        headers = [(_header_client(r), r) for r in records if r[:1] == _HEADER]
         entries = []
         for record in records:
-            if record[:1] == b"\x02":
+            if record[:1] == _ENTRY:
                 entry = parse_entry(record)[0]
                 entries.append((entry.client_id, entry.seq, record))
         store = self._store
