@@ -18,9 +18,9 @@ fold); this shell adds what needs I/O:
 - **Sync by digest**: the first 8 bytes of `Governance.sync_digest()` (the head, the winning
   invite claims and the head's open proposals with their votes) ride on heartbeats (slot 2);
   hearing another digest from a peer sends it our head (`[2, head]`, at most once per peer per
-  `min_round_gap`), and
-  the peer answers with what we may lack (`Governance.objects_after`) in frames of at most
-  `SYNC_MAX_BYTES` (a larger record goes alone).
+  `min_round_gap`: `core.sync.anti_entropy.AntiEntropy` decides when, as for the replicated
+  state), and the peer answers with what we may lack (`Governance.objects_after`) in frames
+  of at most `SYNC_MAX_BYTES` (a larger record goes alone).
 
 Frames (`core.governance.sync_wire`): `0x15 ‖ msgpack [1, [record, …]]` (records) or
 `0x15 ‖ msgpack [2, head]` (ask). Governance
@@ -53,8 +53,10 @@ from kai_mesh.core.governance.wire import parse_proposal
 from kai_mesh.core.mesh.genesis import Genesis
 from kai_mesh.core.mesh.identity import NodeSecrets
 from kai_mesh.core.messaging.frames import FRAME_GOVERNANCE
+from kai_mesh.core.sync.anti_entropy import AntiEntropy, AskSync
 from kai_mesh.runtime.messaging.frame_registry import FrameRegistry
 from kai_mesh.runtime.store import Store
+from kai_mesh.runtime.timers import TimerDriver
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -101,14 +103,13 @@ class GovernanceService:
         self._send = send
         self._peers = peers
         self._emit = emit
-        self.min_round_gap = min_round_gap
+        self._sync = AntiEntropy(min_gap=min_round_gap)
+        self._timers = TimerDriver(self)
         self._clock = clock
         self._store: Store | None = None
         self.gov: Governance | None = None
         self._nursery: trio.Nursery | None = None
         self._lock = trio.Lock()  # receive + persist, one at a time
-        self._last_ask: dict[bytes, float] = {}
-        self._peer_head: dict[bytes, bytes] = {}
         self._watchers: list[Watcher] = []
         #: Sends a frame by broadcast on every transport that can; False if it could not (no
         #: airtime, no broadcast transport). Set by the wiring; None: links only.
@@ -143,6 +144,7 @@ class GovernanceService:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._timers.run)
             task_status.started()
             await trio.sleep_forever()
 
@@ -301,24 +303,45 @@ class GovernanceService:
         return {} if self.gov is None else {GOV_DIGEST: self.gov.sync_digest()[:HEAD_PREFIX]}
 
     def on_digests(self, node_id: bytes, digests: Mapping[int, bytes]) -> None:
-        """A peer's heartbeat: another head starts an exchange with it."""
+        """A peer's heartbeat or announce: another digest starts an exchange with it."""
         theirs = digests.get(GOV_DIGEST)
         if theirs is None or self.gov is None:
             return
-        self._peer_head[node_id] = theirs
-        if theirs != self.gov.sync_digest()[:HEAD_PREFIX]:
-            self.ask(node_id, force=False)
+        self._asks(self._ready().digest_heard(node_id, theirs, trio.current_time()))
 
-    def ask(self, node_id: bytes, *, force: bool) -> None:
-        """Send `node_id` our head, so that it answers with what we may lack."""
-        if self.gov is None or self._nursery is None:
+    @property
+    def min_round_gap(self) -> float:
+        """Seconds between two asks to one peer."""
+        return self._sync.min_gap
+
+    @min_round_gap.setter
+    def min_round_gap(self, value: float) -> None:
+        self._sync.min_gap = value
+        self._timers.moved()
+
+    def get_timer(self) -> float | None:
+        """For the timer driver: when the anti-entropy machine needs the clock."""
+        return self._sync.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self._asks(self._ready().handle_timer(now))
+
+    def _ready(self) -> AntiEntropy:
+        """The anti-entropy machine, told our digest now (None: no asks before `start` and
+        `run`)."""
+        gov = self.gov if self._nursery is not None else None
+        self._sync.local_digest(None if gov is None else gov.sync_digest()[:HEAD_PREFIX])
+        return self._sync
+
+    def _asks(self, asks: list[AskSync]) -> None:
+        """Send the peers the machine chose our head, so that each answers with what we lack."""
+        self._timers.moved()
+        if not asks or self.gov is None or self._nursery is None:
             return
-        now = trio.current_time()
-        if not force and now - self._last_ask.get(node_id, -1e9) < self.min_round_gap:
-            return
-        self._last_ask[node_id] = now
-        self.counters["asks_sent"] += 1
-        self._nursery.start_soon(self._send_to, node_id, encode_ask(self.gov.head()))
+        frame = encode_ask(self.gov.head())
+        for ask in asks:
+            self.counters["asks_sent"] += 1
+            self._nursery.start_soon(self._send_to, ask.peer, frame)
 
     async def on_frame(self, node_id: bytes, data: bytes) -> None:
         """A governance frame from a peer (the link proved `node_id`)."""
