@@ -11,7 +11,7 @@ A transport carries opaque byte strings; the first byte says what each one is::
                        NACK [5, seq, target]   ALIVE [6, node_id, incarnation]
                        SUSPECT [7, node_id, incarnation]
     0x13 HEARTBEAT   0x13 ‖ msgpack array [node_id, counter, digests] ‖ 64-byte Ed25519 signature
-    0x14 STATE, 0x15 GOVERNANCE   sync (core.state.wire, runtime.governance.service)
+    0x14 STATE, 0x15 GOVERNANCE   sync (core.state.wire, core.governance.sync_wire)
     0x16 ASK         0x16 ‖ op ‖ 8-byte message id: a lost reply (core.messaging.reply_asks)
 
 Node ids are 16 bytes; seq, incarnation and counter are integers 0 <= x < 2**63. Heartbeat
@@ -72,7 +72,7 @@ FRAME_ACKS = 0x11
 FRAME_SWIM = 0x12
 FRAME_HEARTBEAT = 0x13
 FRAME_STATE = 0x14  # replicated-state sync (core.state.wire)
-FRAME_GOVERNANCE = 0x15  # governance sync: msgpack [1, records] or [2, head] (runtime.governance)
+FRAME_GOVERNANCE = 0x15  # governance sync: [1, records] or [2, head] (core.governance.sync_wire)
 FRAME_ASK = 0x16  # asking for a lost reply: op ‖ 8-byte message id (core.messaging.reply_asks)
 _KINDS = frozenset(
     {

@@ -65,10 +65,10 @@ from kai_mesh.core.errors import (
 )
 from kai_mesh.core.mesh.address import NODE_ID_BYTES
 from kai_mesh.core.mesh.identity import SIGNATURE_BYTES, NodeSecrets, verify
+from kai_mesh.core.messaging.frames import FRAME_STATE
 
 HEADER_FORMAT = 0x01
 ENTRY_FORMAT = 0x02
-FRAME_STATE = 0x14
 HEADER_KIND = "state-stream"
 ENTRY_KIND = "state-entry"
 

@@ -18,11 +18,12 @@ fold); this shell adds what needs I/O:
 - **Sync by digest**: the first 8 bytes of `Governance.sync_digest()` (the head, the winning
   invite claims and the head's open proposals with their votes) ride on heartbeats (slot 2);
   hearing another digest from a peer sends it our head (`[2, head]`, at most once per peer per
-  `min_round_gap`), and
-  the peer answers with what we may lack (`Governance.objects_after`) in frames of at most
-  `SYNC_MAX_BYTES` (a larger record goes alone).
+  `min_round_gap`: `core.sync.anti_entropy.AntiEntropy` decides when, as for the replicated
+  state), and the peer answers with what we may lack (`Governance.objects_after`) in frames
+  of at most `SYNC_MAX_BYTES` (a larger record goes alone).
 
-Frames: `0x15 ‖ msgpack [1, [record, …]]` (records) or `0x15 ‖ msgpack [2, head]` (ask). Governance
+Frames (`core.governance.sync_wire`): `0x15 ‖ msgpack [1, [record, …]]` (records) or
+`0x15 ‖ msgpack [2, head]` (ask). Governance
 traffic is rare and decides who may do what, so it goes at HIGH priority, never as background.
 `now` for this node's own signatures is the wall clock here, never in the core.
 """
@@ -38,15 +39,24 @@ from typing import Any, TypeVar
 
 import trio
 
-from kai_mesh.core.codec import pack, unpack_exact
-from kai_mesh.core.errors import KaiMeshError, Malformed, TransportError, UsageError
+from kai_mesh.core.errors import KaiMeshError, TransportError, UsageError
 from kai_mesh.core.governance.machine import Governance, GovernanceState, Outcome
-from kai_mesh.core.governance.wire import ID_BYTES, MAX_PROPOSAL, parse_proposal
+from kai_mesh.core.governance.sync_wire import (
+    AskAfter,
+    Records,
+    chunk_records,
+    decode_sync,
+    encode_ask,
+    encode_records,
+)
+from kai_mesh.core.governance.wire import parse_proposal
 from kai_mesh.core.mesh.genesis import Genesis
 from kai_mesh.core.mesh.identity import NodeSecrets
 from kai_mesh.core.messaging.frames import FRAME_GOVERNANCE
+from kai_mesh.core.sync.anti_entropy import AntiEntropy, AskSync
 from kai_mesh.runtime.messaging.frame_registry import FrameRegistry
 from kai_mesh.runtime.store import Store
+from kai_mesh.runtime.timers import TimerDriver
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -56,9 +66,6 @@ HEAD_PREFIX = 8  # bytes of the sync digest on heartbeats
 SYNC_MAX_BYTES = 380  # as the replicated state's: one Reticulum link packet with room to spare
 BROADCAST_MAX_BYTES = 380  # a record pushed by broadcast: one packet (RNS's PLAIN MDU is 464)
 REPEAT_AFTER = (1.0, 2.0)  # a broadcast record goes again after 1 s plus up to 2 s (jitter)
-MSG_RECORDS = 1
-MSG_ASK = 2
-MAX_RECORDS = 64  # records in one frame we accept
 FRAMES_PER_PEER = 2  # sync steps one peer may have this node working on at once
 BROADCASTS_AT_ONCE = 4  # broadcast records being checked at once, from anyone
 DEFAULT_EXPIRY = 7 * 24 * 3600  # seconds a proposal stays open unless told otherwise
@@ -66,49 +73,6 @@ DEFAULT_EXPIRY = 7 * 24 * 3600  # seconds a proposal stays open unless told othe
 SendFrame = Callable[[bytes, bytes], Awaitable[None]]
 Emit = Callable[[str, dict[str, Any]], None]
 Watcher = Callable[[GovernanceState], object]
-
-
-def encode_records(records: list[bytes]) -> bytes:
-    return bytes([FRAME_GOVERNANCE]) + pack([MSG_RECORDS, records])
-
-
-def encode_ask(head: bytes) -> bytes:
-    return bytes([FRAME_GOVERNANCE]) + pack([MSG_ASK, head])
-
-
-def decode_frame(data: bytes) -> tuple[int, Any]:
-    """`(MSG_RECORDS, [records])` or `(MSG_ASK, head)`. Raises `ProtocolError` subclasses."""
-    if data[:1] != bytes([FRAME_GOVERNANCE]):
-        raise Malformed("not a governance frame")
-    value = unpack_exact(data[1:], MAX_PROPOSAL + 16)
-    if not isinstance(value, list) or len(value) != 2:
-        raise Malformed("a governance frame is [kind, value]")
-    kind, body = value
-    if kind == MSG_RECORDS:
-        if not isinstance(body, list) or len(body) > MAX_RECORDS:
-            raise Malformed(f"records: a list of at most {MAX_RECORDS}")
-        if not all(isinstance(r, bytes) for r in body):
-            raise Malformed("records: each is bytes")
-        return kind, body
-    if kind == MSG_ASK:
-        if not isinstance(body, bytes) or len(body) != ID_BYTES:
-            raise Malformed(f"ask: a head of {ID_BYTES} bytes")
-        return kind, body
-    raise Malformed(f"unknown governance message {kind!r}")
-
-
-def chunk_records(records: list[bytes], limit: int = SYNC_MAX_BYTES) -> list[list[bytes]]:
-    """Records grouped so that each frame stays within `limit` bytes (a larger one alone)."""
-    chunks: list[list[bytes]] = []
-    current: list[bytes] = []
-    for record in records:
-        if current and len(encode_records([*current, record])) > limit:
-            chunks.append(current)
-            current = []
-        current.append(record)
-    if current:
-        chunks.append(current)
-    return chunks
 
 
 def _call(watcher: Watcher, state: GovernanceState) -> None:
@@ -139,14 +103,13 @@ class GovernanceService:
         self._send = send
         self._peers = peers
         self._emit = emit
-        self.min_round_gap = min_round_gap
+        self._sync = AntiEntropy(min_gap=min_round_gap)
+        self._timers = TimerDriver(self)
         self._clock = clock
         self._store: Store | None = None
         self.gov: Governance | None = None
         self._nursery: trio.Nursery | None = None
         self._lock = trio.Lock()  # receive + persist, one at a time
-        self._last_ask: dict[bytes, float] = {}
-        self._peer_head: dict[bytes, bytes] = {}
         self._watchers: list[Watcher] = []
         #: Sends a frame by broadcast on every transport that can; False if it could not (no
         #: airtime, no broadcast transport). Set by the wiring; None: links only.
@@ -181,6 +144,7 @@ class GovernanceService:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._timers.run)
             task_status.started()
             await trio.sleep_forever()
 
@@ -320,17 +284,17 @@ class GovernanceService:
         or that claim an authorized invite (`Governance.vouched`): the sender is not proven."""
         self.counters["broadcasts_received"] += 1
         try:
-            kind, body = decode_frame(data)
+            message = decode_sync(data)
         except KaiMeshError as exc:
             self.counters["frames_refused"] += 1
             log.debug("governance broadcast refused: %s", exc)
             return
-        if kind != MSG_RECORDS:
+        if not isinstance(message, Records):
             self.counters["frames_refused"] += 1
             return
         gov = self.machine()
-        vouched = [record for record in body if gov.vouched(record)]
-        self.counters["broadcast_unvouched"] += len(body) - len(vouched)
+        vouched = [record for record in message.records if gov.vouched(record)]
+        self.counters["broadcast_unvouched"] += len(message.records) - len(vouched)
         if vouched:
             await self._take(vouched, origin=None, broadcast=True)
 
@@ -339,39 +303,61 @@ class GovernanceService:
         return {} if self.gov is None else {GOV_DIGEST: self.gov.sync_digest()[:HEAD_PREFIX]}
 
     def on_digests(self, node_id: bytes, digests: Mapping[int, bytes]) -> None:
-        """A peer's heartbeat: another head starts an exchange with it."""
+        """A peer's heartbeat or announce: another digest starts an exchange with it."""
         theirs = digests.get(GOV_DIGEST)
         if theirs is None or self.gov is None:
             return
-        self._peer_head[node_id] = theirs
-        if theirs != self.gov.sync_digest()[:HEAD_PREFIX]:
-            self.ask(node_id, force=False)
+        self._asks(self._ready().digest_heard(node_id, theirs, trio.current_time()))
 
-    def ask(self, node_id: bytes, *, force: bool) -> None:
-        """Send `node_id` our head, so that it answers with what we may lack."""
-        if self.gov is None or self._nursery is None:
+    @property
+    def min_round_gap(self) -> float:
+        """Seconds between two asks to one peer."""
+        return self._sync.min_gap
+
+    @min_round_gap.setter
+    def min_round_gap(self, value: float) -> None:
+        self._sync.min_gap = value
+        self._timers.moved()
+
+    def get_timer(self) -> float | None:
+        """For the timer driver: when the anti-entropy machine needs the clock."""
+        return self._sync.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self._asks(self._ready().handle_timer(now))
+
+    def _ready(self) -> AntiEntropy:
+        """The anti-entropy machine, told our digest now (None: no asks before `start` and
+        `run`)."""
+        gov = self.gov if self._nursery is not None else None
+        self._sync.local_digest(None if gov is None else gov.sync_digest()[:HEAD_PREFIX])
+        return self._sync
+
+    def _asks(self, asks: list[AskSync]) -> None:
+        """Send the peers the machine chose our head, so that each answers with what we lack."""
+        self._timers.moved()
+        if not asks or self.gov is None or self._nursery is None:
             return
-        now = trio.current_time()
-        if not force and now - self._last_ask.get(node_id, -1e9) < self.min_round_gap:
-            return
-        self._last_ask[node_id] = now
-        self.counters["asks_sent"] += 1
-        self._nursery.start_soon(self._send_to, node_id, encode_ask(self.gov.head()))
+        frame = encode_ask(self.gov.head())
+        for ask in asks:
+            self.counters["asks_sent"] += 1
+            self._nursery.start_soon(self._send_to, ask.peer, frame)
 
     async def on_frame(self, node_id: bytes, data: bytes) -> None:
         """A governance frame from a peer (the link proved `node_id`)."""
         gov = self.machine()
         self.counters["frames_received"] += 1
         try:
-            kind, body = decode_frame(data)
+            message = decode_sync(data)
         except KaiMeshError as exc:
             self.counters["frames_refused"] += 1
             log.debug("governance frame from %s refused: %s", node_id.hex(), exc)
             return
-        if kind == MSG_RECORDS:
-            await self._take(body, origin=node_id)
+        if isinstance(message, Records):
+            await self._take(list(message.records), origin=node_id)
             return
-        for chunk in chunk_records(gov.objects_after(body)):
+        assert isinstance(message, AskAfter)
+        for chunk in chunk_records(gov.objects_after(message.head), SYNC_MAX_BYTES):
             await self._send_to(node_id, encode_records(chunk))
 
     async def _send_to(self, node_id: bytes, frame: bytes) -> None:

@@ -11,7 +11,9 @@
   from a peer starts a round with it (BUCKETS, then VECTORS for the buckets that differ, then the
   ENTRIES each side lacks), at most one round per peer per `min_round_gap`. Peers out of
   broadcast range get a round every `round_interval` anyway. A lost frame costs nothing but time:
-  the next digest mismatch starts the next round.
+  the next digest mismatch starts the next round. When to start one is decided by
+  `core.sync.anti_entropy.AntiEntropy`, the machine governance uses too; this shell feeds it
+  digests and the clock and sends the BUCKETS frame it asks for.
 - **Revocations**: `on_governance` (a `GovernanceService.watch`er) hands the fold's revocations to
   the replica, which refuses a revoked node's entries past the cut and drops those it held. The
   logs keep what was persisted; a restore refuses it again, so a restart rebuilds the same doc.
@@ -36,9 +38,19 @@ from kai_mesh.core.messaging.frames import FRAME_STATE
 from kai_mesh.core.state import ydoc
 from kai_mesh.core.state.replica import Received, Replica
 from kai_mesh.core.state.revocation import Revocation, revocations_of
-from kai_mesh.core.state.wire import Entries, decode_sync, encode_sync, parse_entry, parse_header
+from kai_mesh.core.state.wire import (
+    ENTRY_FORMAT,
+    HEADER_FORMAT,
+    Entries,
+    decode_sync,
+    encode_sync,
+    parse_entry,
+    parse_header,
+)
+from kai_mesh.core.sync.anti_entropy import AntiEntropy, AskSync
 from kai_mesh.runtime.messaging.frame_registry import FrameRegistry
 from kai_mesh.runtime.store import Store
+from kai_mesh.runtime.timers import TimerDriver
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -46,6 +58,7 @@ _T = TypeVar("_T")
 STATE_DIGEST = 1  # the heartbeat digest slot of the replicated state
 SYNC_MAX_BYTES = 380  # a sync frame that fits one Reticulum link packet with room to spare
 CLIENT_ID_META = "state_client_id"
+_HEADER, _ENTRY = bytes([HEADER_FORMAT]), bytes([ENTRY_FORMAT])  # a record's format byte
 FRAMES_PER_PEER = 2  # sync steps one peer may have this node working on at once
 
 SendFrame = Callable[[bytes, bytes], Awaitable[None]]
@@ -75,16 +88,14 @@ class StateService:
         self._peers = peers
         self._emit = emit
         self.round_interval = round_interval
-        self.min_round_gap = min_round_gap
+        self._sync = AntiEntropy(min_gap=min_round_gap)
+        self._timers = TimerDriver(self)
         self._rng = rng or random.Random()
         self._store: Store | None = None
         self.replica: Replica | None = None
         self._revoked: dict[bytes, Revocation] = {}
         # The logs, kept from `start` to the first fold when that restore refused "untrusted".
         self._boot_logs: tuple[list[bytes], list[bytes]] | None = None
-        self._last_round: dict[bytes, float] = {}
-        self._peer_digest: dict[bytes, bytes] = {}
-        self._digest_at: dict[bytes, float] = {}
         # Entries each side turned out to lack, per peer, since the last `sync_now`.
         self._lacked_here: dict[bytes, int] = {}
         self._lacked_there: dict[bytes, set[bytes]] = {}  # distinct entries: rounds may overlap
@@ -166,15 +177,14 @@ class StateService:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._timers.run)
             task_status.started()
             while True:
                 await trio.sleep(self.round_interval * (0.5 + self._rng.random()))
+                # Peers whose heartbeats we hear are compared by digest already; the rest
+                # (out of broadcast range) get a round now and then.
                 now = trio.current_time()
-                for node_id in self._peers():
-                    # Peers whose heartbeats we hear are compared by digest already; the rest
-                    # (out of broadcast range) get a round now and then.
-                    if now - self._digest_at.get(node_id, -1e9) > 2 * self.round_interval:
-                        self._start_round(node_id, force=False)
+                self._rounds(self._ready().idle(self._peers(), now, 2 * self.round_interval))
 
     # ---- local reads and writes -------------------------------------------------------------
 
@@ -222,8 +232,8 @@ class StateService:
         return len(records)
 
     async def _push(self, node_id: bytes, records: list[bytes]) -> None:
-        headers = [r for r in records if r[:1] == b"\x01"]
-        entries = [r for r in records if r[:1] == b"\x02"]
+        headers = [r for r in records if r[:1] == _HEADER]
+        entries = [r for r in records if r[:1] == _ENTRY]
         await self._send_to(node_id, encode_sync(Entries(headers=headers, entries=entries)))
 
     # ---- anti-entropy -----------------------------------------------------------------------
@@ -237,29 +247,51 @@ class StateService:
         theirs = digests.get(STATE_DIGEST)
         if theirs is None or self.replica is None:
             return
-        self._peer_digest[node_id] = theirs
-        self._digest_at[node_id] = trio.current_time()
-        if theirs != self.replica.digest():
-            self._start_round(node_id, force=False)
+        self._rounds(self._ready().digest_heard(node_id, theirs, trio.current_time()))
 
     def sync_now(self) -> int:
         """Start a round with every peer now (`kai-mesh state sync`); how many were started."""
         peers = self._peers()
         self._lacked_here.clear()
         self._lacked_there.clear()
-        for node_id in peers:
-            self._start_round(node_id, force=True)
+        if self.replica is not None and self._nursery is not None:
+            now = trio.current_time()
+            self._rounds([self._sync.ask_now(node_id, now) for node_id in peers])
         return len(peers)
 
-    def _start_round(self, node_id: bytes, *, force: bool) -> None:
-        if self.replica is None or self._nursery is None:
+    @property
+    def min_round_gap(self) -> float:
+        """Seconds between two rounds with one peer, unless asked for (`sync_now`)."""
+        return self._sync.min_gap
+
+    @min_round_gap.setter
+    def min_round_gap(self, value: float) -> None:
+        self._sync.min_gap = value
+        self._timers.moved()
+
+    def get_timer(self) -> float | None:
+        """For the timer driver: when the anti-entropy machine needs the clock."""
+        return self._sync.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self._rounds(self._ready().handle_timer(now))
+
+    def _ready(self) -> AntiEntropy:
+        """The anti-entropy machine, told our digest now (None: no rounds before `start`
+        and `run`)."""
+        ready = self.replica is not None and self._nursery is not None
+        self._sync.local_digest(self.replica.digest() if self.replica and ready else None)
+        return self._sync
+
+    def _rounds(self, asks: list[AskSync]) -> None:
+        """Start the rounds the machine asked for: our BUCKETS to each peer."""
+        self._timers.moved()
+        if not asks or self.replica is None or self._nursery is None:
             return
-        now = trio.current_time()
-        if not force and now - self._last_round.get(node_id, -1e9) < self.min_round_gap:
-            return
-        self._last_round[node_id] = now
-        self.counters["rounds"] += 1
-        self._nursery.start_soon(self._send_to, node_id, self.replica.sync_start())
+        start = self.replica.sync_start()
+        for ask in asks:
+            self.counters["rounds"] += 1
+            self._nursery.start_soon(self._send_to, ask.peer, start)
 
     def register_frames(self, frames: FrameRegistry) -> None:
         """STATE frames come here, at most `FRAMES_PER_PEER` sync steps per peer at once."""
@@ -307,10 +339,10 @@ class StateService:
     # ---- persistence ------------------------------------------------------------------------
 
     async def _persist(self, records: list[bytes]) -> None:
-        headers = [(_header_client(r), r) for r in records if r[:1] == b"\x01"]
+        headers = [(_header_client(r), r) for r in records if r[:1] == _HEADER]
         entries = []
         for record in records:
-            if record[:1] == b"\x02":
+            if record[:1] == _ENTRY:
                 entry = parse_entry(record)[0]
                 entries.append((entry.client_id, entry.seq, record))
         store = self._store
@@ -356,20 +388,21 @@ class StateService:
 
     def sync_report(self, names: Callable[[bytes], str | None]) -> list[dict[str, Any]]:
         mine = None if self.replica is None else self.replica.digest()
-        peers = sorted(set(self._peer_digest) | set(self._lacked_here) | set(self._peers()))
-        return [
-            {
-                "node_id": node_id.hex(),
-                "name": names(node_id),
-                "their_digest": None
-                if node_id not in self._peer_digest
-                else (self._peer_digest[node_id].hex()),
-                "in_sync": self._peer_digest.get(node_id) == mine,
-                "we_lacked": self._lacked_here.get(node_id, 0),
-                "they_lacked": len(self._lacked_there.get(node_id, ())),
-            }
-            for node_id in peers
-        ]
+        peers = sorted(set(self._sync.known()) | set(self._lacked_here) | set(self._peers()))
+        report = []
+        for node_id in peers:
+            theirs = self._sync.heard(node_id)
+            report.append(
+                {
+                    "node_id": node_id.hex(),
+                    "name": names(node_id),
+                    "their_digest": None if theirs is None else theirs.hex(),
+                    "in_sync": theirs == mine,
+                    "we_lacked": self._lacked_here.get(node_id, 0),
+                    "they_lacked": len(self._lacked_there.get(node_id, ())),
+                }
+            )
+        return report
 
 
 def _header_client(record: bytes) -> int:

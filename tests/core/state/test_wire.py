@@ -22,9 +22,9 @@ from kai_mesh.core.errors import (
     UsageError,
 )
 from kai_mesh.core.mesh.identity import verify
+from kai_mesh.core.messaging.frames import FRAME_STATE
 from kai_mesh.core.state.wire import (
     ENTRY_KIND,
-    FRAME_STATE,
     MAX_CLIENT_ID,
     MAX_MESSAGE,
     MAX_RECORD,

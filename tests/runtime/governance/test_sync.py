@@ -11,17 +11,13 @@ from pathlib import Path
 
 import trio
 
+from kai_mesh.core.governance.sync_wire import encode_ask, encode_records
 from kai_mesh.core.governance.wire import Proposal, encode_proposal
 from kai_mesh.core.mesh.genesis import DEFAULT_POLICY, Genesis
 from kai_mesh.core.mesh.identity import NodeSecrets, node_id_of
 from kai_mesh.core.messaging.envelope import Priority
 from kai_mesh.core.messaging.retry import RetryPolicy
-from kai_mesh.runtime.governance.service import (
-    GovernanceService,
-    chunk_records,
-    decode_frame,
-    encode_records,
-)
+from kai_mesh.runtime.governance.service import GOV_DIGEST, GovernanceService
 from kai_mesh.runtime.store import Store
 from kai_mesh.runtime.wiring import alive_peers, wire_delivery
 from tests.runtime.builders import memory_router
@@ -149,16 +145,6 @@ async def test_two_of_three_certify_everywhere_and_a_lone_admin_certifies_nothin
         nursery.cancel_scope.cancel()
 
 
-def test_frames_chunk_records_within_the_limit_and_a_big_one_alone() -> None:
-    records = [bytes([i]) * 140 for i in range(5)] + [b"x" * 500, b"y" * 10]
-    chunks = chunk_records(records)
-    assert [r for chunk in chunks for r in chunk] == records
-    for chunk in chunks:
-        assert len(encode_records(chunk)) <= 380 or len(chunk) == 1
-        assert decode_frame(encode_records(chunk)) == (1, chunk)
-    assert [len(c) for c in chunks] == [2, 2, 1, 1, 1]
-
-
 async def test_a_push_is_one_broadcast_for_the_neighbours_and_a_missed_one_is_synced(
     autojump_clock: object,
 ) -> None:
@@ -212,4 +198,39 @@ async def test_a_push_is_one_broadcast_for_the_neighbours_and_a_missed_one_is_sy
             assert node.gov.counters["broadcast_unvouched"] == 1
             assert node.gov.counters["frames_refused"] == 0
         assert all(_policy(n)["k"] == "w" for n in nodes)
+        nursery.cancel_scope.cancel()
+
+
+async def test_digests_ask_at_most_once_per_gap(autojump_clock: object) -> None:
+    admin = NodeSecrets.generate(os.urandom)
+    peer = b"p" * 16
+    sent: list[tuple[bytes, bytes]] = []
+
+    async def send(node_id: bytes, frame: bytes) -> None:
+        sent.append((node_id, frame))
+
+    gov = GovernanceService(
+        secrets=admin,
+        genesis=_genesis([admin], 1),
+        send=send,
+        peers=lambda: [peer],
+        emit=_ignore,
+        min_round_gap=2.0,
+    )
+    await gov.start(Store(Path(":memory:")))
+    other = b"x" * 8
+    gov.on_digests(peer, {GOV_DIGEST: other})  # before `run`: nothing asked
+    async with trio.open_nursery() as nursery:
+        await nursery.start(gov.run)
+        gov.on_digests(peer, gov.digests())
+        gov.on_digests(peer, {GOV_DIGEST: other})
+        await trio.sleep(1.0)
+        gov.on_digests(peer, {GOV_DIGEST: other})  # within the gap
+        await trio.sleep(0.1)
+        assert gov.gov is not None
+        assert sent == [(peer, encode_ask(gov.gov.head()))]
+        await trio.sleep(1.0)
+        gov.on_digests(peer, {GOV_DIGEST: other})
+        await trio.sleep(0.1)
+        assert len(sent) == 2 and gov.counters["asks_sent"] == 2
         nursery.cancel_scope.cancel()

@@ -12,8 +12,9 @@ from pathlib import Path
 import trio
 
 from kai_mesh.core.mesh.identity import NodeSecrets
+from kai_mesh.core.messaging.frames import FRAME_STATE
 from kai_mesh.core.messaging.retry import RetryPolicy
-from kai_mesh.runtime.state.service import StateService
+from kai_mesh.runtime.state.service import STATE_DIGEST, StateService
 from kai_mesh.runtime.store import Store
 from kai_mesh.runtime.wiring import alive_peers, wire_delivery
 from tests.runtime.builders import memory_router
@@ -119,4 +120,48 @@ async def test_sync_now_reports_what_each_side_lacked(autojump_clock: object) ->
         report = b.sync_report(lambda node_id: None)
         assert [(r["we_lacked"], r["they_lacked"], r["in_sync"]) for r in report] == [(2, 1, True)]
         assert a.read(("shared",)) == b.read(("shared",)) == {"a1": 1, "a2": 2, "b1": 3}
+        nursery.cancel_scope.cancel()
+
+
+async def test_digests_start_rounds_at_most_once_per_gap_and_sync_now_forces_one(
+    autojump_clock: object,
+) -> None:
+    secrets = NodeSecrets.generate(os.urandom)
+    peer = b"p" * 16
+    sent: list[tuple[bytes, bytes]] = []
+
+    async def send(node_id: bytes, frame: bytes) -> None:
+        sent.append((node_id, frame))
+
+    state = StateService(
+        secrets=secrets,
+        mesh_id=MESH,
+        keys={secrets.node_id: secrets.verify_key},
+        send=send,
+        peers=lambda: [peer],
+        emit=_ignore,
+        round_interval=1000.0,  # no idle round during the test
+        min_round_gap=2.0,
+        rng=random.Random(1),
+    )
+    await state.start(Store(Path(":memory:")))
+    other = b"x" * 8
+    state.on_digests(peer, {STATE_DIGEST: other})  # before `run`: kept, nothing asked
+    async with trio.open_nursery() as nursery:
+        await nursery.start(state.run)
+        state.on_digests(peer, {STATE_DIGEST: state.digests()[STATE_DIGEST]})
+        await trio.sleep(0.1)
+        assert sent == []  # in sync: nothing to ask
+        state.on_digests(peer, {STATE_DIGEST: other})
+        await trio.sleep(1.0)
+        state.on_digests(peer, {STATE_DIGEST: other})  # within the gap
+        await trio.sleep(0.1)
+        assert [(n, f[0]) for n, f in sent] == [(peer, FRAME_STATE)]
+        await trio.sleep(1.0)
+        state.on_digests(peer, {STATE_DIGEST: other})
+        assert state.sync_now() == 1  # forced, whatever the gap
+        await trio.sleep(0.1)
+        assert len(sent) == 3 and state.counters["rounds"] == 3
+        report = state.sync_report(lambda node_id: None)
+        assert [(r["their_digest"], r["in_sync"]) for r in report] == [(other.hex(), False)]
         nursery.cancel_scope.cancel()

@@ -1,0 +1,1 @@
+"""Anti-entropy between peers, shared by the replicated state and governance."""
