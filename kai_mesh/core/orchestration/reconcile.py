@@ -68,7 +68,7 @@ def lost_at(failed_at: float, ds: Disconnect) -> float:
 
 
 def disconnect_status(failed_at: float, now: float, ds: Disconnect) -> Status:
-    """"unknown" until `lost_after` has passed since the failure, then "lost"."""
+    """ "unknown" until `lost_after` has passed since the failure, then "lost"."""
     return "unknown" if now < lost_at(failed_at, ds) else "lost"
 
 
