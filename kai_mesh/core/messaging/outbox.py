@@ -7,18 +7,18 @@ monotonic clock the caller chooses; the runtime uses trio's), `get_timer()` says
 bytes, reads no clock, draws no randomness of its own (the jitter comes from the rng it is given)
 and does no I/O: the shell (runtime/messaging/outbox.py) keeps the rows, the store and the links.
 
-Each message is in one phase; every transition is in this table and nowhere else:
+Each message is in one phase; these are all the transitions the code below makes:
 
-    phase        input                  next phase    commands
-    WAITING      timer (due, expired)   (gone)        Expire
-    WAITING      timer (due)            SENDING       SendNow (fresh_link after a first attempt)
-    WAITING      heard from its peer    WAITING       (due now, see below)
-    SENDING      timer (attempt_timeout) SENDING      CancelSend
-    SENDING      heard from its peer    SENDING       CancelSend, if begun `policy.cap` ago
-    SENDING      sent                   HANDING_OFF   HandOff, if the hand-off is due
-    SENDING      sent                   WAITING       Record (due after the backoff)
-    HANDING_OFF  handed_off             WAITING       Record (due after the backoff)
-    any          acked                  (gone)        MarkDelivered
+    phase        input                    next phase    commands
+    WAITING      timer (due, expired)     (gone)        Expire
+    WAITING      timer (due)              SENDING       SendNow (fresh_link after a first try)
+    WAITING      heard from its peer      WAITING       (due now, see below)
+    SENDING      timer (attempt_timeout)  SENDING       CancelSend
+    SENDING      heard from its peer      SENDING       CancelSend, if begun `policy.cap` ago
+    SENDING      sent                     HANDING_OFF   HandOff, if the hand-off is due
+    SENDING      sent                     WAITING       Record (due after the backoff)
+    HANDING_OFF  handed_off               WAITING       Record (due after the backoff)
+    any          acked                    (gone)        MarkDelivered
 
 Decisions, with their reasons:
 
