@@ -356,6 +356,81 @@ def test_bad_inputs_are_refused() -> None:
         Record(message_id=M1, attempts=0, last_error=None, handed_off=False)
 
 
+# ---- several messages ----------------------------------------------------------------------------
+
+
+def test_contact_retries_each_of_the_peers_messages_that_may_go_and_no_other() -> None:
+    """In the order added: one for another peer, one under way, one whose ack may be on its way,
+    one failed: only the failed one is brought forward, however the others stand."""
+    m0, m3 = b"0" * 16, b"3" * 16
+    s = scheduler(policy=RetryPolicy(base=2.0, cap=15.0, jitter=0.0))
+    s.add(m0, OTHER, now=0.0, created_at=0.0, expires_at=3600.0)
+    add(s, M1)
+    add(s, M2)
+    add(s, m3)
+    assert len(s.handle_timer(0.0)) == 4
+    s.sent(m0, 0.0, error=NO_PATH)
+    s.sent(M2, 0.0, error=None)
+    s.sent(m3, 0.0, error=NO_PATH)
+    assert s.heard_from(PEER, 1.0) == []
+    assert (s.due(m0), s.due(M1), s.due(M2), s.due(m3)) == (2.0, None, 2.0, 1.0)
+
+
+def test_one_message_expiring_does_not_hold_up_the_next() -> None:
+    s = scheduler()
+    add(s, M1, expires_at=1.0)
+    add(s, M2)
+    assert s.handle_timer(1.0) == [
+        Expire(message_id=M1),
+        SendNow(message_id=M2, peer=PEER, fresh_link=False),
+    ]
+
+
+def test_an_ack_for_several_ids_settles_each_one_of_ours() -> None:
+    s = scheduler()
+    add(s, M1)
+    add(s, M2)
+    out = s.acked(PEER, [b"x" * 16, M2, M1], 0.0)
+    assert out == [MarkDelivered(message_id=M2), MarkDelivered(message_id=M1)]
+
+
+def test_every_attempt_has_its_own_timeout() -> None:
+    s = scheduler()
+    add(s, now=100.0)
+    s.handle_timer(100.0)
+    s.handle_timer(160.0)
+    s.sent(M1, 160.0, cancelled=True)  # timed out; next at 162
+    assert s.handle_timer(162.0)
+    assert s.get_timer() == 222.0
+    assert s.handle_timer(222.0) == [CancelSend(message_id=M1)]
+
+
+def test_contact_cancels_only_an_attempt_begun_cap_seconds_ago() -> None:
+    s = scheduler()
+    add(s, now=100.0)
+    s.handle_timer(100.0)
+    assert s.heard_from(PEER, 114.9) == []
+    assert s.heard_from(PEER, 115.0) == [CancelSend(message_id=M1)]
+
+
+def test_a_restarted_message_heard_from_before_its_first_try_goes_at_once() -> None:
+    s = scheduler()
+    add(s, now=1000.0, attempts=2)
+    assert s.heard_from(PEER, 1000.5) == []
+    assert s.due(M1) == 1000.0
+
+
+def test_the_defaults_are_the_runtime_s() -> None:
+    s = OutboxScheduler(POLICY, Fixed())
+    assert (s.attempt_timeout, s.can_hand_off) == (60.0, False)
+    add(s, created_at=-100.0)
+    s.handle_timer(0.0)
+    assert s.get_timer() == 60.0
+    assert [type(c) for c in s.sent(M1, 0.0, error=NO_PATH)] == [Record]  # no store-and-forward
+    assert s.phase(M1) is Phase.WAITING and s.due(M1) == 2.0
+    assert s.phase(M2) is None and s.due(M2) is None
+
+
 # ---- random input sequences --------------------------------------------------------------------
 
 _IDS = [bytes([i]) * 8 for i in range(3)]
