@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kai_mesh.core.errors import StoreError
+from kai_mesh.runtime.blocking import RunSync, in_thread
 
 _MIGRATIONS: tuple[str, ...] = (
     """
@@ -113,10 +114,12 @@ _INBOX_COLUMNS = tuple(f.name for f in fields(InboxRow))
 
 
 class Store:
-    """One connection, used from one thread at a time (the lock makes that so)."""
+    """One connection, used from one thread at a time (the lock makes that so). Trio code calls
+    it through `run_sync` (runtime/blocking.py): a worker thread unless the opener chose inline."""
 
-    def __init__(self, path: Path, *, durable: bool = False) -> None:
+    def __init__(self, path: Path, *, durable: bool = False, run_sync: RunSync = in_thread) -> None:
         self.path = path
+        self.run_sync = run_sync
         self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -24,6 +24,7 @@ from kai_mesh.core.governance.invite_token import decode_token, encode_token
 from kai_mesh.core.governance.wire import decode_object, parse_redemption
 from kai_mesh.core.mesh.genesis import Genesis
 from kai_mesh.core.mesh.identity import NodeSecrets
+from kai_mesh.runtime.blocking import inline
 from kai_mesh.runtime.governance.invites import admit_claim, invite_method
 from kai_mesh.runtime.governance.members import Members
 from kai_mesh.runtime.governance.service import GovernanceService
@@ -112,7 +113,7 @@ async def test_an_invite_certified_at_once_admits_its_first_claimant_only(tmp_pa
     gov = _service(ADMIN, GENESIS)
     members = Members({ADMIN.node_id: ADMIN.verify_key})
     gov.watch(members.update)
-    await gov.start(Store(Path(":memory:")))
+    await gov.start(Store(Path(":memory:"), run_sync=inline))
     params = {"role": "member", "expires_in": 3600, "reach": ["10.0.0.1:4242"]}
     made = await invite_method(gov, paths, config, GENESIS, "gov_invite", params)
     assert made["status"] == "certified" and made["needs"] == 0

@@ -35,6 +35,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 import trio
@@ -377,10 +378,11 @@ class GovernanceService:
         await self._db(store.gov_add, records)
 
     async def _db(self, fn: Callable[..., _T], *args: Any) -> _T:
-        # An in-memory store (simulations) is called inline, as in the state service.
-        if self._store is not None and str(self._store.path) == ":memory:":
-            return fn(*args)
-        return await trio.to_thread.run_sync(fn, *args)
+        # The store says how it is called (runtime/blocking.py): a worker thread in the daemon,
+        # inline in simulations under the autojump clock.
+        store = self._store
+        assert store is not None
+        return await store.run_sync(partial(fn, *args))
 
     def machine(self) -> Governance:
         """The machine; raises `UsageError` before `start`."""

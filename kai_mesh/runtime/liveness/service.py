@@ -53,6 +53,7 @@ from kai_mesh.core.messaging.frames import (
     encode_swim,
 )
 from kai_mesh.runtime.messaging.frame_registry import FrameRegistry
+from kai_mesh.runtime.timers import TimerDriver
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class Liveness:
         )
         self._guard = HeartbeatGuard()
         self._heard_at: dict[bytes, float] = {}
-        self._wake = trio.Event()
+        self._timer = TimerDriver(self)
         self._nursery: trio.Nursery | None = None
         self.counters = {"heartbeats_sent": 0, "heartbeats_heard": 0, "swim_sent": 0}
         self.counters.update({"swim_received": 0, "send_failed": 0})
@@ -115,7 +116,7 @@ class Liveness:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._heartbeat_loop)
-            nursery.start_soon(self._timer_loop)
+            await nursery.start(self._timer.run)
             task_status.started()
 
     # ---- what the router calls --------------------------------------------------------------
@@ -131,14 +132,14 @@ class Liveness:
         if new and heard is not None:
             # Its heartbeats came before its announce: do not probe what we already hear.
             self._act(self.detector.receive(Heard(from_id=node_id), heard))
-        self._wake.set()
+        self._timer.moved()
 
     def forget(self, node_id: bytes) -> None:
         """`node_id` left the mesh (revoked): stop probing it, and do not report it failed."""
         self._heard_at.pop(node_id, None)
         if node_id in self.detector.peers():
             self.detector.remove_peer(node_id, trio.current_time())
-        self._wake.set()
+        self._timer.moved()
 
     def heard(self, node_id: bytes) -> None:
         """Authenticated traffic from `node_id` (a message on a verified link)."""
@@ -216,16 +217,13 @@ class Liveness:
                         log.debug("heartbeat not sent: %s", exc)
             await trio.sleep(self.heartbeat_interval)
 
-    async def _timer_loop(self) -> None:
-        while True:
-            due = self.detector.get_timer()
-            self._wake = trio.Event()
-            with trio.move_on_at(due if due is not None else trio.current_time() + 3600):
-                await self._wake.wait()
-            now = trio.current_time()
-            due = self.detector.get_timer()
-            if due is not None and due <= now:
-                self._act(self.detector.handle_timer(now))
+    # ---- the timer driver's side --------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        return self.detector.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self._act(self.detector.handle_timer(now))
 
     # ---- outputs ----------------------------------------------------------------------------
 
@@ -244,7 +242,7 @@ class Liveness:
             for target in targets:
                 if target != self.node_id and self._nursery is not None:
                     self._nursery.start_soon(self._send_one, target, frame)
-        self._wake.set()
+        self._timer.moved()
 
     async def _send_one(self, node_id: bytes, frame: bytes) -> None:
         try:

@@ -79,21 +79,22 @@ class Inbox:
             priority=int(message.priority),
             received_at=time.time(),
         )
-        return await trio.to_thread.run_sync(self._store.inbox_take, row)
+        return await self._store.run_sync(lambda: self._store.inbox_take(row))
 
     async def done(self, sender: bytes, message_id: bytes) -> None:
         """The message was served: drop its row. A row that cannot be dropped is served again
         after the next start, which the contract allows."""
         try:
-            await trio.to_thread.run_sync(self._store.inbox_done, sender, message_id)
+            await self._store.run_sync(lambda: self._store.inbox_done(sender, message_id))
         except StoreError as exc:
             log.warning("inbox: could not drop %s: %s", message_id.hex(), exc)
 
     async def run(self) -> None:
         """Serve again, each in its own task, every message a stop interrupted."""
         now = int(time.time())
-        await trio.to_thread.run_sync(self._store.forget_seen_before, now)
-        rows = await trio.to_thread.run_sync(self._store.inbox_rows, now)
+        store = self._store
+        await store.run_sync(lambda: store.forget_seen_before(now))
+        rows = await store.run_sync(lambda: store.inbox_rows(now))
         if not rows:
             return
         log.info("inbox: %d message(s) interrupted by the last stop are served again", len(rows))

@@ -35,6 +35,7 @@ import trio
 from kai_mesh.core.errors import TransportError
 from kai_mesh.core.messaging.airtime import AirtimeBudget, InterfaceQueue, Shed
 from kai_mesh.core.messaging.envelope import Priority
+from kai_mesh.runtime.timers import TimerDriver
 from transports.base import InterfaceInfo, Transport
 
 log = logging.getLogger(__name__)
@@ -73,13 +74,40 @@ class _Frame:
 
 @dataclass(eq=False)
 class _Lane:
+    """One interface's queue, served by the timer driver: frames go when the budget lets them
+    (`start_send` queues each behind the frames already released to its peer), and are shed
+    when they waited too long."""
+
     transport: Transport
     interface: str
     queue: InterfaceQueue[_Frame]
-    wake: trio.Event = field(default_factory=trio.Event)
+    start_send: Callable[[_Frame], None]
     tx_seen: int | None = None  # the interface's tx counter at the last sync
     lane_bytes: int = 0  # bytes (with overhead) the lane sent since the last sync
     charged_extra: int = 0  # bytes charged for traffic the lane did not send
+    timer: TimerDriver = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.timer = TimerDriver(self)
+
+    def get_timer(self) -> float | None:
+        return self.queue.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        _fail(self.queue.handle_timer(now))
+        for frame in self.queue.pop_ready(now):
+            self.lane_bytes += len(frame.data) + LINK_OVERHEAD
+            self.start_send(frame)
+
+
+def _fail(shed: list[Shed[_Frame]]) -> None:
+    for item in shed:
+        waited = item.shed_at - item.queued_at
+        item.frame.error = (
+            f"no airtime on this interface ({item.reason.value} after {waited:.1f} s)"
+        )
+        item.frame.shed = True
+        item.frame.done.set()
 
 
 class Egress:
@@ -122,8 +150,8 @@ class Egress:
             return
         frame = _Frame(transport, node_id, data)
         shed = lane.queue.push(frame, priority, background, trio.current_time())
-        self._fail(shed)
-        lane.wake.set()
+        _fail(shed)
+        lane.timer.moved()
         await frame.done.wait()
         if frame.shed:
             raise AirtimeShed(frame.error or "shed")
@@ -240,23 +268,12 @@ class Egress:
             budget.duty_cycle,
             budget.limit,
         )
-        lane = _Lane(transport, interface.name, InterfaceQueue(budget, CAPACITY, MAX_DELAY))
+        nursery = self._nursery
+        queue = InterfaceQueue[_Frame](budget, CAPACITY, MAX_DELAY)
+        lane = _Lane(transport, interface.name, queue, self._send_in_order)
         lane.tx_seen = interface.tx_bytes
-        self._nursery.start_soon(self._pump, lane)
+        nursery.start_soon(lane.timer.run)
         return lane
-
-    async def _pump(self, lane: _Lane) -> None:
-        assert self._nursery is not None
-        while True:
-            now = trio.current_time()
-            self._fail(lane.queue.handle_timer(now))
-            for frame in lane.queue.pop_ready(now):
-                lane.lane_bytes += len(frame.data) + LINK_OVERHEAD
-                self._send_in_order(frame)
-            due = lane.queue.get_timer()
-            lane.wake = trio.Event()
-            with trio.move_on_at(due if due is not None else now + 3600):
-                await lane.wake.wait()
 
     def _send_in_order(self, frame: _Frame) -> None:
         """Queue `frame` behind the frames already released to its peer (see the docstring)."""
@@ -286,16 +303,6 @@ class Egress:
             frame.error = str(exc)
         finally:
             frame.done.set()
-
-    @staticmethod
-    def _fail(shed: list[Shed[_Frame]]) -> None:
-        for item in shed:
-            waited = item.shed_at - item.queued_at
-            item.frame.error = (
-                f"no airtime on this interface ({item.reason.value} after {waited:.1f} s)"
-            )
-            item.frame.shed = True
-            item.frame.done.set()
 
     async def _sync_loop(self) -> None:
         """Charge what the interface sent beyond the lane's own frames (see the docstring)."""

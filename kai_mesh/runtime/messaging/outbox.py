@@ -8,16 +8,19 @@ frame and hands the message to its agent only the first time; a duplicate is ack
 and dropped. The sender marks the row delivered on the ack; a reply that comes later is kept with
 the row (`kai-mesh outbox`).
 
-Without an ack the message is tried again with backoff (`core.retry`), each retry over a freshly
-opened link: after a partition an old link can look alive for minutes and swallow what is sent on
-it (LAB.md). Hearing from the recipient again (its heartbeat, any message) retries at once, which is
-what bounds delivery after a heal. A message still unacknowledged `handoff_after` seconds after it
-was committed is also left with LXMF propagation; direct retries continue until an ack or until the
-message expires.
+When to try again, when to leave a message with LXMF propagation and when to give it up is
+decided by the sans-IO scheduler (`core.messaging.outbox.OutboxScheduler`: backoff, "heard from
+the recipient → retry now", hand-off, expiry); this module is its shell. It keeps the rows, does
+the store I/O (through `Store.run_sync`), sends over the router, feeds the scheduler what happens
+and carries out its commands; the timer driver (runtime/timers.py) calls it back. Each retry goes
+over a freshly opened link: after a partition an old link can look alive for minutes and swallow
+what is sent on it (LAB.md).
 
-Rows are loaded again when the node starts, so a message committed before a crash goes out after
-it. The recipient acknowledges once the message is committed to its inbox, before its agent has
-run; a recipient that crashes before serving it serves it after its restart (runtime/inbox.py).
+The scheduler runs on trio's clock; the rows keep wall-clock times (`created_at`, `expires_at`),
+which are turned into trio time once, when a row is committed or loaded. Rows are loaded again
+when the node starts, so a message committed before a crash goes out after it. The recipient
+acknowledges once the message is committed to its inbox, before its agent has run; a recipient
+that crashes before serving it serves it after its restart (runtime/messaging/durable_inbox.py).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -34,8 +37,20 @@ import trio
 from kai_mesh.core.errors import StoreError, TransportError
 from kai_mesh.core.messaging.envelope import Priority
 from kai_mesh.core.messaging.frames import encode_deliver
+from kai_mesh.core.messaging.outbox import (
+    ATTEMPT_TIMEOUT,
+    CancelSend,
+    Command,
+    Expire,
+    HandOff,
+    MarkDelivered,
+    OutboxScheduler,
+    Record,
+    SendNow,
+)
 from kai_mesh.core.messaging.retry import RetryPolicy
 from kai_mesh.runtime.store import OutboxRow, Store
+from kai_mesh.runtime.timers import TimerDriver
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +58,7 @@ SendFrame = Callable[[bytes, bytes, Priority], Awaitable[None]]
 StoreAndForward = Callable[[bytes, bytes], Awaitable[bool]]
 Emit = Callable[[str, dict[str, Any]], None]
 
-ATTEMPT_TIMEOUT = 60.0  # an attempt that cannot even hand the frame over in this long has failed
+HANDOFF_TIMEOUT = 10.0  # store-and-forward that has not taken the message in this long did not
 KEEP_DONE_FOR = 7 * 24 * 3600.0  # finished rows stay visible in `kai-mesh outbox` this long
 
 
@@ -66,17 +81,18 @@ class Outbox:
         self._emit = emit
         self.policy = policy
         self._store_and_forward = store_and_forward
-        self._clock = clock
-        self._rng = rng or random.Random()
+        self._clock = clock  # wall clock: the rows' times, `done_at`
+        self.scheduler = OutboxScheduler(
+            policy,
+            rng or random.Random(),
+            attempt_timeout=ATTEMPT_TIMEOUT,
+            can_hand_off=store_and_forward is not None,
+        )
+        self._timer = TimerDriver(self)
         self._store: Store | None = None
         self._rows: dict[bytes, OutboxRow] = {}  # waiting rows, by message id
-        self._due: dict[bytes, float] = {}  # message id -> trio time of its next attempt
-        self._busy: set[bytes] = set()  # attempts in flight
-        self._tried_at: dict[bytes, float] = {}  # trio time each message was last handed over
-        # Attempts in flight (opening a link can take a minute): cancelled when the recipient
-        # is heard again, so that a heal is not kept waiting by an attempt begun before it.
-        self._in_flight: dict[bytes, tuple[float, trio.CancelScope]] = {}
-        self._wake = trio.Event()
+        self._sending: dict[bytes, trio.CancelScope] = {}  # attempts under way
+        self._nursery: trio.Nursery | None = None
         self.counters = {"committed": 0, "attempts": 0, "delivered": 0, "expired": 0}
         self.counters["handed_off"] = 0
 
@@ -85,76 +101,46 @@ class Outbox:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         store = self._need_store()
-        rows = await trio.to_thread.run_sync(lambda: store.outbox_rows(state="waiting"))
-        now = trio.current_time()
+        rows = await store.run_sync(lambda: store.outbox_rows(state="waiting"))
         for row in rows:
-            self._rows[row.message_id] = row
-            self._due[row.message_id] = now
+            self._add(row)
         if rows:
             log.info("outbox: %d message(s) from before the restart still wait", len(rows))
-        await trio.to_thread.run_sync(store.outbox_forget_done, self._clock() - KEEP_DONE_FOR)
+        before = self._clock() - KEEP_DONE_FOR
+        await store.run_sync(lambda: store.outbox_forget_done(before))
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self._timer.run)
             task_status.started()
-            while True:
-                now = trio.current_time()
-                for message_id in [m for m, at in self._due.items() if at <= now]:
-                    del self._due[message_id]
-                    if message_id not in self._busy:
-                        self._busy.add(message_id)
-                        nursery.start_soon(self._attempt, message_id)
-                wake_at = min(self._due.values(), default=now + 3600)
-                self._wake = trio.Event()
-                with trio.move_on_at(wake_at):
-                    await self._wake.wait()
 
     # ---- what the router and the node call ----------------------------------------------------
 
     async def commit(self, row: OutboxRow) -> None:
         """Commit `row` (it is safe once this returns) and schedule its first attempt."""
         store = self._need_store()
-        await trio.to_thread.run_sync(store.outbox_add, row)
+        await store.run_sync(lambda: store.outbox_add(row))
         self.counters["committed"] += 1
-        self._rows[row.message_id] = row
-        self._schedule(row.message_id, trio.current_time())
+        self._add(row)
 
     def heard_from(self, node_id: bytes) -> None:
         """The recipient is back (a heartbeat, a message): retry what waits for it now, unless
         it went out so recently that its ack may still be on the way."""
-        now = trio.current_time()
-        for message_id, row in self._rows.items():
-            if row.node_id != node_id:
-                continue
-            started, scope = self._in_flight.get(message_id, (now, None))
-            if scope is not None and now - started >= self.policy.cap:
-                scope.cancel()  # begun before the recipient came back: begin again
-                continue
-            if not row.attempts or message_id in self._busy:
-                continue
-            if (
-                row.last_error is None
-                and now - self._tried_at.get(message_id, 0.0) < self.policy.base
-            ):
-                continue
-            self._schedule(message_id, now)
+        self._start(self.scheduler.heard_from(node_id, trio.current_time()))
 
     async def acked(self, node_id: bytes, message_ids: list[bytes]) -> None:
-        for message_id in message_ids:
-            row = self._rows.get(message_id)
-            if row is None or row.node_id != node_id:
-                continue  # an ack for a message already settled, or not sent to that node
-            await self._finish(row, "delivered")
+        await self._carry_out(self.scheduler.acked(node_id, message_ids, trio.current_time()))
 
     async def replied(self, node_id: bytes, message_id: bytes, reply: bytes) -> bool:
         """Keep a reply to an outbox message with its row; True if it was one of ours."""
         store = self._need_store()
-        row = self._rows.get(message_id) or await trio.to_thread.run_sync(
-            store.outbox_get, message_id
+        row = self._rows.get(message_id) or await store.run_sync(
+            lambda: store.outbox_get(message_id)
         )
         if row is None or row.node_id != node_id:
             return False
         if row.state == "waiting":  # the reply overtook the ack: it proves delivery as well
-            await self._finish(row, "delivered")
-        await trio.to_thread.run_sync(lambda: store.outbox_update(message_id, reply=reply))
+            await self.acked(node_id, [message_id])
+        await store.run_sync(lambda: store.outbox_update(message_id, reply=reply))
         self._emit("outbox", {"event": "reply", "message_id": message_id.hex()})
         return True
 
@@ -163,98 +149,139 @@ class Outbox:
 
     def sending(self, message_id: bytes) -> bool:
         """Whether an attempt for this message is under way now (opening a link, say)."""
-        return message_id in self._in_flight
+        return message_id in self._sending
 
-    # ---- attempts ---------------------------------------------------------------------------
+    # ---- the timer driver's side --------------------------------------------------------------
 
-    def _schedule(self, message_id: bytes, at: float) -> None:
-        self._due[message_id] = min(at, self._due.get(message_id, at))
-        self._wake.set()
+    def get_timer(self) -> float | None:
+        return self.scheduler.get_timer()
 
-    async def _attempt(self, message_id: bytes) -> None:
-        try:
-            await self._try_once(message_id)
-        finally:
-            self._busy.discard(message_id)
+    def handle_timer(self, now: float) -> None:
+        self._start(self.scheduler.handle_timer(now))
 
-    async def _try_once(self, message_id: bytes) -> None:
-        row = self._rows.get(message_id)
+    # ---- carrying out the scheduler's commands ------------------------------------------------
+
+    def _add(self, row: OutboxRow) -> None:
+        """Hand a committed or reloaded row to the scheduler, its wall-clock times on trio's."""
+        now, wall = trio.current_time(), self._clock()
+        self._rows[row.message_id] = row
+        self.scheduler.add(
+            row.message_id,
+            row.node_id,
+            now=now,
+            created_at=now - (wall - row.created_at),
+            expires_at=now + (row.expires_at - wall),
+            attempts=row.attempts,
+            last_error=row.last_error,
+            handed_off=row.handed_off,
+        )
+        self._timer.moved()
+
+    def _start(self, commands: list[Command]) -> None:
+        """Carry out commands from a synchronous caller: what must wait for I/O gets a task."""
+        for command in commands:
+            if isinstance(command, CancelSend):
+                scope = self._sending.get(command.message_id)
+                if scope is not None:
+                    scope.cancel()
+            elif self._nursery is not None:
+                self._nursery.start_soon(self._carry_out, [command])
+        self._timer.moved()
+
+    async def _carry_out(self, commands: Sequence[Command]) -> None:
+        """Carry out, in order, the commands the scheduler just gave (its timer may have moved)."""
+        self._timer.moved()
+        for command in commands:
+            if isinstance(command, SendNow):
+                await self._attempt(command)
+            elif isinstance(command, HandOff):
+                taken = await self._hand_off(command)
+                now = trio.current_time()
+                await self._carry_out(
+                    self.scheduler.handed_off(command.message_id, now, taken=taken)
+                )
+            elif isinstance(command, Record):
+                await self._record(command)
+            elif isinstance(command, MarkDelivered):
+                await self._finish(command.message_id, "delivered")
+            elif isinstance(command, Expire):
+                await self._finish(command.message_id, "expired")
+            else:
+                self._start([command])
+
+    async def _attempt(self, command: SendNow) -> None:
+        row = self._rows.get(command.message_id)
         if row is None:
-            return
-        if row.expires_at <= self._clock():
-            await self._finish(row, "expired")
-            return
-        if row.attempts:
+            return  # acknowledged between the timer and this task: the scheduler forgot it too
+        if command.fresh_link:
             self._reset_link(row.node_id)  # never trust a link that already lost this message
         error: str | None = None
-        with trio.move_on_after(ATTEMPT_TIMEOUT) as scope:
-            self._in_flight[message_id] = (trio.current_time(), scope)
+        with trio.CancelScope() as scope:
+            self._sending[row.message_id] = scope
             try:
                 await self._send(row.node_id, encode_deliver(row.message), Priority(row.priority))
             except TransportError as exc:
                 error = str(exc)
             finally:
-                del self._in_flight[message_id]
-        again_now = scope.cancelled_caught and trio.current_time() < scope.deadline
-        if scope.cancelled_caught:
-            error = (
-                "interrupted: the recipient was heard again"
-                if again_now
-                else (f"could not hand the message over in {ATTEMPT_TIMEOUT:.0f} s")
-            )
-        self._tried_at[message_id] = trio.current_time()
+                del self._sending[row.message_id]
         self.counters["attempts"] += 1
-        if message_id not in self._rows:
-            return  # acknowledged while we were sending
-        row = replace(row, attempts=row.attempts + 1, last_error=error)
-        if not row.handed_off and self.policy.handoff_due(row.created_at, self._clock()):
-            row = await self._hand_off(row)
-        self._rows[message_id] = row
-        await self._update(row, attempts=row.attempts, last_error=error, handed_off=row.handed_off)
-        delay = 0.0 if again_now else self.policy.delay(row.attempts, self._rng.random())
-        self._schedule(message_id, trio.current_time() + delay)
+        now = trio.current_time()
+        await self._carry_out(
+            self.scheduler.sent(row.message_id, now, error=error, cancelled=scope.cancelled_caught)
+        )
 
-    async def _hand_off(self, row: OutboxRow) -> OutboxRow:
-        if self._store_and_forward is None:
-            return row
+    async def _hand_off(self, command: HandOff) -> bool:
+        row = self._rows.get(command.message_id)
+        if self._store_and_forward is None or row is None:
+            return False
         taken = False
-        with trio.move_on_after(10):
+        with trio.move_on_after(HANDOFF_TIMEOUT):
             try:
                 taken = await self._store_and_forward(row.node_id, encode_deliver(row.message))
             except TransportError as exc:
                 log.info("outbox: store-and-forward of %s failed: %s", row.message_id.hex(), exc)
-        if not taken:
-            return row
-        self.counters["handed_off"] += 1
-        self._emit("outbox", {"event": "handed_off", "message_id": row.message_id.hex()})
-        return replace(row, handed_off=True)
+        if taken:
+            self.counters["handed_off"] += 1
+            self._emit("outbox", {"event": "handed_off", "message_id": row.message_id.hex()})
+        return taken
 
-    async def _finish(self, row: OutboxRow, state: str) -> None:
-        if self._rows.pop(row.message_id, None) is None:
+    async def _record(self, record: Record) -> None:
+        row = self._rows.get(record.message_id)
+        if row is None:
             return
-        self._due.pop(row.message_id, None)
-        self._tried_at.pop(row.message_id, None)
+        attempts, last_error, handed_off = record.attempts, record.last_error, record.handed_off
+        self._rows[row.message_id] = replace(
+            row, attempts=attempts, last_error=last_error, handed_off=handed_off
+        )
+        await self._update(
+            row.message_id, attempts=attempts, last_error=last_error, handed_off=handed_off
+        )
+
+    async def _finish(self, message_id: bytes, state: str) -> None:
+        row = self._rows.pop(message_id, None)
+        if row is None:
+            return
         done_at = self._clock()
-        await self._update(row, state=state, done_at=done_at)
+        await self._update(message_id, state=state, done_at=done_at)
         self.counters[state] += 1
         self._emit(
             "outbox",
             {
                 "event": state,
-                "message_id": row.message_id.hex(),
+                "message_id": message_id.hex(),
                 "to": row.destination,
                 "attempts": row.attempts,
                 "after_s": round(done_at - row.created_at, 3),
             },
         )
-        log.info("outbox: %s %s after %d attempt(s)", row.message_id.hex(), state, row.attempts)
+        log.info("outbox: %s %s after %d attempt(s)", message_id.hex(), state, row.attempts)
 
-    async def _update(self, row: OutboxRow, **changes: Any) -> None:
+    async def _update(self, message_id: bytes, **changes: Any) -> None:
         store = self._need_store()
         try:
-            await trio.to_thread.run_sync(lambda: store.outbox_update(row.message_id, **changes))
+            await store.run_sync(lambda: store.outbox_update(message_id, **changes))
         except StoreError as exc:  # the row stays in memory; the next change tries again
-            log.warning("outbox: could not record %s: %s", row.message_id.hex(), exc)
+            log.warning("outbox: could not record %s: %s", message_id.hex(), exc)
 
     def _need_store(self) -> Store:
         if self._store is None:

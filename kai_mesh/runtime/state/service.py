@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 import trio
@@ -350,11 +351,11 @@ class StateService:
         await self._db(store.state_append, headers, entries)
 
     async def _db(self, fn: Callable[..., _T], *args: Any) -> _T:
-        # An in-memory store (simulations of many nodes) is called inline: a worker thread would
-        # let trio's autojump clock run ahead while sqlite works.
-        if self._store is not None and str(self._store.path) == ":memory:":
-            return fn(*args)
-        return await trio.to_thread.run_sync(fn, *args)
+        # The store says how it is called (runtime/blocking.py): a worker thread in the daemon,
+        # inline in simulations under the autojump clock.
+        store = self._store
+        assert store is not None
+        return await store.run_sync(partial(fn, *args))
 
     async def _persist_received(self, received: Received) -> None:
         if received.headers or received.entries:

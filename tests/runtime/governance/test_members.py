@@ -10,6 +10,7 @@ import trio
 
 from kai_mesh.core.mesh.genesis import DEFAULT_POLICY, Genesis
 from kai_mesh.core.mesh.identity import NodeSecrets, node_id_of
+from kai_mesh.runtime.blocking import inline
 from kai_mesh.runtime.governance.members import Members
 from kai_mesh.runtime.governance.service import GovernanceService
 from kai_mesh.runtime.store import Store
@@ -43,7 +44,7 @@ async def test_members_follow_authorization_and_revocation() -> None:
     members.on_removed(removed.append)
     service = _service(admin, genesis)
     service.watch(members.update)
-    await service.start(Store(Path(":memory:")))
+    await service.start(Store(Path(":memory:"), run_sync=inline))
     assert newcomer.node_id not in members
 
     await service.propose("node_authorization", {"node_key": newcomer.verify_key, "role": "guest"})
@@ -66,7 +67,7 @@ async def test_a_watcher_that_raises_does_not_stop_the_others() -> None:
         raise RuntimeError("boom")
 
     service = _service(admin, genesis)
-    await service.start(Store(Path(":memory:")))
+    await service.start(Store(Path(":memory:"), run_sync=inline))
     service.watch(broken)  # called at once: the service is open
     service.watch(lambda state: seen.append(state.height))
     await service.propose("policy_update", {"k": "v"})

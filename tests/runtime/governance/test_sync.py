@@ -17,6 +17,7 @@ from kai_mesh.core.mesh.genesis import DEFAULT_POLICY, Genesis
 from kai_mesh.core.mesh.identity import NodeSecrets, node_id_of
 from kai_mesh.core.messaging.envelope import Priority
 from kai_mesh.core.messaging.retry import RetryPolicy
+from kai_mesh.runtime.blocking import inline
 from kai_mesh.runtime.governance.service import GOV_DIGEST, GovernanceService
 from kai_mesh.runtime.store import Store
 from kai_mesh.runtime.wiring import alive_peers, wire_delivery
@@ -51,7 +52,7 @@ async def start_node(
     store: Store | None = None,
 ) -> GovNode:
     keys = {node_id_of(k): k for k in genesis.trusted_nodes}
-    store = store or Store(Path(":memory:"))
+    store = store or Store(Path(":memory:"), run_sync=inline)
     router = memory_router(net, secrets, genesis.mesh_id, keys)
 
     async def send(node_id: bytes, frame: bytes) -> None:
@@ -217,7 +218,7 @@ async def test_digests_ask_at_most_once_per_gap(autojump_clock: object) -> None:
         emit=_ignore,
         min_round_gap=2.0,
     )
-    await gov.start(Store(Path(":memory:")))
+    await gov.start(Store(Path(":memory:"), run_sync=inline))
     other = b"x" * 8
     gov.on_digests(peer, {GOV_DIGEST: other})  # before `run`: nothing asked
     async with trio.open_nursery() as nursery:

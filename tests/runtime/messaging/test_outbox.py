@@ -1,9 +1,11 @@
 """Messages that must arrive, and who is alive: routers with a store, an outbox and liveness,
-joined by the simulated transport (real clock, short retry times).
+joined by the simulated transport, on trio's autojump clock.
 
 What a partition, a restart of the sender and lost acks do to a message, and that a silent node is
-declared failed and a returning one recovered. The same paths over real Reticulum between
-namespaces are in tests/netns/test_delivery.py.
+declared failed and a returning one recovered. The stores are real sqlite files (a restart must
+find what the crash left) called inline (`runtime.blocking.inline`): a worker thread would let the
+mock clock jump while sqlite works. The same paths over real Reticulum between namespaces are in
+tests/netns/test_delivery.py.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 import trio
+from trio.testing import MockClock
 
 from kai_mesh.core.errors import UsageError
 from kai_mesh.core.mesh.address import AgentAddress, NodeRef, parse_address
@@ -32,6 +35,7 @@ from kai_mesh.core.messaging.envelope import (
 from kai_mesh.core.messaging.frames import encode_deliver
 from kai_mesh.core.messaging.retry import RetryPolicy
 from kai_mesh.runtime.agents.host import AgentHost, AgentSpec
+from kai_mesh.runtime.blocking import inline
 from kai_mesh.runtime.messaging.bus import Bus, new_message
 from kai_mesh.runtime.messaging.remote import RemoteRouter
 from kai_mesh.runtime.store import Store
@@ -105,7 +109,7 @@ class Mesh:
 
     async def _serve(self, node: Node, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
         with trio.CancelScope() as scope:
-            node.store = Store(node.store_path)
+            node.store = Store(node.store_path, run_sync=inline)
             host = AgentHost([AgentSpec(name="echo", source="entry:echo")], on_event=_ignore)
             bus = Bus(
                 node_id=node.node_id,
@@ -182,7 +186,9 @@ def message(src: Node, to: str, payload: object) -> StandardMessage:
 
 
 async def wait_for(predicate: Any, within: float = 10.0) -> None:
-    # Polling: the conditions live in sqlite and in counters that no event announces.
+    """Until `predicate()` holds, at most `within` simulated seconds. Polling: the conditions
+    live in sqlite and in counters that no event announces; on the mock clock a poll costs no
+    real time, and 20 ms of simulated time is finer than anything these tests measure."""
     with trio.fail_after(within):
         while not predicate():  # noqa: ASYNC110
             await trio.sleep(0.02)
@@ -194,7 +200,9 @@ def row_state(node: Node, message_id: bytes) -> str | None:
     return None if row is None else row.state
 
 
-async def test_a_message_sent_into_a_partition_arrives_after_the_heal(tmp_path: Path) -> None:
+async def test_a_message_sent_into_a_partition_arrives_after_the_heal(
+    tmp_path: Path, autojump_clock: MockClock
+) -> None:
     async with mesh(tmp_path, ["a", "b"]) as m:
         a, b = m.nodes["a"], m.nodes["b"]
         m.net.partition([a.node_id], [b.node_id])
@@ -212,8 +220,34 @@ async def test_a_message_sent_into_a_partition_arrives_after_the_heal(tmp_path: 
         assert [e["message_id"] for e in a.topics("outbox", "delivered")] == [msg.message_id.hex()]
 
 
+async def test_a_heal_is_noticed_at_once_not_when_the_backoff_runs_out(
+    tmp_path: Path, autojump_clock: MockClock
+) -> None:
+    """With a backoff of a minute, the message still arrives within a few heartbeats of the heal:
+    hearing from the recipient again retries at once (the outbox's heard-from path)."""
+    slow = RetryPolicy(base=60.0, cap=600.0, handoff_after=3600)
+    async with mesh(tmp_path, ["a", "b"], policy=slow) as m:
+        a, b = m.nodes["a"], m.nodes["b"]
+        assert a.router is not None and a.router.outbox is not None
+        assert a.router.liveness is not None and a.store is not None
+        outbox, beat = a.router.outbox, a.router.liveness.heartbeat_interval
+        m.net.partition([a.node_id], [b.node_id])
+        msg = message(a, f"kai://{b.node_id.hex()}/echo", "after the heal")
+        await a.router.submit(msg)
+        await wait_for(lambda: a.store.outbox_get(msg.message_id).attempts >= 1)  # type: ignore[union-attr]
+        row = a.store.outbox_get(msg.message_id)
+        assert row is not None and row.attempts == 1 and row.last_error  # no path to b
+        await trio.sleep(2 * beat)  # the partition lasts a while
+        m.net.heal()
+        healed = trio.current_time()
+        due = outbox.scheduler.due(msg.message_id)
+        assert due is not None and due - healed > 30  # the backoff alone would wait this long
+        await wait_for(lambda: row_state(a, msg.message_id) == "delivered", within=4 * beat)
+        assert trio.current_time() - healed < 3 * beat
+
+
 async def test_a_retried_message_is_served_once_and_acknowledged_every_time(
-    tmp_path: Path,
+    tmp_path: Path, autojump_clock: MockClock
 ) -> None:
     async with mesh(tmp_path, ["a", "b"]) as m:
         a, b = m.nodes["a"], m.nodes["b"]
@@ -233,7 +267,9 @@ async def test_a_retried_message_is_served_once_and_acknowledged_every_time(
         assert not b.store.inbox_rows(now=0)  # served: nothing left to serve after a restart
 
 
-async def test_the_outbox_survives_a_crash_of_the_sender(tmp_path: Path) -> None:
+async def test_the_outbox_survives_a_crash_of_the_sender(
+    tmp_path: Path, autojump_clock: MockClock
+) -> None:
     async with mesh(tmp_path, ["a", "b"]) as m:
         a, b = m.nodes["a"], m.nodes["b"]
         m.net.partition([a.node_id], [b.node_id])
@@ -249,7 +285,9 @@ async def test_the_outbox_survives_a_crash_of_the_sender(tmp_path: Path) -> None
         assert b.store.seen_count() == 1
 
 
-async def test_an_expired_message_is_given_up_with_an_event(tmp_path: Path) -> None:
+async def test_an_expired_message_is_given_up_with_an_event(
+    tmp_path: Path, autojump_clock: MockClock
+) -> None:
     async with mesh(tmp_path, ["a", "b"]) as m:
         a, b = m.nodes["a"], m.nodes["b"]
         m.net.partition([a.node_id], [b.node_id])
@@ -269,7 +307,7 @@ async def test_an_expired_message_is_given_up_with_an_event(tmp_path: Path) -> N
 
 
 async def test_a_silent_node_is_declared_failed_and_recovers_when_it_returns(
-    tmp_path: Path,
+    tmp_path: Path, autojump_clock: MockClock
 ) -> None:
     async with mesh(tmp_path, ["a", "b", "c"]) as m:
         a, c = m.nodes["a"], m.nodes["c"]
@@ -289,7 +327,7 @@ async def test_a_silent_node_is_declared_failed_and_recovers_when_it_returns(
 
 
 async def test_an_unacknowledged_message_is_also_left_with_store_and_forward(
-    tmp_path: Path,
+    tmp_path: Path, autojump_clock: MockClock
 ) -> None:
     """The propagation node is played by a list: what was left there is handed to b's router as
     LXMF would, while a and b are still apart; b serves it once and acknowledges the direct retry
@@ -320,7 +358,7 @@ async def test_an_unacknowledged_message_is_also_left_with_store_and_forward(
 
 
 async def test_no_reply_over_a_link_that_swallows_everything_is_queued_for_forwarding(
-    tmp_path: Path,
+    tmp_path: Path, autojump_clock: MockClock
 ) -> None:
     """A peer killed a moment ago still looks reachable: the send 'succeeds', nothing comes back.
     With a store-and-forward transport the caller hears 'queued', not 'timeout'."""
@@ -355,7 +393,7 @@ def stall_agents(node: Node) -> trio.Event:
 
 
 async def test_a_message_acknowledged_before_a_crash_is_served_after_the_restart(
-    tmp_path: Path,
+    tmp_path: Path, autojump_clock: MockClock
 ) -> None:
     """b acks once the message is in its inbox; b crashes while its agent works on it. a holds the
     message delivered and sends it no more, so b serves it again from its inbox when it starts."""
@@ -379,7 +417,7 @@ async def test_a_message_acknowledged_before_a_crash_is_served_after_the_restart
 
 
 async def test_a_message_served_again_waits_for_its_sender_to_be_reachable(
-    tmp_path: Path,
+    tmp_path: Path, autojump_clock: MockClock
 ) -> None:
     """After the restart b knows no route to a: the reply waits (with backoff) until the heal."""
     async with mesh(tmp_path, ["a", "b"]) as m:

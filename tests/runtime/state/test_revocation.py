@@ -14,6 +14,7 @@ from kai_mesh.core.governance.machine import GovernanceState, Member
 from kai_mesh.core.mesh.genesis import DEFAULT_POLICY, Genesis
 from kai_mesh.core.mesh.identity import NodeSecrets
 from kai_mesh.core.state.wire import Entries, encode_sync
+from kai_mesh.runtime.blocking import inline
 from kai_mesh.runtime.governance.control import governance_method
 from kai_mesh.runtime.governance.members import Members
 from kai_mesh.runtime.governance.service import GovernanceService
@@ -61,7 +62,7 @@ async def test_a_late_revocation_drops_entries_and_a_restart_rebuilds_the_same_d
     r, b = NodeSecrets.generate(os.urandom), NodeSecrets.generate(os.urandom)
     keys = {s.node_id: s.verify_key for s in (r, b)}
     writer = service(r, dict(keys))
-    await writer.start(Store(Path(":memory:")))
+    await writer.start(Store(Path(":memory:"), run_sync=inline))
     for i in range(4):
         await writer.write(("shared", f"k{i}"), i)
     replica = writer.replica
@@ -141,7 +142,7 @@ async def test_gov_revoke_proposes_the_cut_this_node_holds_and_state_follows(
     trusted = (admin.verify_key, r.verify_key)
     genesis = Genesis("lab", trusted[:1], 1, bytes(16), dict(DEFAULT_POLICY), trusted)
     genesis = genesis.signed_by(admin)
-    store = Store(Path(":memory:"))
+    store = Store(Path(":memory:"), run_sync=inline)
     gov = GovernanceService(secrets=admin, genesis=genesis, send=_nowhere, peers=list, emit=_ignore)
     members = Members({admin.node_id: admin.verify_key, r.node_id: r.verify_key})
     state = StateService(
@@ -160,7 +161,7 @@ async def test_gov_revoke_proposes_the_cut_this_node_holds_and_state_follows(
         peers=list,
         emit=_ignore,
     )
-    await writer.start(Store(Path(":memory:")))
+    await writer.start(Store(Path(":memory:"), run_sync=inline))
     await state.start(store)
     gov.watch(members.update)
     gov.watch(state.on_governance)
@@ -201,7 +202,7 @@ async def test_a_writer_whose_stream_is_held_back_goes_on_writing_on_a_new_strea
     r, w = NodeSecrets.generate(os.urandom), NodeSecrets.generate(os.urandom)
     keys = {s.node_id: s.verify_key for s in (r, w)}
     revoked_writer = service(r, dict(keys))
-    await revoked_writer.start(Store(Path(":memory:")))
+    await revoked_writer.start(Store(Path(":memory:"), run_sync=inline))
     for i in range(2):
         await revoked_writer.write(("shared", f"k{i}"), i)
     assert revoked_writer.replica is not None

@@ -14,6 +14,7 @@ import trio
 from kai_mesh.core.mesh.identity import NodeSecrets
 from kai_mesh.core.messaging.frames import FRAME_STATE
 from kai_mesh.core.messaging.retry import RetryPolicy
+from kai_mesh.runtime.blocking import inline
 from kai_mesh.runtime.state.service import STATE_DIGEST, StateService
 from kai_mesh.runtime.store import Store
 from kai_mesh.runtime.wiring import alive_peers, wire_delivery
@@ -34,7 +35,7 @@ async def start_node(
     keys: dict[bytes, bytes],
     seed: int,
 ) -> StateService:
-    store = Store(Path(":memory:"))
+    store = Store(Path(":memory:"), run_sync=inline)
     router = memory_router(net, secrets, MESH, keys)
 
     async def send(node_id: bytes, frame: bytes) -> None:
@@ -144,7 +145,7 @@ async def test_digests_start_rounds_at_most_once_per_gap_and_sync_now_forces_one
         min_round_gap=2.0,
         rng=random.Random(1),
     )
-    await state.start(Store(Path(":memory:")))
+    await state.start(Store(Path(":memory:"), run_sync=inline))
     other = b"x" * 8
     state.on_digests(peer, {STATE_DIGEST: other})  # before `run`: kept, nothing asked
     async with trio.open_nursery() as nursery:
