@@ -1,6 +1,6 @@
-"""Governance's control-socket methods (`kai-mesh propose`, `vote`, `revoke`, `proposals`,
-`policy`, `governance log`). Plain values in and out: ids and keys as hex, bodies as the machine
-holds them (bytes stay bytes; the CLI shows them as hex).
+"""Governance's control-socket methods (`kai-mesh propose`, `vote`, `withdraw`, `revoke`,
+`proposals`, `policy`, `governance log`). Plain values in and out: ids and keys as hex, bodies as
+the machine holds them (bytes stay bytes; the CLI shows them as hex).
 
 `gov_revoke` proposes a `node_revocation` whose cut is the revoked node's stream heads as this
 node holds them (`cut_for`, the replicated state's `revocation_cut`): the admins who vote agree
@@ -20,7 +20,15 @@ from kai_mesh.core.mesh.address import NODE_ID_BYTES
 from kai_mesh.runtime.governance.service import DEFAULT_EXPIRY, GovernanceService
 
 METHODS = frozenset(
-    {"gov_propose", "gov_vote", "gov_revoke", "gov_proposals", "gov_policy", "gov_log"}
+    {
+        "gov_propose",
+        "gov_vote",
+        "gov_withdraw",
+        "gov_revoke",
+        "gov_proposals",
+        "gov_policy",
+        "gov_log",
+    }
 )
 
 CutFor = Callable[[bytes], dict[int, int]]
@@ -55,6 +63,10 @@ async def governance_method(
         if method == "gov_vote":
             pid = _find(gov, params.get("id"))
             await gov.vote(pid)
+            return _proposal(gov, pid)
+        if method == "gov_withdraw":
+            pid = _find(gov, params.get("id"))
+            await gov.withdraw(pid)
             return _proposal(gov, pid)
         if method == "gov_proposals":
             machine = gov.machine()

@@ -212,6 +212,14 @@ class GovernanceService:
             await self._persist([data])
         self._after_local(data)
 
+    async def withdraw(self, proposal_id: bytes) -> None:
+        """This node's withdrawal of its own open proposal. Raises `UsageError`."""
+        gov = self.machine()
+        async with self._lock:
+            data = gov.withdraw(self._secrets, proposal_id, self.now())
+            await self._persist([data])
+        self._after_local(data)
+
     def watch(self, watcher: Watcher) -> None:
         """Call `watcher(state)` now (if open) and whenever the fold changes: members,
         roles, policy and shutdown are read from the fold, never copied at start."""
