@@ -11,13 +11,16 @@ command line.
 
 `kai-mesh revoke NODE` proposes a `node_revocation` of a node (its id in hex, or its name) whose
 cut is that node's stream heads as this node holds them: what it wrote up to there stays in the
-replicated state, anything later is refused everywhere once the revocation is certified.
+replicated state, anything later is refused everywhere once the revocation is certified. The
+node refuses to revoke itself, or an admin's node that would leave fewer than `threshold` admins,
+unless given `--force`: the refusal says what would follow, and a forced one prints it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +28,10 @@ from kai_mesh.cli.common import ExitCode, add_verb, call_node, load_json, print_
 from kai_mesh.core.errors import UsageError
 from kai_mesh.core.governance.wire import KINDS
 
+_FORCE = (
+    "revoke even this node itself, or an admin whose loss leaves fewer admins than the "
+    "threshold: either locks out for good (this node, or the mesh's governance)"
+)
 _HEX_KEYS = ("node_key", "invite_key", "node_id")
 
 
@@ -62,11 +69,15 @@ def _propose(args: argparse.Namespace, method: str, params: dict[str, Any]) -> d
     """Ask the node to propose (with `--expires-in` if given); print JSON or the first line."""
     if args.expires_in is not None:
         params["expires_in"] = args.expires_in
+    if args.force:
+        params["force"] = True
     result: dict[str, Any] = call_node(args, method, params)
     if args.json:
         print_json(result)
     else:
         print(f"proposed {result['id'][:12]} ({result['kind']}): {_summary(result)}")
+    if result.get("warning"):
+        print(f"warning, forced: {result['warning']}", file=sys.stderr)
     return result
 
 
@@ -169,9 +180,11 @@ def add_governance_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("body", nargs="?", default="{}", help='JSON, e.g. \'{"k": "v"}\' (default {})')
     p.add_argument("--expires-in", type=int, help="seconds the proposal stays open (7 days)")
     p.add_argument("--withdraw", metavar="ID", help="withdraw your open proposal ID instead")
+    p.add_argument("--force", action="store_true", help=_FORCE)
     p = add(sub, "revoke", cmd_revoke, "propose revoking a node, cut at its streams' heads here")
     p.add_argument("node", help="the node's id (hex) or its name")
     p.add_argument("--expires-in", type=int, help="seconds the proposal stays open (7 days)")
+    p.add_argument("--force", action="store_true", help=_FORCE)
     p = add(sub, "vote", cmd_vote, "vote for an open proposal (admins only)")
     p.add_argument("id", help="the proposal's id, or a unique start of it")
     p = add(sub, "withdraw", cmd_withdraw, "withdraw your own open proposal (a signed record)")

@@ -189,6 +189,11 @@ class GovernanceService:
     def now(self) -> int:
         return int(self._clock())
 
+    @property
+    def own_key(self) -> bytes:
+        """This node's public key."""
+        return self._secrets.verify_key
+
     async def propose(
         self, kind: str, body: Mapping[str, Any], expires_in: int = DEFAULT_EXPIRY
     ) -> bytes:
