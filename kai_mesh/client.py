@@ -31,16 +31,21 @@ from kai_mesh.core.control.frames import (
     FrameInvalid,
     FrameReceived,
     FrameTooLarge,
+    PartsEnd,
     Push,
     Reply,
+    ReplyPart,
     Request,
     encode_frame,
+    join_parts,
     parse_server_message,
 )
 from kai_mesh.core.errors import KaiMeshError, Malformed
 
 #: Replies may be larger than requests (a status dump, a log backlog), so the client accepts more.
 CLIENT_MAX_FRAME: Final = 64 << 20
+#: The largest result taken in parts (a state export of a big document).
+CLIENT_MAX_RESULT: Final = 1 << 30
 
 
 class ControlConnectionLost(KaiMeshError):
@@ -72,7 +77,7 @@ class ControlClient:
         self.path = path
         self.timeout = timeout
         self._decoder = FrameDecoder(max_frame)
-        self._pending: deque[Reply | ErrorReply | Push] = deque()
+        self._pending: deque[Reply | ErrorReply | Push | ReplyPart | PartsEnd] = deque()
         self._events: deque[tuple[str, Any]] = deque()
         self._next_id = 1
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -124,8 +129,12 @@ class ControlClient:
         deadline = None if limit is None else time.monotonic() + limit
         request_id = self._next_id
         self._next_id += 1
-        frame = encode_frame(Request(id=request_id, method=method, params=params or {}).to_wire())
-        self._send(frame, deadline)
+        # `parts`: a result too large for one of the node's frames comes in pieces (a node that
+        # predates parts ignores the key and answers `response_too_large` as before).
+        request = Request(id=request_id, method=method, params=params or {}, parts=True)
+        self._send(encode_frame(request.to_wire()), deadline)
+        parts: list[bytes] = []
+        size = 0
         while True:
             message = self._receive(deadline)
             if isinstance(message, Push):
@@ -135,6 +144,16 @@ class ControlClient:
                 raise ControlError(message.code, message.message)
             elif isinstance(message, Reply) and message.id == request_id:
                 return message.result
+            elif isinstance(message, ReplyPart) and message.id == request_id:
+                size += len(message.data)
+                if size > CLIENT_MAX_RESULT:
+                    raise ControlConnectionLost(f"a reply over {CLIENT_MAX_RESULT} bytes")
+                parts.append(message.data)
+            elif isinstance(message, PartsEnd) and message.id == request_id:
+                try:
+                    return join_parts(parts, message)
+                except Malformed as exc:
+                    raise ControlConnectionLost(f"the node sent a bad reply: {exc}") from None
 
     def subscribe(self, topics: list[str]) -> None:
         """Ask for pushes on `topics`; read them with `events()`."""
@@ -170,7 +189,7 @@ class ControlClient:
                 raise ControlConnectionLost("the node closed the control connection") from None
             raise
 
-    def _receive(self, deadline: float | None) -> Reply | ErrorReply | Push:
+    def _receive(self, deadline: float | None) -> Reply | ErrorReply | Push | ReplyPart | PartsEnd:
         while not self._pending:
             self._sock.settimeout(_remaining(deadline))
             try:

@@ -1,20 +1,26 @@
-"""`kai-mesh propose|vote|revoke|proposals|policy|governance`: the mesh's threshold-signed
+"""`kai-mesh propose|vote|withdraw|revoke|proposals|policy|governance`: the mesh's threshold-signed
 governance.
 
 An admin proposes a change (`kai-mesh propose policy_update '{"k": "v"}'`); other admins vote
 for it (`kai-mesh vote ID`, where ID may be a unique start of the id); once `threshold` admins
-have voted it is certified everywhere and the fold (`kai-mesh policy show`) changes. Keys and node
-ids in bodies (`node_key`, `invite_key`, `node_id`, `admins`) are hex on the command line.
+have voted it is certified everywhere and the fold (`kai-mesh policy show`) changes. Its proposer
+may withdraw it while it is open (`kai-mesh withdraw ID`, or `propose --withdraw ID`): a signed
+record every node folds alike, after which nobody votes for it and its voters may propose again.
+Keys and node ids in bodies (`node_key`, `invite_key`, `node_id`, `admins`) are hex on the
+command line.
 
 `kai-mesh revoke NODE` proposes a `node_revocation` of a node (its id in hex, or its name) whose
 cut is that node's stream heads as this node holds them: what it wrote up to there stays in the
-replicated state, anything later is refused everywhere once the revocation is certified.
+replicated state, anything later is refused everywhere once the revocation is certified. The
+node refuses to revoke itself, or an admin's node that would leave fewer than `threshold` admins,
+unless given `--force`: the refusal says what would follow, and a forced one prints it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +28,10 @@ from kai_mesh.cli.common import ExitCode, add_verb, call_node, load_json, print_
 from kai_mesh.core.errors import UsageError
 from kai_mesh.core.governance.wire import KINDS
 
+_FORCE = (
+    "revoke even this node itself, or an admin whose loss leaves fewer admins than the "
+    "threshold: either locks out for good (this node, or the mesh's governance)"
+)
 _HEX_KEYS = ("node_key", "invite_key", "node_id")
 
 
@@ -59,15 +69,26 @@ def _propose(args: argparse.Namespace, method: str, params: dict[str, Any]) -> d
     """Ask the node to propose (with `--expires-in` if given); print JSON or the first line."""
     if args.expires_in is not None:
         params["expires_in"] = args.expires_in
+    if args.force:
+        params["force"] = True
     result: dict[str, Any] = call_node(args, method, params)
     if args.json:
         print_json(result)
     else:
         print(f"proposed {result['id'][:12]} ({result['kind']}): {_summary(result)}")
+    if result.get("warning"):
+        print(f"warning, forced: {result['warning']}", file=sys.stderr)
     return result
 
 
 def cmd_propose(args: argparse.Namespace) -> ExitCode:
+    if args.withdraw is not None:
+        if args.kind is not None:
+            raise UsageError("propose --withdraw ID takes no kind or body")
+        args.id = args.withdraw
+        return cmd_withdraw(args)
+    if args.kind is None:
+        raise UsageError("propose: give a kind (or --withdraw ID)")
     _propose(args, "gov_propose", {"kind": args.kind, "body": body_from_json(args.kind, args.body)})
     return ExitCode.OK
 
@@ -88,6 +109,15 @@ def cmd_vote(args: argparse.Namespace) -> ExitCode:
         print_json(result)
     else:
         print(f"voted for {result['id'][:12]} ({result['kind']}): {_summary(result)}")
+    return ExitCode.OK
+
+
+def cmd_withdraw(args: argparse.Namespace) -> ExitCode:
+    result = call_node(args, "gov_withdraw", {"id": args.id})
+    if args.json:
+        print_json(result)
+    else:
+        print(f"withdrew {result['id'][:12]} ({result['kind']}): {_summary(result)}")
     return ExitCode.OK
 
 
@@ -146,13 +176,18 @@ def add_governance_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         return add_verb(parent, common, name, fn, help)
 
     p = add(sub, "propose", cmd_propose, "propose a governance change (admins only)")
-    p.add_argument("kind", help=f"one of {', '.join(KINDS)}")
+    p.add_argument("kind", nargs="?", help=f"one of {', '.join(KINDS)}")
     p.add_argument("body", nargs="?", default="{}", help='JSON, e.g. \'{"k": "v"}\' (default {})')
     p.add_argument("--expires-in", type=int, help="seconds the proposal stays open (7 days)")
+    p.add_argument("--withdraw", metavar="ID", help="withdraw your open proposal ID instead")
+    p.add_argument("--force", action="store_true", help=_FORCE)
     p = add(sub, "revoke", cmd_revoke, "propose revoking a node, cut at its streams' heads here")
     p.add_argument("node", help="the node's id (hex) or its name")
     p.add_argument("--expires-in", type=int, help="seconds the proposal stays open (7 days)")
+    p.add_argument("--force", action="store_true", help=_FORCE)
     p = add(sub, "vote", cmd_vote, "vote for an open proposal (admins only)")
+    p.add_argument("id", help="the proposal's id, or a unique start of it")
+    p = add(sub, "withdraw", cmd_withdraw, "withdraw your own open proposal (a signed record)")
     p.add_argument("id", help="the proposal's id, or a unique start of it")
     add(sub, "proposals", cmd_proposals, "every proposal held: status, votes, why refused")
     text = "the certified policy and config"

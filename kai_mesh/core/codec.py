@@ -29,14 +29,62 @@ def _refuse_ext(code: int, data: bytes) -> object:
     raise Malformed(f"msgpack ext type {code} is not allowed")
 
 
-def unpack_prefix(data: bytes, max_len: int) -> tuple[Any, int]:
+#: Nesting of arrays and maps a decoder accepts by default: far deeper than any wire object
+#: (governance values nest 8, state values 32), yet shallow enough that a consumer that recurses
+#: (json, repr, a checker) never meets Python's recursion limit. msgpack's own limit is 1024.
+MAX_DEPTH = 100
+
+
+def max_containers(max_len: int) -> int:
+    """Arrays and maps one value may hold in all, by default: one per 16 bytes of the limit, at
+    least 1024. Bytes alone do not bound the work: a 1 MiB frame of a million empty lists took
+    0.66 s to decode (a million allocations); 65,536 of them take about 50 ms."""
+    return max(1024, max_len // 16)
+
+
+def _counting(limit: int) -> tuple[Any, list[int]]:
+    """A msgpack hook that refuses a value once it has more than `limit` arrays and maps, and
+    the count so far."""
+    seen = [0]
+
+    def count(value: Any) -> Any:
+        seen[0] += 1
+        if seen[0] > limit:
+            raise Malformed(f"more than {limit} arrays and maps in one value")
+        return value
+
+    return count, seen
+
+
+def _check_depth(value: Any, limit: int) -> None:
+    """Refuse `value` if its arrays and maps nest deeper than `limit` (no recursion here)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise Malformed(f"arrays and maps nest more than {limit} deep")
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, list | dict):
+                stack.append((child, depth + 1))
+
+
+def unpack_prefix(
+    data: bytes, max_len: int, *, containers: int | None = None, depth: int = MAX_DEPTH
+) -> tuple[Any, int]:
     """Decode one msgpack value from the start of `data`; return it and the bytes it used.
+    At most `containers` arrays and maps in all (by default `max_containers(max_len)`), nested
+    at most `depth` deep.
 
     Raises:
         Truncated: the value does not end within `data`.
-        Malformed: anything else wrong (bad types, ext types, containers larger than `max_len`).
+        Malformed: anything else wrong (bad types, ext types, containers larger than `max_len`,
+            too many or too deeply nested).
     """
+    hook, seen = _counting(max_containers(max_len) if containers is None else containers)
     unpacker = msgpack.Unpacker(
+        list_hook=hook,
+        object_hook=hook,
         raw=False,
         strict_map_key=False,
         ext_hook=_refuse_ext,
@@ -63,12 +111,17 @@ def unpack_prefix(data: bytes, max_len: int) -> tuple[Any, int]:
             raise Malformed(_NO_EXT) from None
         raise Malformed(f"not valid msgpack: {exc}") from None
     used: int = unpacker.tell()
+    if seen[0] > depth:  # fewer containers cannot nest deeper
+        _check_depth(value, depth)
     return value, used
 
 
-def unpack_exact(data: bytes, max_len: int) -> Any:
-    """Decode exactly one msgpack value that fills `data`; trailing bytes are `Malformed`."""
-    value, used = unpack_prefix(data, max_len)
+def unpack_exact(
+    data: bytes, max_len: int, *, containers: int | None = None, depth: int = MAX_DEPTH
+) -> Any:
+    """Decode exactly one msgpack value that fills `data`; trailing bytes are `Malformed`.
+    `containers` and `depth` as for `unpack_prefix`."""
+    value, used = unpack_prefix(data, max_len, containers=containers, depth=depth)
     if used != len(data):
         raise Malformed(f"{len(data) - used} unexpected bytes after the value")
     return value

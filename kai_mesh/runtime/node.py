@@ -233,7 +233,10 @@ class Node:
         handler = _HubLogHandler(self.hub)
         logging.getLogger().addHandler(handler)
         try:
-            self.store = await trio.to_thread.run_sync(Store, self.paths.database)
+            # durable: what the node acknowledges survives a power cut (hardware/README.md)
+            self.store = await trio.to_thread.run_sync(
+                lambda: Store(self.paths.database, durable=True)
+            )
             if not self.store.was_clean and self.store.runs > 1:
                 log.warning("the previous run did not shut down cleanly")
             await self.state.start(self.store)

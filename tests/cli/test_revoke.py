@@ -50,3 +50,24 @@ def test_revoke_json(
     assert main(["revoke", "cd" * 16, "--json"]) == 0
     assert calls == [("gov_revoke", {"node": "cd" * 16})]
     assert json.loads(capsys.readouterr().out) == REPLY
+
+
+def test_withdraw_and_propose_withdraw_ask_the_node(
+    calls: list[tuple[str, dict[str, Any]]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["withdraw", "abab"]) == 0
+    assert main(["propose", "--withdraw", "abab"]) == 0
+    assert calls == [("gov_withdraw", {"id": "abab"})] * 2
+    assert "withdrew abababababab (node_revocation)" in capsys.readouterr().out
+    assert main(["propose", "config_update", "--withdraw", "abab"]) == 2
+
+
+def test_revoke_force_is_passed_and_the_warning_printed(
+    calls: list[tuple[str, dict[str, Any]]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(REPLY, "warning", "node cd is this node: ... for good")
+    assert main(["revoke", "pi2", "--force"]) == 0
+    assert calls == [("gov_revoke", {"node": "pi2", "force": True})]
+    assert "warning, forced: node cd is this node" in capsys.readouterr().err

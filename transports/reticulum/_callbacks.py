@@ -7,13 +7,15 @@ the trio handler is not lost, and `_rns_resource_offered` answers RNS's question
 resource?) there. The `_on_*` handlers then run on the trio thread,
 which alone touches the link and peer tables: link life (inbound, established, closed,
 identified) and frame dispatch (`_on_frame`: HELLO and JOIN to `_rns_join`, then, on a verified
-link only, MSG, PING and PONG). Announces are the exception, handled by
+link only, MSG, PING and PONG). Unverified inbound links are bounded here (`_rns_state`: a HELLO
+deadline, a cap, no Resources). Announces are the exception, handled by
 `transports.reticulum.transport`.
 One layer of `ReticulumTransport` (see `_rns_state`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import RNS
@@ -21,7 +23,16 @@ import trio
 
 from transports.base import BroadcastReceived, MessageReceived
 from transports.reticulum._join import _RnsAdmission
-from transports.reticulum._state import HELLO, JOIN, MAX_PAYLOAD, MSG, PING, PONG, _Link
+from transports.reticulum._state import (
+    HELLO,
+    JOIN,
+    MAX_PAYLOAD,
+    MAX_UNVERIFIED,
+    MSG,
+    PING,
+    PONG,
+    _Link,
+)
 
 
 class _RnsCallbacks(_RnsAdmission):
@@ -61,6 +72,10 @@ class _RnsCallbacks(_RnsAdmission):
         self._post(self._emit, BroadcastReceived(data=bytes(message), interface=name))
 
     def _rns_resource_offered(self, resource: Any) -> bool:
+        # An advertisement, not yet the data: refusing here costs the sender one packet.
+        if resource.link.link_id not in self._verified_links:
+            self._post(self._count, "resource_unverified")
+            return False
         ok = resource.get_data_size() <= MAX_PAYLOAD + 1
         if not ok:
             self._post(self._count, "oversize")
@@ -79,9 +94,24 @@ class _RnsCallbacks(_RnsAdmission):
 
     def _on_inbound_link(self, link: Any) -> None:
         state = _Link(link, outbound=False)
-        state.last_activity = trio.current_time()
+        state.opened_at = state.last_activity = trio.current_time()
         state.established.set()
         self._links[link.link_id] = state
+        waiting = [s for s in self._links.values() if _unverified_inbound(s)]
+        if len(waiting) > MAX_UNVERIFIED:  # the oldest gives way (see `_rns_state`)
+            self._drop(min(waiting, key=lambda s: s.opened_at), "unverified_evicted")
+
+    def _drop(self, state: _Link, reason: str) -> None:
+        """Close a link now, counted as `reason`; forgotten at once, not when RNS says so."""
+        self._count(reason)
+        state.link.teardown()
+        self._on_closed(state.link.link_id)
+
+    def _reap_unverified(self, now: float, deadline: Callable[[_Link], float]) -> None:
+        """Close inbound links whose HELLO has not verified `deadline(link)` s after opening."""
+        for state in list(self._links.values()):
+            if _unverified_inbound(state) and now - state.opened_at > deadline(state):
+                self._drop(state, "hello_timeout")
 
     def _on_established(self, link_id: bytes) -> None:
         state = self._links.get(link_id)
@@ -93,6 +123,7 @@ class _RnsCallbacks(_RnsAdmission):
         if state is None:
             return
         state.closed = True
+        self._verified_links.discard(link_id)
         state.established.set()  # wake anyone waiting: they see it closed
         state.settled.set()
         if state.node_id is not None:
@@ -112,14 +143,15 @@ class _RnsCallbacks(_RnsAdmission):
         state = self._links.get(link_id)
         if state is None or not frame:
             return
-        state.last_activity = trio.current_time()
         kind, body = frame[0], frame[1:]
         if kind in (HELLO, JOIN):
+            state.last_activity = trio.current_time()
             self._on_hello(state, body, kind)
             return
         if not state.verified.is_set() or state.node_id is None:
-            self._count("unverified_frame")
+            self._count("unverified_frame")  # and it does not keep the link open
             return
+        state.last_activity = trio.current_time()
         peer = self._peers.get(state.node_id)
         if peer is not None:
             peer.last_heard = state.last_activity
@@ -131,3 +163,7 @@ class _RnsCallbacks(_RnsAdmission):
             self._pings[body].set()
         else:
             self._count("malformed")
+
+
+def _unverified_inbound(state: _Link) -> bool:
+    return not state.outbound and not state.closed and not state.verified.is_set()

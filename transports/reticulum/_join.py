@@ -94,6 +94,7 @@ class _RnsAdmission(_RnsState):
         if not state.hello_sent:
             self._send_hello(state)
         state.verified.set()
+        self._verified_links.add(state.link.link_id)
         state.settled.set()
         self._emit(PeerSeen(peer=self._peer_info(peer)))
         if self.join_claim is not None and state.outbound:

@@ -28,6 +28,16 @@ APP_NAME = "kai_mesh"
 ASPECT = "node"
 HELLO, MSG, PING, PONG, JOIN = 1, 2, 3, 4, 5
 MAX_PAYLOAD = 256 * 1024
+# Links a stranger opens to us carry nothing until their HELLO verifies (`_rns_join`). They are
+# bounded: closed if unverified `HELLO_DEADLINE` s after opening (`HELLO_DEADLINE_RADIO` on a
+# radio, where a link and a JOIN's governance round take longer), and at most `MAX_UNVERIFIED`
+# at once: a new one beyond that closes the oldest unverified one (a flood churns through the
+# slots, while a real peer needs its slot only for one HELLO round trip). They get no Resource
+# (refused at the advertisement, before a byte of it is fetched) and their frames other than
+# HELLO or JOIN do not keep them open.
+HELLO_DEADLINE = 30.0
+HELLO_DEADLINE_RADIO = 120.0
+MAX_UNVERIFIED = 32
 
 
 @dataclass(eq=False)
@@ -45,6 +55,7 @@ class _Link:
     pending_hello: bytes | None = None  # a HELLO/JOIN frame that overtook the identify
     closed: bool = False
     last_activity: float = 0.0
+    opened_at: float = 0.0
 
 
 @dataclass(eq=False)
@@ -74,6 +85,9 @@ class _RnsState(TransportBase):
     _counters: dict[str, int]
     _peers: dict[bytes, _Peer]
     _links: dict[bytes, _Link]
+    #: Ids of verified links. Written on the trio thread; read on RNS threads (a set lookup)
+    #: to refuse Resources on links whose HELLO has not verified.
+    _verified_links: set[bytes]
     _pings: dict[bytes, trio.Event]
     _send_events: trio.MemorySendChannel[TransportEvent]
     _bridge: ThreadBridge

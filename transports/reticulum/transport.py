@@ -41,7 +41,10 @@ already ignores the claim, so a joined node keeps sending JOIN (about 210 bytes 
 set-up) and is admitted even by a node that missed the claim's push.
 
 An envelope that does not fit one packet goes as an RNS Resource. Links are opened on demand
-and closed after `idle_timeout` without traffic (short on radio).
+and closed after `idle_timeout` without traffic (short on radio). Links a stranger opens are
+bounded before their HELLO verifies: a deadline (30 s, 120 s on a radio), at most 32 at once
+(the oldest gives way to a new one), no Resources, and garbage frames do not keep them open;
+counted as `hello_timeout`, `unverified_evicted`, `resource_unverified`, `unverified_frame`.
 
 The class is built in layers, each a private module that uses only those below it: `_rns_state`
 (constants, link and peer records, the shared state), `_rns_join` (HELLO and JOIN admission),
@@ -90,6 +93,8 @@ from transports.reticulum._state import (
     APP_NAME,
     ASPECT,
     HELLO,
+    HELLO_DEADLINE,
+    HELLO_DEADLINE_RADIO,
     JOIN,
     MAX_PAYLOAD,
     MSG,
@@ -125,6 +130,7 @@ BEACON_ASPECT = "heartbeat"
 ANNOUNCE_FORMAT = 1
 MAX_ANNOUNCE_DATA = 64  # longest field (or list) read from an announce's app_data
 EVENT_BUFFER = 4096
+IDLE_TICK = 2.0  # seconds between checks of HELLO deadlines (idle links: every 10 s)
 
 
 class ReticulumTransport(_RnsLinks):
@@ -183,9 +189,13 @@ class ReticulumTransport(_RnsLinks):
             "dropped_events": 0,
             "dropped_callbacks": 0,
             "resource_failed": 0,
+            "hello_timeout": 0,
+            "unverified_evicted": 0,
+            "resource_unverified": 0,
         }
         self._peers: dict[bytes, _Peer] = {}
         self._links: dict[bytes, _Link] = {}  # RNS link id -> state
+        self._verified_links: set[bytes] = set()
         self._pings: dict[bytes, trio.Event] = {}
         self._send_events, self._events = trio.open_memory_channel[TransportEvent](EVENT_BUFFER)
         self._bridge = ThreadBridge("Reticulum", lambda: self._count("dropped_callbacks"))
@@ -195,6 +205,7 @@ class ReticulumTransport(_RnsLinks):
         self._beacon_out: Any = None
         self._announce_early = trio.Event()
         self._last_announce = -math.inf
+        self._last_idle_check = -math.inf
         self.boot = 0  # this node's run number (the node sets it from its store)
 
     # ---- life cycle -------------------------------------------------------------------------
@@ -262,8 +273,16 @@ class ReticulumTransport(_RnsLinks):
 
     async def _idle_loop(self) -> None:
         while True:
-            await trio.sleep(10)
-            now = trio.current_time()
+            await trio.sleep(IDLE_TICK)
+            self._check_links(trio.current_time())
+
+    def _check_links(self, now: float) -> None:
+        """Close links past their HELLO deadline (unverified) or idle too long."""
+        self._reap_unverified(
+            now, lambda s: HELLO_DEADLINE_RADIO if self._is_radio(s) else HELLO_DEADLINE
+        )
+        if now - self._last_idle_check >= 10:
+            self._last_idle_check = now
             for state in list(self._links.values()):
                 limit = 120.0 if self._is_radio(state) else 900.0
                 if not state.closed and now - state.last_activity > limit:

@@ -216,9 +216,14 @@ class Request:
     id: int
     method: str
     params: dict[str, Any] = field(default_factory=dict)
+    #: The client takes a result too large for one frame in parts (`ReplyPart`, `PartsEnd`).
+    parts: bool = False
 
     def to_wire(self) -> dict[str, Any]:
-        return {"id": self.id, "method": self.method, "params": self.params}
+        wire = {"id": self.id, "method": self.method, "params": self.params}
+        if self.parts:
+            wire["parts"] = True
+        return wire
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -242,6 +247,63 @@ class ErrorReply:
 
     def to_wire(self) -> dict[str, Any]:
         return {"id": self.id, "error": {"code": self.code, "message": self.message}}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReplyPart:
+    """A piece of the result of request `id`, too large for one frame; sent only to a request
+    that said `parts: true`. The pieces, in order, are the msgpack encoding of the result."""
+
+    id: int
+    data: bytes
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": self.id, "part": self.data}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PartsEnd:
+    """The result of request `id` was the `count` `ReplyPart`s before, `size` bytes in all."""
+
+    id: int
+    count: int
+    size: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": self.id, "parts_end": {"count": self.count, "size": self.size}}
+
+
+#: Room a part's frame needs besides its bytes: the map, the id and the bin header.
+PART_OVERHEAD: Final = 32
+
+
+def split_result(result: object, max_frame: int) -> list[ReplyPart | PartsEnd]:
+    """`result` (already known not to fit one frame) as parts for request `id` 0: the caller
+    sets the id. Raises `UsageError` if it cannot be encoded."""
+    try:
+        body = pack(result)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise UsageError(f"cannot encode as msgpack: {exc}") from None
+    step = max_frame - PART_OVERHEAD
+    if step <= 0:
+        raise UsageError(f"max_frame {max_frame} leaves no room for a part")
+    out: list[ReplyPart | PartsEnd] = [
+        ReplyPart(id=0, data=body[i : i + step]) for i in range(0, len(body), step)
+    ]
+    out.append(PartsEnd(id=0, count=len(out), size=len(body)))
+    return out
+
+
+def join_parts(parts: list[bytes], end: PartsEnd) -> Any:
+    """The result the parts carry. Raises `Malformed` if they do not add up or decode."""
+    body = b"".join(parts)
+    if len(parts) != end.count or len(body) != end.size:
+        raise Malformed(
+            f"reply parts: {len(parts)} parts of {len(body)} bytes, "
+            f"announced {end.count} of {end.size}"
+        )
+    # From the node the client asked: a big document may hold a map per byte or two.
+    return unpack_exact(body, max(len(body), 1), containers=len(body))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -276,10 +338,10 @@ def parse_request(value: Any) -> Request:
         params = {}
     if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
         raise BadRequest("params must be a map with string keys", request_id=request_id)
-    return Request(id=request_id, method=method, params=params)
+    return Request(id=request_id, method=method, params=params, parts=value.get("parts") is True)
 
 
-def parse_server_message(value: Any) -> Reply | ErrorReply | Push:
+def parse_server_message(value: Any) -> Reply | ErrorReply | Push | ReplyPart | PartsEnd:
     """Check a decoded frame from the server against the reply and push shapes.
 
     Raises:
@@ -307,6 +369,18 @@ def parse_server_message(value: Any) -> Reply | ErrorReply | Push:
         return ErrorReply(id=raw_id, code=code, message=message)
     if raw_id is None:
         raise Malformed("a result reply needs an id")
+    if "part" in value:
+        if not isinstance(value["part"], bytes):
+            raise Malformed("a reply part must be bytes")
+        return ReplyPart(id=raw_id, data=value["part"])
+    if "parts_end" in value:
+        end = value["parts_end"]
+        count, size = (end.get("count"), end.get("size")) if isinstance(end, dict) else (0, 0)
+        if not (isinstance(count, int) and isinstance(size, int)):
+            raise Malformed("parts_end: {count, size} as whole numbers")
+        if not (_is_int(count) and _is_int(size) and count > 0 and size >= 0):
+            raise Malformed("parts_end: {count, size} as whole numbers")
+        return PartsEnd(id=raw_id, count=count, size=size)
     if "result" not in value:
         raise Malformed("reply has neither result nor error")
     return Reply(id=raw_id, result=value["result"])

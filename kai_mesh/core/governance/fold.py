@@ -49,7 +49,8 @@ class Refusal:
     Reasons: a `ProtocolError.reason` (malformed, bad_signature, ...), "full", "unknown_proposal",
     "unknown_parent", "stale_parent", "lost_fork", "not_admin", "after_expiry",
     "duplicate_vote", "proposal_refused", "revoked", "already_revoked", "invite_exists",
-    "not_shut_down", "unknown_invite", "invite_taken"."""
+    "not_shut_down", "unknown_invite", "invite_taken", "withdrawn", "not_proposer",
+    "duplicate_withdrawal", "certified"."""
 
     reason: str
     detail: str
@@ -82,7 +83,8 @@ class VoteStatus:
 @dataclass(frozen=True, slots=True)
 class ProposalStatus:
     """status: "certified" (on the chain at `height`), "open", "expired" (open, but past its
-    expiry by the `now` given to `proposals`), "orphaned" or "refused" (`why` says why)."""
+    expiry by the `now` given to `proposals`), "withdrawn" (by its proposer), "orphaned" or
+    "refused" (`why` says why)."""
 
     id: bytes
     kind: str

@@ -26,8 +26,16 @@ field of `state`, whatever order they arrived in:
   backdate a claim: a leaked invite is answered by revoking the node it admitted. A revoked node
   id stays revoked: a redemption or authorization cannot bring it back (it needs a new key).
 
-`propose`, `vote`, `rebase` and `redeem` make this node's records and take them in at once;
-`receive` takes anyone's; `state`, `head`, `log`, `proposals`, `evidence`, `redemptions`,
+- A **withdrawal** by a proposal's proposer makes an uncertified proposal "withdrawn": no node
+  votes for it any more, it is not synced as open, and it no longer keeps its voters from
+  proposing or voting for a sibling (the rule that otherwise holds them until it expires). It
+  cannot undo a certification: votes are what certify, so a proposal that gathers its threshold
+  anyway (votes cast before the withdrawal was seen) is certified on every node alike, and if a
+  sibling is certified too the usual fork rule chooses. A withdrawal by anyone else does not
+  count (one admin must not veto another's proposal: the others simply do not vote).
+
+`propose`, `vote`, `withdraw`, `rebase` and `redeem` make this node's records and take them in
+at once; `receive` takes anyone's; `state`, `head`, `log`, `proposals`, `evidence`, `redemptions`,
 `is_member`, `member_key` and `is_admin` read; `objects_after(head)` is what a peer at `head`
 lacks. An invite is a `node_authorization` of `{"invite_key": InviteSecret(seed).verify_key}`.
 
@@ -63,11 +71,15 @@ from kai_mesh.core.governance.wire import (
     SignedProposal,
     SignedRedemption,
     SignedVote,
+    SignedWithdrawal,
     Vote,
+    Withdrawal,
+    check_new_body,
     check_signatures,
     encode_proposal,
     encode_redemption,
     encode_vote,
+    encode_withdrawal,
     parse_object,
 )
 from kai_mesh.core.mesh.genesis import Genesis
@@ -126,7 +138,8 @@ class Governance:
         self._proposals: dict[bytes, SignedProposal] = {}
         self._children: dict[bytes, set[bytes]] = {}
         self._votes: dict[bytes, dict[bytes, SignedVote]] = {}
-        self._vote_count = 0
+        self._vote_count = 0  # votes and withdrawals held
+        self._withdrawals: dict[bytes, dict[bytes, SignedWithdrawal]] = {}  # pid -> key -> record
         self._claims: dict[bytes, dict[bytes, SignedRedemption]] = {}  # invite key -> id -> claim
         self._results: dict[bytes, GovernanceState | Refusal] = {}  # pid -> state after it
         self._tree: set[bytes] = set()  # certified proposals (only grows)
@@ -171,6 +184,8 @@ class Governance:
             return obj.proposal.proposer in state.admins
         if isinstance(obj, SignedVote):
             return obj.vote.voter in state.admins
+        if isinstance(obj, SignedWithdrawal):
+            return obj.withdrawal.withdrawer in state.admins
         key = obj.redemption.invite_key
         return key in state.invites or key in state.redeemed
 
@@ -192,6 +207,8 @@ class Governance:
             why = self._proposal_why(sp)
             if pid in self._height:
                 status = "certified"
+            elif why is not None and why.reason == "withdrawn":
+                status = "withdrawn"
             elif why is not None:
                 status = "refused" if why.reason not in _ORPHANED else "orphaned"
             elif now is not None and now > p.expires_at:
@@ -241,11 +258,17 @@ class Governance:
             parts += [invite, node_key]
         for pid in self._open_children():
             parts += [pid, len(self._counted(self._proposals[pid])).to_bytes(4, "big")]
+        for pid in self._withdrawn_children():  # none: the digest older nodes compute
+            parts += [pid, b"withdrawn"]
         return digest("gov-sync", *parts)
 
     def _open_children(self) -> list[bytes]:
         kids = sorted(self._children.get(self.head(), ()))
         return [c for c in kids if self._proposal_why(self._proposals[c]) is None]
+
+    def _withdrawn_children(self) -> list[bytes]:
+        kids = sorted(self._children.get(self.head(), ()))
+        return [c for c in kids if c not in self._tree and self._withdrawn(self._proposals[c])]
 
     def objects_after(self, head: bytes) -> list[bytes]:
         """What a peer whose head is `head` may lack: the chain after it (from the genesis if
@@ -266,6 +289,9 @@ class Governance:
             claims = self._claims.get(invite)
             if claims:  # the winner alone: a peer that holds a later claim takes it instead
                 out.append(claims[_winner(claims)].to_bytes())
+        for pid in self._withdrawn_children():  # so that peers stop voting for it too
+            sp = self._proposals[pid]
+            out += [sp.data, self._withdrawals[pid][sp.proposal.proposer].to_bytes()]
         return out
 
     # Writing --------------------------------------------------------------------------------------
@@ -282,7 +308,10 @@ class Governance:
         """A new proposal on the head, carrying this admin's vote at `now`; taken in at once
         (a 1-of-1 mesh certifies it here). Raises `UsageError` for a bad kind or body, a
         non-admin, `now > expires_at`, a change that cannot follow the head, or while this key
-        has voted for another open child of the head."""
+        has voted for another open child of the head. The body is checked by `check_new_body`
+        before anything is signed: a mistyped key cannot leave a proposal open that no one can
+        certify."""
+        body = check_new_body(kind, body)
         key = secrets.verify_key
         state = self._head_state()
         if key not in state.admins:
@@ -327,6 +356,27 @@ class Governance:
         self.receive(data)
         return data
 
+    def withdraw(self, secrets: NodeSecrets, proposal_id: bytes, now: int) -> bytes:
+        """This node's withdrawal of its own open proposal (see the module docstring); taken in
+        at once. Raises `UsageError` for an unknown proposal, another admin's, or one that is
+        certified, orphaned, refused or withdrawn already."""
+        sp = self._proposals.get(proposal_id)
+        if sp is None:
+            raise UsageError("no such proposal here")
+        if sp.proposal.proposer != secrets.verify_key:
+            raise UsageError(
+                "only its proposer can withdraw a proposal; the other admins just do not vote"
+            )
+        why = self._proposal_why(sp)
+        if proposal_id in self._height or why is not None:
+            detail = "it is certified" if why is None else f"{why.reason}: {why.detail}"
+            raise UsageError(f"cannot withdraw this proposal: {detail}")
+        data = encode_withdrawal(
+            Withdrawal(proposal_id, secrets.verify_key, now), secrets, self.mesh_id
+        )
+        self.receive(data)
+        return data
+
     def rebase(
         self, secrets: NodeSecrets, proposal_id: bytes, expires_at: int, nonce: bytes, now: int
     ) -> bytes:
@@ -362,6 +412,8 @@ class Governance:
             self._take_proposal(obj, out)
         elif isinstance(obj, SignedVote):
             self._take_vote(obj, out)
+        elif isinstance(obj, SignedWithdrawal):
+            self._take_withdrawal(obj, out)
         else:
             self._take_claim(obj, out)
         if self._chain is chain:
@@ -382,13 +434,21 @@ class Governance:
         out.refused.append(refusal)
         self.refused[refusal.reason] = self.refused.get(refusal.reason, 0) + 1
 
-    def _is_fresh(self, obj: SignedProposal | SignedVote | SignedRedemption, out: Outcome) -> bool:
+    def _is_fresh(
+        self,
+        obj: SignedProposal | SignedVote | SignedRedemption | SignedWithdrawal,
+        out: Outcome,
+    ) -> bool:
         """False for a record held already (no signature check needed) or one we cannot keep."""
         if isinstance(obj, SignedProposal):
             held = obj.id in self._proposals
             full = len(self._proposals) >= MAX_PROPOSALS
         elif isinstance(obj, SignedVote):
             held = self._votes.get(obj.vote.proposal_id, {}).get(obj.vote.voter) == obj
+            full = self._vote_count >= MAX_VOTES
+        elif isinstance(obj, SignedWithdrawal):
+            w = obj.withdrawal
+            held = self._withdrawals.get(w.proposal_id, {}).get(w.withdrawer) == obj
             full = self._vote_count >= MAX_VOTES
         else:
             claims = self._claims.get(obj.redemption.invite_key)
@@ -442,6 +502,33 @@ class Governance:
             out.not_counted.append(why)
         elif pid not in self._height and (pwhy := self._proposal_why(sp)) is not None:
             out.not_counted.append(pwhy)
+
+    def _take_withdrawal(self, sw: SignedWithdrawal, out: Outcome) -> None:
+        """Keep the earliest withdrawal per (proposal, signer), as for votes; it counts only
+        when signed by the proposal's proposer (judged when the proposal is here)."""
+        w = sw.withdrawal
+        pid = w.proposal_id
+        held = self._withdrawals.setdefault(pid, {})
+        old = held.get(w.withdrawer)
+        if old is not None and (old.withdrawal.signed_time, old.signature) <= (
+            w.signed_time,
+            sw.signature,
+        ):
+            out.not_counted.append(Refusal("duplicate_withdrawal", "an earlier one is kept", pid))
+            return
+        self._vote_count += old is None
+        held[w.withdrawer] = sw
+        out.stored = True
+        sp = self._proposals.get(pid)
+        if sp is None:
+            out.not_counted.append(Refusal("unknown_proposal", "kept until it arrives", pid))
+        elif sp.proposal.proposer != w.withdrawer:
+            out.not_counted.append(Refusal("not_proposer", "only the proposer withdraws", pid))
+        elif pid in self._tree:
+            out.not_counted.append(Refusal("certified", "a certified proposal stays", pid))
+
+    def _withdrawn(self, sp: SignedProposal) -> bool:
+        return sp.proposal.proposer in self._withdrawals.get(sp.id, {})
 
     def _take_claim(self, sr: SignedRedemption, out: Outcome) -> None:
         r = sr.redemption
@@ -543,6 +630,8 @@ class Governance:
             return after
         if pid in self._tree:
             return Refusal("lost_fork", "a certified sibling's branch was chosen", pid)
+        if self._withdrawn(sp):
+            return Refusal("withdrawn", "its proposer withdrew it", pid)
         if sp.proposal.parent != self.head():
             return Refusal("stale_parent", "its parent is no longer the head: rebase it", pid)
         return None

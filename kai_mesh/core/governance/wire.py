@@ -1,12 +1,18 @@
-"""Governance on the wire: proposals, votes and invite redemptions (DESIGN.md, "Governance").
+"""Governance on the wire: proposals, votes, invite redemptions and withdrawals (DESIGN.md,
+"Governance").
 
-Three signed records, each a format byte, one canonical msgpack array, then signatures::
+Four signed records, each a format byte, one canonical msgpack array, then signatures::
 
     proposal    0x21 ‖ [parent, kind, body, expires_at, proposer, nonce, signed_time] ‖ vote sig
     vote        0x22 ‖ [proposal_id, voter, signed_time] ‖ sig (kind "gov-vote")
     redemption  0x23 ‖ [invite_key, node_key, signed_time]
                      ‖ sig by the invite key (kind "gov-redeem")
                      ‖ sig by the node key (kind "gov-redeem-node")
+    withdrawal  0x24 ‖ [proposal_id, withdrawer, signed_time] ‖ sig (kind "gov-withdraw")
+
+A withdrawal (added after the first three; nodes that predate it refuse it as an unknown format
+and nothing else changes) is its proposer's word that a proposal should no longer be voted for;
+what it does is the machine's business.
 
 The **proposal id** is the full 32-byte SHA-256 `digest("gov-proposal", every byte before the
 signature)`. Not 16 bytes: a vote signs only the id, and the proposer chooses the proposal's
@@ -22,7 +28,10 @@ saw (the mesh id for the first); `kind` is a small integer on the wire (`KINDS`,
 is 0 to 16 bytes that make two otherwise equal proposals differ. Times are integer seconds from
 the signer's clock, 0 <= t < 2**63; nothing here reads a clock.
 
-Bodies are maps with string keys, checked per kind (`check_body`): `policy_update` and
+Bodies are maps with string keys, checked per kind by `check_body`, what every decoder applies (so
+records made before a rule was added still decode); `check_new_body` adds the rules a node applies
+to its own proposals before signing them (real Ed25519 keys, the policy keys' types, names without
+control characters or path parts, no near miss of a policy key the node reads). `policy_update` and
 `config_update` `{key: value}` (a nil value removes the key); `node_authorization`
 `{"node_key": key, "role": str}` or `{"invite_key": key, "role": str}`; `node_revocation`
 `{"node_id": 16 bytes, "cut": {client_id: seq}}`; `admin_change` `{"admins": [keys],
@@ -47,11 +56,14 @@ foreign bytes is a `ProtocolError` subclass.
 
 from __future__ import annotations
 
+import difflib
 import math
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import nacl.bindings
 import nacl.signing
 
 from kai_mesh.core.codec import (
@@ -74,6 +86,8 @@ REDEMPTION_FORMAT = 0x23
 VOTE_KIND = "gov-vote"
 REDEEM_KIND = "gov-redeem"
 REDEEM_NODE_KIND = "gov-redeem-node"
+WITHDRAWAL_FORMAT = 0x24
+WITHDRAW_KIND = "gov-withdraw"
 
 ID_BYTES = 32
 KEY_BYTES = 32
@@ -215,6 +229,80 @@ def check_body(kind: str, body: object, error: FieldError = UsageError) -> dict[
     else:
         raise error(f"unknown proposal kind {kind!r}; one of {', '.join(KINDS)}")
     out: dict[str, Any] = canonical(fields, error)
+    return out
+
+
+POLICY_KEYS: tuple[str, ...] = ("critical_roles", "guest_intents", "max_clock_skew", "max_ttl")
+MAX_NAME = 64  # characters of a role or an intent name
+
+
+def check_name(value: object, what: str, error: FieldError = UsageError) -> str:
+    """A role or intent name: 1 to `MAX_NAME` characters, no control or format characters, no
+    surrounding spaces, no path parts (`/`, `\\`, `.` or `..`): names end up in logs, file
+    names and prompts."""
+    if type(value) is not str or not 1 <= len(value) <= MAX_NAME:
+        raise error(f"{what}: must be a name of 1 to {MAX_NAME} characters")
+    if any(unicodedata.category(c)[0] == "C" for c in value):
+        raise error(f"{what} {value!r}: control characters are not allowed")
+    if "/" in value or "\\" in value or value in (".", "..") or value.strip() != value:
+        raise error(f"{what} {value!r}: no slashes, no '.' or '..', no surrounding spaces")
+    return value
+
+
+def check_key(value: object, what: str, error: FieldError = UsageError) -> bytes:
+    """A 32-byte Ed25519 public key that is a point of the curve's prime-order group: no key
+    anybody could sign with is refused, and a typo (one digit off, a filler such as 44…44) is."""
+    key = checked_bytes(value, what, KEY_BYTES, error)
+    if not nacl.bindings.crypto_core_ed25519_is_valid_point(key):
+        raise error(f"{what} {key.hex()[:16]}…: not an Ed25519 public key (mistyped?)")
+    return key
+
+
+def _text_line(value: str, what: str, error: FieldError) -> None:
+    if any(unicodedata.category(c)[0] == "C" for c in value):
+        raise error(f"{what}: control characters are not allowed")
+
+
+def _names_or_none(value: object, what: str, example: str, error: FieldError) -> None:
+    if value is None:
+        return
+    if not isinstance(value, list):
+        raise error(f"{what}: a list of names (e.g. {example}), or null to remove it")
+    for name in value:
+        check_name(name, f"{what} entry", error)
+    if len(set(value)) != len(value):
+        raise error(f"{what}: a name is listed twice")
+
+
+def check_new_body(kind: str, body: object, error: FieldError = UsageError) -> dict[str, Any]:
+    """`check_body` and the rules a node applies before it signs a proposal of its own, each
+    failure one line naming the field. Records from peers are judged by `check_body` alone, so
+    a record signed before a rule existed still decodes everywhere."""
+    out = check_body(kind, body, error)
+    if kind == "policy_update":
+        for key, value in out.items():
+            _text_line(key, f"policy_update key {key!r}", error)
+            near = difflib.get_close_matches(key, POLICY_KEYS, n=1, cutoff=0.8)
+            if key not in POLICY_KEYS and near:  # other keys are the mesh's own, read by apps
+                raise error(f"policy_update: unknown policy key {key!r}; did you mean {near[0]!r}?")
+            if key == "max_ttl" and value is not None:
+                checked_int(value, "policy max_ttl (seconds)", 1, 2**32, error)
+            elif key == "max_clock_skew" and value is not None:
+                checked_int(value, "policy max_clock_skew (seconds)", 1, 7 * 24 * 3600, error)
+        _names_or_none(out.get("guest_intents"), "policy guest_intents", '["echo"]', error)
+        _names_or_none(out.get("critical_roles"), "policy critical_roles", '["admin"]', error)
+    elif kind == "config_update":
+        for key in out:
+            _text_line(key, f"config_update key {key!r}", error)
+    elif kind == "node_authorization":
+        which = "invite_key" if "invite_key" in out else "node_key"
+        check_key(out[which], f"node_authorization {which}", error)
+        check_name(out["role"], "node_authorization role", error)
+    elif kind == "admin_change":
+        for key in out["admins"]:
+            check_key(key, "admin_change admin key", error)
+    elif kind == "emergency_shutdown":
+        _text_line(out["reason"], "shutdown reason", error)
     return out
 
 
@@ -373,6 +461,34 @@ class SignedRedemption:
 
 
 @dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """`withdrawer` (to count, the proposal's proposer) withdraws proposal `proposal_id`."""
+
+    proposal_id: bytes
+    withdrawer: bytes
+    signed_time: int
+
+    def __post_init__(self) -> None:
+        checked_bytes(self.proposal_id, "withdrawal proposal_id", ID_BYTES, UsageError)
+        checked_bytes(self.withdrawer, "withdrawal withdrawer", KEY_BYTES, UsageError)
+        _time(self.signed_time, "withdrawal signed_time", UsageError)
+
+    def body(self) -> bytes:
+        """The bytes the signature covers (format byte included)."""
+        fields = [self.proposal_id, self.withdrawer, self.signed_time]
+        return bytes([WITHDRAWAL_FORMAT]) + pack(fields)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedWithdrawal:
+    withdrawal: Withdrawal
+    signature: bytes
+
+    def to_bytes(self) -> bytes:
+        return self.withdrawal.body() + self.signature
+
+
+@dataclass(frozen=True, slots=True)
 class InviteSecret:
     """The private half of an invite: a bare Ed25519 seed (32 bytes, from the caller's rng)."""
 
@@ -411,6 +527,13 @@ def encode_proposal(proposal: Proposal, secrets: NodeSecrets, mesh_id: bytes) ->
     if len(data) > MAX_PROPOSAL:
         raise UsageError(f"proposal: {len(data)} bytes, at most {MAX_PROPOSAL}")
     return data
+
+
+def encode_withdrawal(withdrawal: Withdrawal, secrets: NodeSecrets, mesh_id: bytes) -> bytes:
+    if withdrawal.withdrawer != secrets.verify_key:
+        raise UsageError("withdrawal: a node signs only its own withdrawals")
+    body = withdrawal.body()
+    return body + secrets.sign(WITHDRAW_KIND, mesh_id, body)
 
 
 def encode_redemption(
@@ -483,7 +606,21 @@ def parse_redemption(data: bytes) -> SignedRedemption:
     return SignedRedemption(redemption, sigs[:SIGNATURE_BYTES], sigs[SIGNATURE_BYTES:])
 
 
-GovObject = SignedProposal | SignedVote | SignedRedemption
+def parse_withdrawal(data: bytes) -> SignedWithdrawal:
+    """A withdrawal's structure; `check_signatures` verifies it."""
+    value, body, sig = _split(data, WITHDRAWAL_FORMAT, "withdrawal", 1, VOTE_BYTES_MAX)
+    if len(value) != 3:
+        raise Malformed("withdrawal: expected [proposal_id, withdrawer, signed_time]")
+    try:
+        withdrawal = Withdrawal(*value)
+    except UsageError as exc:
+        raise Malformed(f"withdrawal: {exc}") from None
+    if withdrawal.body() != body:
+        raise Malformed("withdrawal: not in canonical msgpack")
+    return SignedWithdrawal(withdrawal, sig)
+
+
+GovObject = SignedProposal | SignedVote | SignedRedemption | SignedWithdrawal
 
 
 def parse_object(data: bytes) -> GovObject:
@@ -498,13 +635,15 @@ def parse_object(data: bytes) -> GovObject:
             return parse_vote(data)
         if data[0] == REDEMPTION_FORMAT:
             return parse_redemption(data)
+        if data[0] == WITHDRAWAL_FORMAT:
+            return parse_withdrawal(data)
     return parse_proposal(data)  # anything else: the right ProtocolError from here
 
 
 def check_signatures(obj: GovObject, mesh_id: bytes) -> None:
     """Raise `BadSignature` unless every signature of `obj` verifies in this mesh, under its
     own kind: a vote's by its voter, a proposal's (its proposer's vote) by its proposer, a
-    redemption's by its invite key and by its node key."""
+    redemption's by its invite key and by its node key, a withdrawal's by its withdrawer."""
     match obj:
         case SignedVote(vote=vote, signature=sig):
             verify(vote.voter, VOTE_KIND, mesh_id, vote.body(), sig)
@@ -513,6 +652,8 @@ def check_signatures(obj: GovObject, mesh_id: bytes) -> None:
         case SignedRedemption(redemption=r):
             verify(r.invite_key, REDEEM_KIND, mesh_id, r.body(), obj.invite_signature)
             verify(r.node_key, REDEEM_NODE_KIND, mesh_id, r.body(), obj.node_signature)
+        case SignedWithdrawal(withdrawal=w, signature=sig):
+            verify(w.withdrawer, WITHDRAW_KIND, mesh_id, w.body(), sig)
 
 
 def decode_object(data: bytes, mesh_id: bytes) -> GovObject:

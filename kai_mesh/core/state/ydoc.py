@@ -108,6 +108,8 @@ def _key_problem(key: Any) -> str | None:
         return "is not a string"
     if not key or "/" in key:
         return "must be non-empty and contain no '/'"
+    if key in (".", ".."):  # a key named '..' reads as a path part everywhere it is shown
+        return "cannot be '.' or '..'"
     return _str_problem(key, MAX_KEY_BYTES)
 
 

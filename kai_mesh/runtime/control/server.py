@@ -32,6 +32,7 @@ import os
 import stat
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
@@ -62,6 +63,7 @@ from kai_mesh.core.control.frames import (
     StreamTruncated,
     encode_frame,
     parse_request,
+    split_result,
 )
 from kai_mesh.core.errors import Oversize, UsageError
 
@@ -457,17 +459,20 @@ class _Connection:
                 logger.exception("control method %r failed", request.method)
                 await self._send_error(request.id, INTERNAL, f"{type(exc).__name__}: {exc}")
                 return
-            await self._send_reply(request.id, result)
+            await self._send_reply(request.id, result, parts=request.parts)
         finally:
             self.slots.release()
             self.last_active = trio.current_time()
 
-    async def _send_reply(self, request_id: int, result: Any) -> None:
+    async def _send_reply(self, request_id: int, result: Any, parts: bool = False) -> None:
         try:
             frame = encode_frame(
                 Reply(id=request_id, result=result).to_wire(), self.server.max_frame
             )
         except Oversize as exc:
+            if parts:  # the client takes it in pieces: one frame each, in order
+                await self._send_parts(request_id, result)
+                return
             logger.warning("control reply to request %d is too large: %s", request_id, exc)
             await self._send_error(request_id, RESPONSE_TOO_LARGE, str(exc))
             return
@@ -477,6 +482,20 @@ class _Connection:
             await self._send_error(request_id, INTERNAL, str(exc))
             return
         await self._send(frame)
+
+    async def _send_parts(self, request_id: int, result: Any) -> None:
+        """A result too large for one frame, as `ReplyPart`s then a `PartsEnd`. Each part goes
+        out as the client reads it (`_send`'s bound applies per part); the parts of the
+        encoding are held until the last is sent (twice the result's size, briefly)."""
+        try:
+            pieces = split_result(result, self.server.max_frame)
+        except UsageError as exc:
+            self.server.internal_errors += 1
+            await self._send_error(request_id, INTERNAL, str(exc))
+            return
+        for piece in pieces:
+            await self._send(encode_frame(replace(piece, id=request_id).to_wire()))
+            await trio.lowlevel.checkpoint()  # others' replies and events go between parts
 
     async def _send_error(self, request_id: int | None, code: str, message: str) -> None:
         if len(message) > MAX_ERROR_MESSAGE:  # a reply must fit the client's max_frame too

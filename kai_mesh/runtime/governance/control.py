@@ -1,10 +1,15 @@
-"""Governance's control-socket methods (`kai-mesh propose`, `vote`, `revoke`, `proposals`,
-`policy`, `governance log`). Plain values in and out: ids and keys as hex, bodies as the machine
-holds them (bytes stay bytes; the CLI shows them as hex).
+"""Governance's control-socket methods (`kai-mesh propose`, `vote`, `withdraw`, `revoke`,
+`proposals`, `policy`, `governance log`). Plain values in and out: ids and keys as hex, bodies as
+the machine holds them (bytes stay bytes; the CLI shows them as hex).
 
 `gov_revoke` proposes a `node_revocation` whose cut is the revoked node's stream heads as this
 node holds them (`cut_for`, the replicated state's `revocation_cut`): the admins who vote agree
 to keep what the proposer saw, and everything later is refused everywhere.
+
+A revocation that would lock this node or the mesh out for good is refused unless the request
+says `"force": true` (`revocation_risk`): revoking this node itself, or an admin's node when
+fewer than `threshold` admins would be left on unrevoked nodes (for a 1-of-1 mesh, its only
+admin). The refusal says what would follow; a forced one carries it back as `warning`.
 """
 
 from __future__ import annotations
@@ -17,10 +22,19 @@ from kai_mesh.core.errors import KaiMeshError, UsageError
 from kai_mesh.core.governance.machine import LogEntry, ProposalStatus
 from kai_mesh.core.governance.wire import KINDS
 from kai_mesh.core.mesh.address import NODE_ID_BYTES
+from kai_mesh.core.mesh.identity import node_id_of
 from kai_mesh.runtime.governance.service import DEFAULT_EXPIRY, GovernanceService
 
 METHODS = frozenset(
-    {"gov_propose", "gov_vote", "gov_revoke", "gov_proposals", "gov_policy", "gov_log"}
+    {
+        "gov_propose",
+        "gov_vote",
+        "gov_withdraw",
+        "gov_revoke",
+        "gov_proposals",
+        "gov_policy",
+        "gov_log",
+    }
 )
 
 CutFor = Callable[[bytes], dict[int, int]]
@@ -45,16 +59,25 @@ async def governance_method(
             body = params.get("body", {})
             if not isinstance(body, dict):
                 raise UsageError("body: expected a map")
-            return _proposal(gov, await propose_from(gov, kind, body, params))
+            warning = None
+            if kind == "node_revocation" and type(body.get("node_id")) is bytes:
+                warning = _check_risk(gov, body["node_id"], params)
+            return _proposal(gov, await propose_from(gov, kind, body, params), warning)
         if method == "gov_revoke":
             if cut_for is None:
                 raise UsageError("revocations need the replicated state, which is not open")
             node_id = _node(params.get("node"), node_named)
+            warning = _check_risk(gov, node_id, params)
             body = {"node_id": node_id, "cut": cut_for(node_id)}
-            return _proposal(gov, await propose_from(gov, "node_revocation", body, params))
+            pid = await propose_from(gov, "node_revocation", body, params)
+            return _proposal(gov, pid, warning)
         if method == "gov_vote":
             pid = _find(gov, params.get("id"))
             await gov.vote(pid)
+            return _proposal(gov, pid)
+        if method == "gov_withdraw":
+            pid = _find(gov, params.get("id"))
+            await gov.withdraw(pid)
             return _proposal(gov, pid)
         if method == "gov_proposals":
             machine = gov.machine()
@@ -83,6 +106,39 @@ async def propose_from(
     """Propose with the request's `expires_in`, or the default when it is missing or null."""
     expires_in = params.get("expires_in")
     return await gov.propose(kind, body, DEFAULT_EXPIRY if expires_in is None else expires_in)
+
+
+def revocation_risk(gov: GovernanceService, node_id: bytes) -> str | None:
+    """What revoking `node_id` would lock out for good, in one line, or None if nothing."""
+    state = gov.machine().state
+    if node_id in state.revoked:
+        return None  # refused as already revoked anyway
+    if node_id == node_id_of(gov.own_key):
+        return (
+            f"node {node_id.hex()} is this node: once certified, every node closes its links and "
+            "refuses its messages, heartbeats and state writes for good; it can come back only "
+            "with a new key, authorized or invited by the admins"
+        )
+    if not any(node_id_of(a) == node_id for a in state.admins):
+        return None
+    left = [a for a in state.admins if node_id_of(a) not in {node_id, *state.revoked}]
+    if len(left) >= state.threshold:
+        return None
+    return (
+        f"node {node_id.hex()} holds an admin key; without it {len(left)} admin(s) remain for a "
+        f"threshold of {state.threshold}, so no proposal (not even an admin_change) can be "
+        "certified again: the mesh's governance is frozen for good"
+    )
+
+
+def _check_risk(gov: GovernanceService, node_id: bytes, params: dict[str, Any]) -> str | None:
+    risk = revocation_risk(gov, node_id)
+    force = params.get("force", False)
+    if type(force) is not bool:
+        raise UsageError("force: true or false")
+    if risk is not None and not force:
+        raise UsageError(f"refused: {risk}. Pass --force to revoke it anyway")
+    return risk
 
 
 def _node(text: object, node_named: NodeNamed | None) -> bytes:
@@ -117,11 +173,14 @@ def _find(gov: GovernanceService, text: object) -> bytes:
     return found
 
 
-def _proposal(gov: GovernanceService, pid: bytes) -> dict[str, Any]:
+def _proposal(gov: GovernanceService, pid: bytes, warning: str | None = None) -> dict[str, Any]:
     machine = gov.machine()
     for p in machine.proposals(gov.now()):
         if p.id == pid:
-            return plain_proposal(p, machine.state.threshold)
+            out = plain_proposal(p, machine.state.threshold)
+            if warning is not None:
+                out["warning"] = warning
+            return out
     raise UsageError("no such proposal here")
 
 

@@ -154,6 +154,11 @@ class GovernanceService:
     def now(self) -> int:
         return int(self._clock())
 
+    @property
+    def own_key(self) -> bytes:
+        """This node's public key."""
+        return self._secrets.verify_key
+
     async def propose(
         self, kind: str, body: Mapping[str, Any], expires_in: int = DEFAULT_EXPIRY
     ) -> bytes:
@@ -174,6 +179,14 @@ class GovernanceService:
         gov = self.machine()
         async with self._lock:
             data = gov.vote(self._secrets, proposal_id, self.now())
+            await self._persist([data])
+        self._after_local(data)
+
+    async def withdraw(self, proposal_id: bytes) -> None:
+        """This node's withdrawal of its own open proposal. Raises `UsageError`."""
+        gov = self.machine()
+        async with self._lock:
+            data = gov.withdraw(self._secrets, proposal_id, self.now())
             await self._persist([data])
         self._after_local(data)
 
