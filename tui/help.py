@@ -62,3 +62,7 @@ class HelpScreen(ModalScreen[None]):
         ]
         with VerticalScroll(classes="dialog", id="help"):
             yield Static("\n".join(lines))
+
+    def on_mount(self) -> None:
+        # Keys go to the focused widget's chain: keep focus here, not on the screen below.
+        self.query_one("#help", VerticalScroll).focus()

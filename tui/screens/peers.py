@@ -15,7 +15,7 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
@@ -134,10 +134,13 @@ class PeerDetail(ModalScreen[None]):
         self.peer = peer
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
+        with VerticalScroll(classes="dialog", id="peer-dialog"):
             yield Static(f"[b]{escape(str(self.peer.get('name')))}[/b]")
             yield Static(escape(pretty(self.peer)), id="peer-info")
             yield Static("p: ping   Escape: back", id="peer-ping")
+
+    def on_mount(self) -> None:
+        self.query_one("#peer-dialog", VerticalScroll).focus()
 
     def action_ping(self) -> None:
         self.query_one("#peer-ping", Static).update("pinging…")
