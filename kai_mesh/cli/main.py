@@ -205,6 +205,13 @@ def cmd_events(args: argparse.Namespace) -> ExitCode:
     return ExitCode.OK
 
 
+def cmd_tui(args: argparse.Namespace) -> ExitCode:
+    from tui import run_tui  # Textual loads only for this command
+
+    run_tui(_paths(args).socket, home=args.home, mouse=True if args.mouse else None)
+    return ExitCode.OK
+
+
 def _positive(text: str) -> float:
     return seconds(text)
 
@@ -285,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         help="messages, agents, logs, peers, outbox, state, governance (default: all)",
     )
+    p = add("tui", cmd_tui, "the operator console: a terminal UI that follows the node", False)
+    p.add_argument("--mouse", action="store_true", help="enable the mouse (off by default)")
     add_state_parser(sub, common)
     add_governance_parser(sub, common)
     add_genesis_parser(sub, common)

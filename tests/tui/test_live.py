@@ -1,0 +1,132 @@
+"""The TUI against a real node (`kai-mesh run` on a throw-away home): every screen, a message and
+its reply, a state change made by another client, a proposal, a node restart."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cli.helpers import Home, stop
+from tests.tui.conftest import on_asyncio, socket_of, text_of, until
+from tui.app import MeshApp
+from tui.screens.agents import AgentsScreen
+from tui.screens.governance import GovernanceScreen
+from tui.screens.log import LogScreen
+from tui.screens.messages import MessagesScreen
+from tui.screens.overview import OverviewScreen
+from tui.screens.peers import PeersScreen
+from tui.screens.state import StateScreen
+
+pytestmark = pytest.mark.slow
+
+SCREENS = [
+    OverviewScreen,
+    PeersScreen,
+    MessagesScreen,
+    LogScreen,
+    AgentsScreen,
+    StateScreen,
+    GovernanceScreen,
+]
+
+
+def app_for(home: Home) -> MeshApp:
+    return MeshApp(socket_of(home), start_command=f"kai-mesh --home {home.path} run")
+
+
+@on_asyncio
+async def test_every_screen_by_digits_f_keys_and_help(node: Home) -> None:
+    app = app_for(node)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.view.connected and bool(app.view.status))
+        assert "alpha" in text_of(pilot)
+        for number, screen in enumerate(SCREENS, 1):
+            await pilot.press(str(number))
+            await until(pilot, lambda s=screen: isinstance(app.screen, s))  # type: ignore[misc]
+        for number, screen in enumerate(SCREENS, 1):
+            await pilot.press(f"f{number + 1}")
+            await until(pilot, lambda s=screen: isinstance(app.screen, s))  # type: ignore[misc]
+        await pilot.press("5")
+        await until(pilot, lambda: "echo" in text_of(pilot) and "ready" in text_of(pilot))
+        await pilot.press("question_mark")
+        await until(pilot, lambda: "Keys everywhere" in text_of(pilot))
+        assert "screen.peers" in text_of(pilot)
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, AgentsScreen))
+
+
+@on_asyncio
+async def test_send_to_echo_and_see_the_reply(node: Home) -> None:
+    app = app_for(node)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.view.connected)
+        await pilot.press("3")
+        await until(pilot, lambda: isinstance(app.screen, MessagesScreen))
+        await pilot.press("i")
+        await until(pilot, lambda: app.focused is not None and app.focused.id == "msg-payload")
+        await pilot.press(*'{"text": "hi"')
+        await until(pilot, lambda: "not JSON" in text_of(pilot))  # validated as typed
+        await pilot.press("}")
+        await until(pilot, lambda: "✓" in text_of(pilot))
+        await pilot.press("enter")
+        await until(pilot, lambda: "reply from kai://" in text_of(pilot))
+        assert '"text": "hi"' in text_of(pilot)
+        await pilot.press("escape", "4")  # the Log screen saw the message go by
+        await until(pilot, lambda: "messages" in text_of(pilot))
+
+
+@on_asyncio
+async def test_follows_a_state_change_made_by_another_client(node: Home) -> None:
+    app = app_for(node)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: app.view.connected)
+        await pilot.press("6")
+        await until(pilot, lambda: isinstance(app.screen, StateScreen))
+        done = node.run("state", "set", "shared/notes", '"from the cli"')
+        assert done.returncode == 0, done.stderr
+        await until(pilot, lambda: "from the cli" in text_of(pilot))
+        await pilot.press("e")  # edit it back from the TUI: the input opens on shared/
+        box = app.screen.query_one("#state-edit")
+        await until(pilot, lambda: box.has_focus)
+        box.value = 'shared/notes = "from the tui"'  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await until(pilot, lambda: "from the tui" in text_of(pilot))
+        assert node.json("state", "show", "shared/notes")["value"] == "from the tui"
+
+
+@on_asyncio
+async def test_propose_lands_in_the_certified_log(node: Home) -> None:
+    app = app_for(node)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: app.view.connected)
+        await pilot.press("7")
+        await until(pilot, lambda: isinstance(app.screen, GovernanceScreen))
+        await pilot.press("n")
+        await pilot.press(*'policy_update {"motd": "hello"}', "enter")
+        await until(pilot, lambda: "motd" in text_of(pilot))  # 1/1: certified by its own vote
+        assert "policy_update" in text_of(pilot)
+
+
+@on_asyncio
+async def test_says_the_node_is_down_and_reconnects_when_it_restarts(home: Home) -> None:
+    app = app_for(home)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: "not running" in text_of(pilot))
+        assert f"kai-mesh --home {home.path} run" in text_of(pilot)
+        proc = home.start()
+        try:
+            await until(pilot, lambda: app.view.connected, wait=15)
+            await until(pilot, lambda: "not running" not in text_of(pilot))
+            assert home.run("stop").returncode == 0
+            stop(proc)
+            await until(pilot, lambda: not app.view.connected)
+            await until(pilot, lambda: "Start it with" in text_of(pilot))
+            proc = home.start()
+            await until(pilot, lambda: app.view.connected, wait=15)
+            assert app.view.reconnects == 1
+            await pilot.press("3")
+            await until(pilot, lambda: isinstance(app.screen, MessagesScreen))
+            await pilot.press("f9")  # the new connection carries requests
+            await until(pilot, lambda: "reply from" in text_of(pilot))
+        finally:
+            home.run("stop")
+            stop(proc)

@@ -1,0 +1,95 @@
+"""What every screen has: a tab line naming the screens and the node, a banner that says plainly
+when the node is not running (and how to start it), the body, and the footer of keys.
+
+A screen draws from the `NodeView` in `paint()`; the app calls it at most ten times a second, and
+only when the view changed. Screens never talk to the socket themselves: actions go through
+`self.link` (tui/link.py), whose replies land in the view like everything else.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.markup import escape
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+
+from tui.model import NodeView
+
+if TYPE_CHECKING:
+    from tui.app import MeshApp
+    from tui.link import NodeLink
+
+#: (mode name, tab label) in key order: 1 Overview … 7 Governance.
+TABS: tuple[tuple[str, str], ...] = (
+    ("overview", "Overview"),
+    ("peers", "Peers"),
+    ("messages", "Messages"),
+    ("log", "Log"),
+    ("agents", "Agents"),
+    ("state", "State"),
+    ("governance", "Gov"),
+)
+
+
+class MeshScreen(Screen[None]):
+    """The frame around one screen's body."""
+
+    MODE: ClassVar[str] = ""
+    HELP = "Screens: 1-7 or F2-F8. ? or F1: help. Ctrl+P: commands. q: quit."
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="tabs")
+        yield Static(id="banner")
+        with Vertical(id="body"):
+            yield from self.compose_body()
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:
+        yield from ()
+
+    @property
+    def mesh_app(self) -> MeshApp:
+        from tui.app import MeshApp
+
+        assert isinstance(self.app, MeshApp)
+        return self.app
+
+    @property
+    def link(self) -> NodeLink | None:
+        return self.mesh_app.link
+
+    @property
+    def view(self) -> NodeView:
+        return self.mesh_app.view
+
+    def on_screen_resume(self) -> None:
+        self.mesh_app.paint_now()
+
+    def paint_frame(self, view: NodeView) -> None:
+        tabs = []
+        for number, (mode, label) in enumerate(TABS, 1):
+            text = f"{number} {label}"
+            tabs.append(f"[reverse b] {text} [/]" if mode == self.MODE else f" {text} ")
+        name = escape(str(view.status.get("name") or "kai-mesh"))
+        state = "[$success]●[/]" if view.connected else "[$error]○[/]"
+        self.query_one("#tabs", Static).update("".join(tabs) + f" {state} {name}")
+        banner = self.query_one("#banner", Static)
+        if view.connected:
+            banner.display = False
+        else:
+            banner.display = True
+            banner.update(
+                f"[b]{escape(view.problem)}[/b]\nStart it with: [b]{escape(view.start_command)}[/b]"
+                f"  (socket {escape(view.socket)}). This screen reconnects by itself."
+            )
+
+    def paint(self, view: NodeView) -> None:
+        """Draw the body from `view` (called only when it changed)."""
+
+    def key_escape(self) -> None:
+        """Leave a text field, so letters and digits act on the screen again."""
+        if isinstance(self.focused, Input):
+            self.set_focus(None)

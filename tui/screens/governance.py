@@ -1,0 +1,126 @@
+"""Governance: proposals with their m-of-n progress and why a vote was not counted, the certified
+log; `v` votes for the selected proposal, `n` proposes (`KIND {json body}`).
+
+On a mesh of one (threshold 1/1) a proposal is certified by its proposer's own vote, so it goes
+straight to the log. The invite QR code of the issue is not drawn yet (see docs/tui.md).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import DataTable, Input, Static
+
+from tui.client import ControlError, ControlTimeout
+from tui.link import NotConnected
+from tui.model import NodeView, bar, short
+from tui.screens.base import MeshScreen
+from tui.widgets import KeyInput, cell
+
+PROPOSAL_COLUMNS = ("id", "kind", "status", "votes", "why")
+LOG_COLUMNS = ("height", "id", "kind", "body")
+
+
+class GovernanceScreen(MeshScreen):
+    MODE = "governance"
+    AUTO_FOCUS = "#gov-proposals"
+    HELP = "v: vote for the selected proposal. n: propose, as KIND {json body}. Escape: cancel."
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("v", "vote", "Vote", id="gov.vote"),
+        Binding("n", "propose", "Propose", id="gov.propose"),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        yield Static(id="gov-head")
+        proposals: DataTable[Text] = DataTable(id="gov-proposals", cursor_type="row")
+        for column in PROPOSAL_COLUMNS:
+            proposals.add_column(column, key=column)
+        yield proposals
+        yield KeyInput(placeholder='policy_update {"key": "value"}', id="gov-new")
+        yield Static("[b]Certified log[/b]")
+        log: DataTable[Text] = DataTable(id="gov-log", cursor_type="row")
+        for column in LOG_COLUMNS:
+            log.add_column(column, key=column)
+        yield log
+
+    def on_mount(self) -> None:
+        self.query_one("#gov-new", KeyInput).display = False
+
+    def paint(self, view: NodeView) -> None:
+        gov = view.status.get("governance") or {}
+        self.query_one("#gov-head", Static).update(
+            f"head [b]{str(gov.get('head', ''))[:12]}[/b]  height {gov.get('height', 0)}  "
+            f"admins {len(gov.get('admins') or [])} threshold {gov.get('threshold', '?')}  "
+            f"members {gov.get('members', '?')}  open {gov.get('open_proposals', 0)}"
+        )
+        table = self.query_one("#gov-proposals", DataTable)
+        table.clear()
+        for p in reversed(view.proposals):
+            counted, needed = int(p.get("votes_counted", 0)), int(p.get("threshold", 1))
+            table.add_row(
+                cell(str(p.get("id", ""))[:10]),
+                cell(p.get("kind")),
+                cell(p.get("status")),
+                cell(f"{bar(counted / max(needed, 1), 5)} {counted}/{needed}"),
+                cell(short(p.get("why") or "", 30)),
+                key=str(p.get("id")),
+            )
+        log = self.query_one("#gov-log", DataTable)
+        log.clear()
+        for entry in reversed(view.gov_log):
+            log.add_row(*_log_cells(entry))
+
+    def action_vote(self) -> None:
+        table = self.query_one("#gov-proposals", DataTable)
+        if table.row_count == 0:
+            self.notify("no proposal to vote on")
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        self._call("gov_vote", {"id": key}, "voted")
+
+    def action_propose(self) -> None:
+        box = self.query_one("#gov-new", KeyInput)
+        box.display = True
+        box.focus()
+
+    @on(Input.Submitted, "#gov-new")
+    def _submitted(self, event: Input.Submitted) -> None:
+        kind, _, text = event.value.strip().partition(" ")
+        try:
+            body = json.loads(text) if text.strip() else {}
+        except json.JSONDecodeError as exc:
+            self.notify(f"body is not JSON: {exc.msg}", severity="error")
+            return
+        self._call("gov_propose", {"kind": kind, "body": body}, "proposed")
+
+    def key_escape(self) -> None:
+        box = self.query_one("#gov-new", KeyInput)
+        if box.has_focus:
+            box.display = False
+            self.query_one("#gov-proposals", DataTable).focus()
+
+    @work(exclusive=True, group="gov")
+    async def _call(self, method: str, params: dict[str, Any], done: str) -> None:
+        try:
+            if self.link is None:
+                raise NotConnected("no node")
+            result = await self.link.call(method, params)
+        except (ControlError, ControlTimeout, NotConnected) as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.query_one("#gov-new", KeyInput).display = False
+        self.notify(f"{done}: {str(result.get('id', ''))[:10]} {result.get('status', '')}")
+
+
+def _log_cells(entry: dict[str, Any]) -> tuple[Text, ...]:
+    return (
+        cell(entry.get("height", "")),
+        cell(str(entry.get("id", ""))[:10]),
+        cell(entry.get("kind", "")),
+        cell(short(entry.get("body"), 40)),
+    )

@@ -1,0 +1,164 @@
+"""Peers: one table across every transport, a last-heard filter, a hops histogram, a detail with
+ping.
+
+The table is keyed by node id: a poll updates cells in place (`update_cell`, no relayout, LAB.md)
+and adds or removes only rows that came or went. `f` cycles the last-heard filter (all, 1 h,
+8 h, 24 h), `t` the interface filter; Enter opens the selected peer, where `p` pings it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.markup import escape
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Static
+
+from tui.client import ControlError, ControlTimeout
+from tui.link import NotConnected
+from tui.model import HEARD_FILTERS, NodeView, duration, heard_within, hops_histogram, pretty
+from tui.screens.base import MeshScreen
+from tui.widgets import cell, state_cell
+
+COLUMNS = ("name", "state", "since", "hops", "iface", "heard", "rtt")
+
+
+class PeersScreen(MeshScreen):
+    MODE = "peers"
+    HELP = "Every node heard. f: last-heard filter, t: interface filter, Enter: detail and ping."
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f", "heard_filter", "Heard", id="peers.heard_filter"),
+        Binding("t", "iface_filter", "Iface", id="peers.iface_filter"),
+        Binding("enter", "detail", "Detail", id="peers.detail"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heard_index = 0
+        self.iface: str | None = None
+
+    def compose_body(self) -> ComposeResult:
+        yield Static(id="peers-filter")
+        with Horizontal(id="peers-split"):
+            table: DataTable[Text] = DataTable(id="peers-table", cursor_type="row")
+            for column in COLUMNS:
+                table.add_column(column, key=column)
+            yield table
+            with Vertical(id="peers-side"):
+                yield Static(id="peers-hops", classes="panel")
+
+    def shown_peers(self, view: NodeView) -> list[dict[str, Any]]:
+        rows = heard_within(view.peers, HEARD_FILTERS[self.heard_index][1])
+        if self.iface is not None:
+            rows = [p for p in rows if p.get("interface") == self.iface]
+        return sorted(rows, key=lambda p: (str(p.get("name")), str(p.get("node_id"))))
+
+    def paint(self, view: NodeView) -> None:
+        rows = self.shown_peers(view)
+        label, _ = HEARD_FILTERS[self.heard_index]
+        self.query_one("#peers-filter", Static).update(
+            f"heard: [b]{label}[/b]  iface: [b]{escape(self.iface or 'all')}[/b]  "
+            f"showing {len(rows)} of {len(view.peers)}  (f, t to change)"
+        )
+        table = self.query_one("#peers-table", DataTable)
+        wanted = {str(p["node_id"]): p for p in rows}
+        for key in [str(k.value) for k in table.rows if str(k.value) not in wanted]:
+            table.remove_row(key)
+        now = time.time()
+        for node_id, peer in wanted.items():
+            cells = _cells(peer, now)
+            if node_id in {str(k.value) for k in table.rows}:
+                for column, value in zip(COLUMNS, cells, strict=True):
+                    table.update_cell(node_id, column, value, update_width=False)
+            else:
+                table.add_row(*cells, key=node_id)
+        hist = hops_histogram(rows, width=14)
+        empty = "no peers heard" + ("" if view.status.get("transports") else " (local-only node)")
+        self.query_one("#peers-hops", Static).update(
+            "[b]Hops[/b]\n" + ("\n".join(hist) if hist else empty)
+        )
+
+    def action_heard_filter(self) -> None:
+        self.heard_index = (self.heard_index + 1) % len(HEARD_FILTERS)
+        self.mesh_app.paint_now()
+
+    def action_iface_filter(self) -> None:
+        names = sorted({str(p.get("interface")) for p in self.view.peers if p.get("interface")})
+        choices: list[str | None] = [None, *names]
+        at = choices.index(self.iface) if self.iface in choices else 0
+        self.iface = choices[(at + 1) % len(choices)]
+        self.mesh_app.paint_now()
+
+    def action_detail(self) -> None:
+        table = self.query_one("#peers-table", DataTable)
+        if table.row_count == 0:
+            self.notify("no peer selected")
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        peer = next((p for p in self.view.peers if p.get("node_id") == key), None)
+        if peer is not None:
+            self.app.push_screen(PeerDetail(peer))
+
+
+def _cells(peer: dict[str, Any], now: float) -> tuple[Text, ...]:
+    since = peer.get("since")
+    rtt = peer.get("rtt_ms")
+    return (
+        cell(peer.get("name") or str(peer.get("node_id"))[:8]),
+        state_cell(peer.get("status") or "heard"),
+        cell("—" if since is None else duration(now - float(since))),
+        cell("?" if peer.get("hops") is None else peer.get("hops")),
+        cell(peer.get("interface") or "—"),
+        cell(duration(peer.get("last_heard_s_ago"))),
+        cell("—" if rtt is None else f"{rtt:.0f}ms"),
+    )
+
+
+class PeerDetail(ModalScreen[None]):
+    """One peer: everything known, and `p` to ping it over its transport."""
+
+    HELP = "p: ping this peer (round trip and hops). Escape: back."
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("p", "ping", "Ping", id="peer.ping"),
+        Binding("escape", "app.pop_screen", "Back", id="peer.back"),
+    ]
+
+    def __init__(self, peer: dict[str, Any]) -> None:
+        super().__init__()
+        self.peer = peer
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(classes="dialog", id="peer-dialog"):
+            yield Static(f"[b]{escape(str(self.peer.get('name')))}[/b]")
+            yield Static(escape(pretty(self.peer)), id="peer-info")
+            yield Static("p: ping   Escape: back", id="peer-ping")
+
+    def on_mount(self) -> None:
+        self.query_one("#peer-dialog", VerticalScroll).focus()
+
+    def action_ping(self) -> None:
+        self.query_one("#peer-ping", Static).update("pinging…")
+        self._ping()
+
+    @work(exclusive=True, group="ping")
+    async def _ping(self) -> None:
+        from tui.app import MeshApp
+
+        app = self.app
+        assert isinstance(app, MeshApp)
+        target = str(self.peer.get("name") or self.peer.get("node_id"))
+        out = self.query_one("#peer-ping", Static)
+        try:
+            if app.link is None:
+                raise NotConnected("no node")
+            result = await app.link.call("ping_node", {"node": target}, wait=60)
+        except (ControlError, ControlTimeout, NotConnected) as exc:
+            out.update(f"[$error]ping failed: {escape(str(exc))}[/]")
+            return
+        out.update(f"rtt [b]{result.get('rtt_ms', 0):.1f} ms[/b], {result.get('hops')} hop(s)")
