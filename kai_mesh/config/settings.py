@@ -30,6 +30,7 @@ from kai_mesh.config.interfaces import (
     parse_lxmf,
     parse_reticulum,
 )
+from kai_mesh.config.nostr import NostrSettings, parse_nostr
 from kai_mesh.core.control.frames import HEADER_SIZE, MAX_FRAME_LIMIT
 from kai_mesh.core.errors import AddressError, ConfigError
 from kai_mesh.core.mesh.address import check_name
@@ -127,6 +128,7 @@ class Config:
     background_share: float = 0.25
     reticulum: ReticulumSettings = field(default_factory=ReticulumSettings)
     lxmf: LxmfSettings = field(default_factory=LxmfSettings)
+    nostr: NostrSettings = field(default_factory=NostrSettings)
     interfaces: tuple[InterfaceConfig, ...] = DEFAULT_INTERFACES
     source: Path | None = None
 
@@ -194,7 +196,7 @@ _SCHEMA: dict[tuple[str, str], tuple[str, Callable[[Any], str | None]]] = {
     ("airtime", "announce_share"): ("announce_share", _share),
     ("airtime", "background_share"): ("background_share", _share),
 }
-_SECTIONS = {section for section, _ in _SCHEMA} | {"reticulum", "interfaces", "lxmf"}
+_SECTIONS = {section for section, _ in _SCHEMA} | {"reticulum", "interfaces", "lxmf", "nostr"}
 
 
 def _toml_line(exc: tomllib.TOMLDecodeError) -> str:
@@ -229,6 +231,9 @@ def load_config(path: Path, *, log_level: str | None = None) -> Config:
             continue
         if section == "lxmf":
             values["lxmf"] = parse_lxmf(path, table)
+            continue
+        if section == "nostr":
+            values["nostr"] = parse_nostr(path, table)
             continue
         if section == "interfaces":  # an empty list is kept: no interfaces at all
             values["interfaces"] = parse_interfaces(path, table)
@@ -364,6 +369,13 @@ stamp_cost = 13
 node_announce_delay = 20
 # The intents a guest may call (`AGENT INTENT [JSON]` as the message text).
 guest_intents = ["echo", "sysinfo"]
+
+[nostr]
+# Relays (ws:// or wss://) that carry this node's traffic to islands no radio or LAN reaches.
+# Empty: no Nostr at all. Every payload is NIP-44 encrypted to its recipient (docs/nostr.md).
+relays = []
+# Seconds between this node's hellos (its encrypted member record) to the mesh on the relays.
+hello_interval = 300
 
 # The links Reticulum uses, one [[interfaces]] entry each. Names: 1-32 characters a-z 0-9 - _.
 # Keys every interface takes:

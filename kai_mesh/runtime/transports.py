@@ -5,8 +5,8 @@ a config turns on, in the order they must start (LXMF rides on Reticulum's insta
 after it); `open_transports` builds them and takes them down again. It runs on the main thread
 before `trio.run`: RNS and LXMF install signal handlers and start threads, which they may only do
 there (LAB.md), and their teardown must follow trio's. Imports of RNS and LXMF stay inside the
-builders, so a node with Reticulum off never loads them. A Nostr transport joins as one more
-builder.
+builders, so a node with Reticulum off never loads them. Nostr (`[nostr] relays`) needs no
+main-thread start: it is one more builder, independent of Reticulum.
 """
 
 from __future__ import annotations
@@ -75,7 +75,23 @@ def _lxmf(paths: NodePaths, config: Config, files: NodeFiles) -> Built:
     return Built(transport, transport.shutdown_lxmf)
 
 
-BUILDERS: dict[str, Builder] = {"reticulum": _reticulum, "lxmf": _lxmf}
+def _nostr(paths: NodePaths, config: Config, files: NodeFiles) -> Built:
+    """Relays over trio-websocket: nothing to start before trio, nothing to stop after it."""
+    from transports.nostr import NostrTransport
+
+    transport = NostrTransport(
+        relays=config.nostr.relays,
+        nostr_secret=files.secrets.nostr_secret,
+        mesh_id=files.genesis.mesh_id,
+        node_id=files.secrets.node_id,
+        member=files.member,
+        trusted_keys=files.members,
+        hello_interval=config.nostr.hello_interval,
+    )
+    return Built(transport, lambda: None)
+
+
+BUILDERS: dict[str, Builder] = {"reticulum": _reticulum, "lxmf": _lxmf, "nostr": _nostr}
 
 
 def enabled_transports(config: Config) -> list[str]:
@@ -85,6 +101,8 @@ def enabled_transports(config: Config) -> list[str]:
         names.append("reticulum")
         if config.lxmf.enabled:
             names.append("lxmf")
+    if config.nostr.enabled:
+        names.append("nostr")
     return names
 
 

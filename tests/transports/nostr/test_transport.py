@@ -1,0 +1,137 @@
+"""Two NostrTransports exchanging frames through a real relay (nostr-sdk's LocalRelay, in its own
+process on loopback): hellos bind members, frames cross both ways, stored frames wait for a node
+that was away, NIP-42 relays are answered. Real time: each test is bounded by `fail_after`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+from kai_mesh.core.errors import TransportError
+from tests.transports.nostr.conftest import MESH, Member, member, trusted
+from transports.base import MessageReceived, PeerSeen, Transport, TransportEvent
+from transports.nostr import NostrTransport
+
+
+def transport(m: Member, urls: list[str], keys: dict[bytes, bytes]) -> NostrTransport:
+    return NostrTransport(
+        relays=urls,
+        nostr_secret=m.secrets.nostr_secret,
+        mesh_id=MESH,
+        node_id=m.node_id,
+        member=m.record,
+        trusted_keys=keys,
+    )
+
+
+@asynccontextmanager
+async def running(*transports: NostrTransport) -> AsyncIterator[trio.Nursery]:
+    async with trio.open_nursery() as nursery:
+        for t in transports:
+            await nursery.start(t.run)
+        yield nursery
+        nursery.cancel_scope.cancel()
+
+
+async def next_of(t: NostrTransport, kind: type[TransportEvent]) -> TransportEvent:
+    while True:
+        event = await t.events.receive()
+        if isinstance(event, kind):
+            return event
+
+
+async def meet(a: NostrTransport, b: NostrTransport) -> None:
+    for t, other in ((a, b), (b, a)):
+        while other.node_id not in {p.node_id for p in t.peers()}:
+            await next_of(t, PeerSeen)
+
+
+def test_it_is_a_transport_that_stores_and_is_no_live_link() -> None:
+    a = member(1)
+    t: Transport = transport(a, [], trusted(a))
+    assert t.abilities.relay_stores and t.abilities.store_and_forward
+    assert not t.abilities.live_links
+
+
+async def test_two_nodes_exchange_frames_through_a_relay(relay_url: str) -> None:
+    a, b = member(1), member(2)
+    keys = trusted(a, b)
+    ta, tb = transport(a, [relay_url], keys), transport(b, [relay_url], keys)
+    with trio.fail_after(20):
+        async with running(ta, tb):
+            await meet(ta, tb)
+            payloads = [bytes([i]) * (1 + 997 * i) for i in range(20)] + [b"x" * ta.max_payload]
+            for data in payloads:
+                await ta.send(b.node_id, data)
+            got = [await next_of(tb, MessageReceived) for _ in payloads]
+            assert all(isinstance(g, MessageReceived) and g.node_id == a.node_id for g in got)
+            assert sorted(g.data for g in got if isinstance(g, MessageReceived)) == sorted(payloads)
+            await tb.send(a.node_id, b"back")
+            reply = await next_of(ta, MessageReceived)
+            assert isinstance(reply, MessageReceived) and reply.data == b"back"
+    assert tb.counters()["received"] >= len(payloads)
+    quiet = ("received", "sent", "own_echo")
+    refused = {k: v for k, v in tb.counters().items() if k not in quiet}
+    assert not any(refused.values()), refused
+
+
+async def test_send_refuses_unknown_nodes_and_oversize(relay_url: str) -> None:
+    a, b = member(1), member(2)
+    ta = transport(a, [relay_url], trusted(a, b))
+    with trio.fail_after(10):
+        async with running(ta):
+            with pytest.raises(TransportError, match="not known"):
+                await ta.send(b.node_id, b"hi")
+            ta._keys[b.node_id] = b.record.nostr_public.hex()
+            with pytest.raises(TransportError, match="frame is"):
+                await ta.send(b.node_id, b"x" * (ta.max_payload + 1))
+
+
+async def test_a_node_that_was_away_finds_stored_frames(relay_url: str) -> None:
+    a, b = member(1), member(2)
+    keys = trusted(a, b)
+    ta = transport(a, [relay_url], keys)
+    with trio.fail_after(30):
+        async with running(ta):
+            tb = transport(b, [relay_url], keys)
+            async with running(tb):
+                await meet(ta, tb)
+            # b is gone; a leaves two frames with the relay.
+            assert await ta.store_and_forward(b.node_id, b"while you were out 1")
+            assert await ta.store_and_forward(b.node_id, b"while you were out 2")
+            tb2 = transport(b, [relay_url], keys)
+            async with running(tb2):
+                got = {(await next_of(tb2, MessageReceived)).data for _ in range(2)}  # type: ignore[attr-defined]
+                assert got == {b"while you were out 1", b"while you were out 2"}
+    assert tb2.counters().get("held_unknown_key", 0) >= 1  # arrived before a's hello
+
+
+async def test_nip42_relay(auth_relay_url: str) -> None:
+    a, b = member(1), member(2)
+    keys = trusted(a, b)
+    ta, tb = transport(a, [auth_relay_url], keys), transport(b, [auth_relay_url], keys)
+    with trio.fail_after(20):
+        async with running(ta, tb):
+            await meet(ta, tb)
+            await ta.send(b.node_id, b"authenticated")
+            got = await next_of(tb, MessageReceived)
+            assert isinstance(got, MessageReceived) and got.data == b"authenticated"
+
+
+async def test_a_dead_relay_costs_only_itself(relay_url: str) -> None:
+    a, b = member(1), member(2)
+    keys = trusted(a, b)
+    dead = "ws://127.0.0.1:9"  # discard port: connection refused
+    ta, tb = transport(a, [dead, relay_url], keys), transport(b, [relay_url, dead], keys)
+    with trio.fail_after(20):
+        async with running(ta, tb):
+            await meet(ta, tb)
+            await ta.send(b.node_id, b"still here")
+            got = await next_of(tb, MessageReceived)
+            assert isinstance(got, MessageReceived) and got.data == b"still here"
+            states = {r["url"]: r for r in ta.describe()["relays"]}
+            assert not states[dead]["connected"] and states[dead]["demoted"]
+            assert states[relay_url]["connected"] and not states[relay_url]["demoted"]

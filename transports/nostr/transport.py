@@ -1,0 +1,408 @@
+"""Nostr as a kai-mesh transport: frames between members through ordinary relays.
+
+Relays are untrusted carriers that store; they are not a live link to anyone (`Abilities`).
+
+Who is who. Each node publishes a **hello** every `hello_interval` (and once more when it meets
+a new member): an ephemeral event (kind `KIND_HELLO`) tagged `["m", mesh tag]`, whose content is
+its signed member record, NIP-44 encrypted with a key derived from the mesh id (so a relay learns
+neither names nor keys, only that some mesh talks). A hello is believed when the record is
+admitted (`admit_member`: this mesh, a trusted Ed25519 key, all three signatures) and the record's
+Nostr key is the event's signer; the node id is then bound to that Nostr key and the node is a
+`PeerSeen`. Nothing else binds a key: a frame from an unbound key is dropped (`unknown_key`).
+
+Frames. `send` publishes an ephemeral event (`KIND_FRAME`) with `["p", recipient]`,
+`["m", mesh tag]` and a NIP-40 `expiration` `frame_ttl` ahead; its content is the frame, NIP-44
+encrypted to the recipient's Nostr key (the plaintext is the frame's raw bytes: only kai-mesh
+reads it). `store_and_forward` does the same with a regular kind (`KIND_STORED`) that relays keep
+until `stored_ttl`; the inbound subscription asks for stored frames since `catch_up` seconds
+ago, so a node that was away finds them (the runtime drops what it already had by message id).
+
+Checks on what arrives, in order, each refusal counted by reason: shape (`malformed`), the LRU of
+seen ids before any signature work (`duplicate`: a relay's replays and the same event from
+two relays), id and signature (`bad_id`, `bad_signature`), NIP-40 (`expired`), the mesh tag
+(`other_mesh`), the recipient (`not_for_us`), the signer (`unknown_key`: held, up to
+`HELD_FRAMES`, until a hello binds it, since stored frames arrive before their sender's next
+hello), decryption (`undecryptable`), then `MessageReceived`. A node's first hello after it starts
+carries `["fresh", "1"]`, and members answer it with their own hello at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import trio
+
+from kai_mesh.core.codec import digest
+from kai_mesh.core.errors import ProtocolError, TransportError, Untrusted
+from kai_mesh.core.mesh.identity import MemberRecord, admit_member
+from kai_mesh.core.nostr import nip44
+from kai_mesh.core.nostr.event import (
+    Event,
+    check_fresh,
+    expiration,
+    parse_event,
+    public_key,
+    sign_event,
+    verify_event,
+)
+from transports.base import (
+    Abilities,
+    InterfaceInfo,
+    MessageReceived,
+    PeerInfo,
+    PeerSeen,
+    PingResult,
+    TransportBase,
+    TransportEvent,
+)
+from transports.nostr import _policy
+from transports.nostr._pool import RelayPool
+from transports.nostr._relay import Published, Relay
+
+log = logging.getLogger(__name__)
+
+KIND_HELLO = 28930  # ephemeral: a member record for the mesh
+KIND_FRAME = 28931  # ephemeral: one frame for one member
+KIND_STORED = 4931  # regular, NIP-40 expiring: one frame kept for an absent member
+KIND_AUTH = 22242  # NIP-42
+KINDS = frozenset({KIND_HELLO, KIND_FRAME, KIND_STORED})
+#: Largest frame: its NIP-44 payload pads to 40,960 bytes, whose event fits strfry's 64 KiB.
+MAX_PAYLOAD = 40_960
+EVENT_BUFFER = 1024
+INTERFACE = "nostr"
+HELLO_ANSWER_GAP = 5.0  # seconds between two hellos sent in answer to one member
+HELD_FRAMES = 256  # verified frames from a key no hello has bound yet, kept until one does
+
+
+def mesh_tag(mesh_id: bytes) -> str:
+    """What the `m` tag says: 16 bytes of a hash of the mesh id, hex."""
+    return digest("nostr-mesh-tag", mesh_id)[:16].hex()
+
+
+def hello_key(mesh_id: bytes) -> bytes:
+    """The NIP-44 conversation key hellos are encrypted with: members know the mesh id."""
+    return digest("nostr-hello-key", mesh_id)[:32]
+
+
+class NostrTransport(TransportBase):
+    """See the module docstring. `await nursery.start(transport.run)`."""
+
+    name = "nostr"
+    abilities = Abilities(store_and_forward=True, relay_stores=True)
+
+    def __init__(
+        self,
+        *,
+        relays: Iterable[str],
+        nostr_secret: bytes,
+        mesh_id: bytes,
+        node_id: bytes,
+        member: MemberRecord,
+        trusted_keys: Mapping[bytes, bytes],
+        frame_ttl: int = 60,
+        stored_ttl: int = 7 * 24 * 3600,
+        catch_up: int = 24 * 3600,
+        hello_interval: float = 300.0,
+        randbytes: Callable[[int], bytes] = os.urandom,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.secret = nostr_secret
+        self.pubkey = public_key(nostr_secret)
+        self.mesh_id = mesh_id
+        self.tag = mesh_tag(mesh_id)
+        self.node_id = node_id
+        self.member = member
+        self.trusted_keys = trusted_keys  # live: the governance fold changes it
+        self.frame_ttl = frame_ttl
+        self.stored_ttl = stored_ttl
+        self.catch_up = catch_up
+        self.announce_interval = hello_interval
+        self._randbytes = randbytes
+        self._clock = clock
+        self._hello_key = hello_key(mesh_id)
+        self.pool = RelayPool(relays, handler=self._on_event, signer=self._sign_auth)
+        self._counters: dict[str, int] = {"received": 0, "sent": 0, "dropped_events": 0}
+        self._send_events, self._events = trio.open_memory_channel[TransportEvent](EVENT_BUFFER)
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._keys: dict[bytes, str] = {}  # node id -> Nostr key, bound by an admitted hello
+        self._nodes: dict[str, bytes] = {}  # Nostr key -> node id
+        self._peers: dict[bytes, PeerInfo] = {}
+        self._conversations: dict[str, bytes] = {}
+        self._answered: dict[bytes, float] = {}  # node id -> when we last answered its hello
+        self._held: OrderedDict[str, Event] = OrderedDict()  # event id -> frame, unbound key
+        self._hellos_sent = 0
+        self._nursery: trio.Nursery | None = None
+
+    # ---- life cycle ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.pool.run)
+            # Subscribe before publishing (NIP-46/ContextVM's rule): an answer to our hello
+            # must find the subscription in place.
+            await self.pool.subscribe("kai-hello", {"kinds": [KIND_HELLO], "#m": [self.tag]})
+            since = max(0, int(self._clock()) - self.catch_up)
+            inbound = {"kinds": [KIND_FRAME, KIND_STORED], "#p": [self.pubkey], "since": since}
+            await self.pool.subscribe("kai-in", inbound)
+            nursery.start_soon(self._hello_loop)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def _hello_loop(self) -> None:
+        while True:
+            with trio.move_on_after(30):  # the first hello waits for a relay, not forever
+                await self.pool.wait_connected()
+            await self._publish_hello()
+            await trio.sleep(self.announce_interval)
+
+    # ---- the Transport interface --------------------------------------------------------------
+
+    @property
+    def events(self) -> trio.MemoryReceiveChannel[TransportEvent]:
+        return self._events
+
+    @property
+    def max_payload(self) -> int:
+        return MAX_PAYLOAD
+
+    async def announce(self) -> None:
+        await self._publish_hello()
+
+    async def send(self, node_id: bytes, data: bytes) -> None:
+        """Publish `data` for `node_id` as an ephemeral event. Returns once a relay accepted it.
+
+        Raises:
+            TransportError: the node's Nostr key is not known yet (no hello from it), `data` is
+                larger than `max_payload`, or no relay accepted the event.
+        """
+        answers = await self._publish_frame(node_id, data, KIND_FRAME, self.frame_ttl)
+        if not any(a.accepted for a in answers):
+            reasons = ", ".join(f"{a.relay}: {a.reason}" for a in answers) or "no answer"
+            raise TransportError(f"no Nostr relay accepted the frame ({reasons})")
+
+    async def store_and_forward(self, node_id: bytes, data: bytes) -> bool:
+        """Leave `data` with the relays, kept until `stored_ttl`. True when one accepted it."""
+        try:
+            answers = await self._publish_frame(node_id, data, KIND_STORED, self.stored_ttl)
+        except TransportError as exc:
+            log.info("store-and-forward to %s over Nostr impossible: %s", node_id.hex(), exc)
+            return False
+        return any(a.accepted for a in answers)
+
+    async def ping(self, node_id: bytes) -> PingResult:
+        raise TransportError("Nostr relays are not a live link: nothing to ping")
+
+    def interfaces(self) -> list[InterfaceInfo]:
+        return [
+            InterfaceInfo(
+                name=relay.url,
+                kind="nostr-relay",
+                mtu=min(MAX_PAYLOAD, relay.max_message_length),
+                bitrate=None,
+                online=relay.is_connected,
+            )
+            for relay in self.pool.relays
+        ]
+
+    def peers(self) -> list[PeerInfo]:
+        return list(self._peers.values())
+
+    def counters(self) -> dict[str, int]:
+        return dict(self._counters)
+
+    def forget(self, node_id: bytes) -> None:
+        key = self._keys.pop(node_id, None)
+        if key is not None:
+            self._nodes.pop(key, None)
+            self._conversations.pop(key, None)
+        self._peers.pop(node_id, None)
+        self._answered.pop(node_id, None)
+
+    def describe(self) -> dict[str, Any]:
+        return {"pubkey": self.pubkey, "relays": [relay_state(r) for r in self.pool.relays]}
+
+    # ---- sending ------------------------------------------------------------------------------
+
+    def _conversation(self, pubkey: str) -> bytes:
+        key = self._conversations.get(pubkey)
+        if key is None:
+            key = nip44.conversation_key(self.secret, bytes.fromhex(pubkey))
+            self._conversations[pubkey] = key
+        return key
+
+    def _sign(self, kind: int, tags: list[list[str]], content: str) -> Event:
+        return sign_event(
+            self.secret,
+            created_at=int(self._clock()),
+            kind=kind,
+            tags=tags,
+            content=content,
+            aux=self._randbytes(32),
+        )
+
+    def _sign_auth(self, url: str, challenge: str) -> Event:
+        return self._sign(KIND_AUTH, [["relay", url], ["challenge", challenge]], "")
+
+    async def _publish_frame(
+        self, node_id: bytes, data: bytes, kind: int, ttl: int
+    ) -> list[Published]:
+        pubkey = self._keys.get(node_id)
+        if pubkey is None:
+            raise TransportError(f"the Nostr key of node {node_id.hex()} is not known yet")
+        if not data or len(data) > MAX_PAYLOAD:
+            raise TransportError(f"a Nostr frame is 1..{MAX_PAYLOAD} bytes, not {len(data)}")
+        content = nip44.encrypt(data, self._conversation(pubkey), self._randbytes(32))
+        expires = str(int(self._clock()) + ttl)
+        tags = [["p", pubkey], ["m", self.tag], ["expiration", expires]]
+        event = self._sign(kind, tags, content)
+        self._remember(event.id)  # our own event, echoed by a relay, is not news
+        answers = await self.pool.publish(event)
+        self._counters["sent"] += 1
+        return answers
+
+    async def _publish_hello(self) -> None:
+        content = nip44.encrypt(self.member.to_bytes(), self._hello_key, self._randbytes(32))
+        expires = str(int(self._clock()) + max(60, int(self.announce_interval) * 2))
+        tags = [["m", self.tag], ["expiration", expires]]
+        if self._hellos_sent == 0:
+            tags.append(["fresh", "1"])  # "I just started": known members answer too
+        self._hellos_sent += 1
+        event = self._sign(KIND_HELLO, tags, content)
+        self._remember(event.id)
+        try:
+            await self.pool.publish(event)
+        except TransportError as exc:
+            log.debug("hello not published: %s", exc)
+
+    # ---- receiving (called from a relay's read loop: never raises, never blocks) -------------
+
+    def _count(self, reason: str) -> None:
+        self._counters[reason] = self._counters.get(reason, 0) + 1
+
+    def _remember(self, event_id: str) -> None:
+        self._seen[event_id] = None
+        if len(self._seen) > _policy.SEEN_IDS:
+            self._seen.popitem(last=False)
+
+    def _on_event(self, relay: Relay, sub_id: str, obj: Any) -> None:
+        self._counters["received"] += 1
+        try:
+            event = parse_event(obj)
+            if event.kind not in KINDS:
+                self._count("wrong_kind")
+                return
+            if event.pubkey == self.pubkey:  # our own hello, echoed: nothing to learn
+                self._count("own_echo")
+                return
+            if event.id in self._seen:  # before any signature work (rust-nostr's order)
+                self._seen.move_to_end(event.id)
+                self._count("duplicate")
+                return
+            verify_event(event)
+            self._remember(event.id)
+            check_fresh(event, self._clock())
+        except ProtocolError as exc:
+            self._count(exc.reason)
+            return
+        if event.tag_values("m") != [self.tag]:
+            self._count("other_mesh")
+        elif event.kind == KIND_HELLO:
+            self._on_hello(event)
+        else:
+            self._on_frame(event)
+
+    def _on_hello(self, event: Event) -> None:
+        try:
+            record_bytes = nip44.decrypt(event.content, self._hello_key)
+            record = admit_member(record_bytes, self.mesh_id, self.trusted_keys)
+        except ProtocolError as exc:  # another mesh's hello does not decrypt
+            self._count("untrusted" if isinstance(exc, Untrusted) else exc.reason)
+            return
+        if record.nostr_public.hex() != event.pubkey:
+            self._count("key_mismatch")
+            return
+        node_id = record.node_id
+        if node_id == self.node_id:
+            return
+        new = self._keys.get(node_id) != event.pubkey
+        old_key = self._keys.get(node_id)
+        if old_key is not None and new:
+            self._nodes.pop(old_key, None)
+        self._keys[node_id], self._nodes[event.pubkey] = event.pubkey, node_id
+        peer = PeerInfo(
+            node_id=node_id,
+            name=record.name,
+            hops=None,
+            interface=INTERFACE,
+            last_heard=trio.current_time(),
+            rtt=None,
+        )
+        self._peers[node_id] = peer
+        self._emit(PeerSeen(peer=peer))
+        for held_id in [i for i, e in self._held.items() if e.pubkey == event.pubkey]:
+            self._on_frame(self._held.pop(held_id))
+        now = trio.current_time()
+        fresh = event.tag_values("fresh") == ["1"]
+        # A restart's hello (fresh: sent once per start, and a replay of it is a duplicate id)
+        # is always answered; a key we had not bound, at most once per gap.
+        quiet = now - self._answered.get(node_id, -HELLO_ANSWER_GAP) >= HELLO_ANSWER_GAP
+        if (fresh or (new and quiet)) and self._nursery is not None:
+            self._answered[node_id] = now  # a newcomer learns of us now, not at our next hello
+            self._nursery.start_soon(self._publish_hello)
+
+    def _on_frame(self, event: Event) -> None:
+        if event.tag_values("p") != [self.pubkey]:
+            self._count("not_for_us")
+            return
+        if expiration(event) is None:
+            self._count("malformed")  # we always set one: without it a replay never dies
+            return
+        node_id = self._nodes.get(event.pubkey)
+        if node_id is None:
+            # Stored frames arrive as soon as we subscribe, before their sender's next hello
+            # (hellos are ephemeral): hold a bounded number until one binds the key.
+            self._count("held_unknown_key")
+            self._held[event.id] = event
+            if len(self._held) > HELD_FRAMES:
+                self._held.popitem(last=False)
+                self._count("unknown_key")
+            return
+        try:
+            data = nip44.decrypt(event.content, self._conversation(event.pubkey))
+        except ProtocolError as exc:
+            self._count(exc.reason)
+            return
+        if len(data) > MAX_PAYLOAD:
+            self._count("oversize")
+            return
+        self._emit(MessageReceived(node_id=node_id, data=data, interface=INTERFACE))
+
+    def _emit(self, event: TransportEvent) -> None:
+        try:
+            self._send_events.send_nowait(event)
+        except trio.WouldBlock:
+            self._count("dropped_events")
+
+
+def relay_state(relay: Relay) -> dict[str, Any]:
+    """One relay's state for `kai-mesh status` and the bench."""
+    stats = relay.stats
+    return {
+        "url": relay.url,
+        "connected": relay.is_connected,
+        "demoted": relay.demoted,
+        "attempts": stats.attempts,
+        "successes": stats.successes,
+        "latency": stats.latency,
+        "max_message_length": relay.max_message_length,
+        "sent": stats.sent,
+        "accepted": stats.accepted,
+        "received": stats.received,
+        "refused": dict(stats.refused),
+    }
