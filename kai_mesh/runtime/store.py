@@ -309,12 +309,31 @@ class Store:
         return headers, entries
 
     def state_keep_evidence(self, kind: str, client_id: int, first: bytes, second: bytes) -> None:
+        """Keep signed records that prove a stream broke a rule (the replica's `Evidence`;
+        `second` is empty when one record is the proof). Kept once: the same proof again is
+        not stored twice."""
         with self._lock, self._db:
             self._db.execute("BEGIN")
-            self._db.execute(
-                "INSERT INTO state_evidence (kind, client_id, first, second) VALUES (?, ?, ?, ?)",
-                (kind, client_id, first, second),
-            )
+            row = (kind, client_id, first, second)
+            known = self._db.execute(
+                "SELECT 1 FROM state_evidence"
+                " WHERE kind=? AND client_id=? AND first=? AND second=?",
+                row,
+            ).fetchone()
+            if known is None:
+                self._db.execute(
+                    "INSERT INTO state_evidence (kind, client_id, first, second)"
+                    " VALUES (?, ?, ?, ?)",
+                    row,
+                )
+
+    def state_evidence(self) -> list[tuple[str, int, bytes, bytes]]:
+        """Every proof kept, oldest first: (kind, client id, first record, second or b"")."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, client_id, first, second FROM state_evidence ORDER BY id"
+            ).fetchall()
+        return [(str(k), int(c), bytes(a), bytes(b)) for k, c, a, b in rows]
 
     # ---- governance --------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from kai_mesh.core.governance.machine import GovernanceState
 from kai_mesh.core.mesh.identity import NodeSecrets
 from kai_mesh.core.messaging.frames import FRAME_STATE
 from kai_mesh.core.state import ydoc
-from kai_mesh.core.state.replica import Received, Replica
+from kai_mesh.core.state.replica import Evidence, Received, Replica
 from kai_mesh.core.state.revocation import Revocation, revocations_of
 from kai_mesh.core.state.wire import (
     ENTRY_FORMAT,
@@ -97,6 +97,7 @@ class StateService:
         self._revoked: dict[bytes, Revocation] = {}
         # The logs, kept from `start` to the first fold when that restore refused "untrusted".
         self._boot_logs: tuple[list[bytes], list[bytes]] | None = None
+        self._kept: set[Evidence] = set()  # proofs already committed to the store
         # Entries each side turned out to lack, per peer, since the last `sync_now`.
         self._lacked_here: dict[bytes, int] = {}
         self._lacked_there: dict[bytes, set[bytes]] = {}  # distinct entries: rounds may overlap
@@ -125,6 +126,14 @@ class StateService:
     async def _open(self, store: Store, client_id: int) -> tuple[list[bytes], list[bytes]]:
         """A replica writing on `client_id`, rebuilt from the store's logs; the logs."""
         headers, entries = await self._db(store.state_logs)
+        # The proofs kept go back in with the logs and are judged again, so a stream convicted
+        # before a restart is convicted again (its conflicting record is not in the logs).
+        proofs = [
+            r
+            for *_, first, second in await self._db(store.state_evidence)
+            for r in (first, second)
+            if r
+        ]
         if self.replica is not None:
             self.replica.close()
         self.replica = Replica(
@@ -134,7 +143,11 @@ class StateService:
             verify_key_for=self._keys.get,
         )
         self.replica.set_revoked(self._revoked)
-        got = self.replica.restore(headers, entries)
+        got = self.replica.restore(
+            [*headers, *(r for r in proofs if r[:1] == _HEADER)],
+            [*entries, *(r for r in proofs if r[:1] == _ENTRY)],
+        )
+        self._kept = set(self.replica.evidence())
         if got.refused.get("untrusted"):
             self._boot_logs = (headers, entries)
         return headers, entries
@@ -360,6 +373,20 @@ class StateService:
     async def _persist_received(self, received: Received) -> None:
         if received.headers or received.entries:
             await self._persist([*received.headers, *received.entries])
+        await self._keep_evidence()
+
+    async def _keep_evidence(self) -> None:
+        """Commit the proofs the replica found since the last time (DESIGN.md: two entries with
+        one seq are caught and kept as evidence), so they outlive a restart."""
+        replica, store = self.replica, self._store
+        if replica is None or store is None:
+            return
+        for proof in replica.evidence():
+            if proof in self._kept:
+                continue
+            first, second = proof.records[0], (proof.records[1] if len(proof.records) > 1 else b"")
+            await self._db(store.state_keep_evidence, proof.kind, proof.client_id, first, second)
+            self._kept.add(proof)
 
     def _need(self) -> Replica:
         if self.replica is None:

@@ -4,6 +4,7 @@ with the revoked node's entries up to the cut and nothing after it."""
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,47 @@ async def test_a_writer_whose_stream_is_held_back_goes_on_writing_on_a_new_strea
     again.on_governance(fold(keys, r, {r_client: 1}))
     assert again.read(("shared",)) == {"k0": 0, "y": 1}
     assert again.status()["client_id"] == second_stream
+
+
+async def test_evidence_of_a_fork_is_kept_in_the_store_and_outlives_a_restart(
+    tmp_path: Path,
+) -> None:
+    """The replica keeps a fork's two entries as evidence; the service commits them, so a node
+    restarted after it still holds the proof and still refuses the forked stream."""
+    from kai_mesh.core.state.wire import ZERO_HASH
+    from tests.core.state.test_replica import EVIL, KEYS, SECRETS, Writer
+    from tests.core.state.test_replica import MESH as REPLICA_MESH
+
+    def service() -> StateService:
+        return StateService(
+            secrets=SECRETS[1],
+            mesh_id=REPLICA_MESH,
+            keys=KEYS,
+            send=_send_nothing,
+            peers=lambda: [],
+            emit=lambda topic, data: None,
+            rng=random.Random(3),
+        )
+
+    evil = Writer(EVIL, 700)
+    one = evil.entry(evil.update("a", 1))
+    other = evil.entry(evil.update("a", 2), seq=1, prev=ZERO_HASH)
+    db = tmp_path / "node.db"
+    first = service()
+    store = Store(db, run_sync=inline)
+    await first.start(store)
+    await first.on_frame(EVIL.node_id, encode_sync(Entries([evil.header], [one])))
+    await first.on_frame(EVIL.node_id, encode_sync(Entries([], [other])))
+    assert first.status()["evidence"] == 1
+    assert [(k, c) for k, c, *_ in store.state_evidence()] == [("fork", 700)]
+    await first.on_frame(EVIL.node_id, encode_sync(Entries([], [other])))  # the same proof again
+    assert len(store.state_evidence()) == 1
+    store.close()
+    again = service()
+    await again.start(Store(db, run_sync=inline))
+    assert again.status()["evidence"] == 1
+    assert again.replica is not None and 700 in again.replica.quarantined
+
+
+async def _send_nothing(node_id: bytes, frame: bytes) -> None:
+    pass
