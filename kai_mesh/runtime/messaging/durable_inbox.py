@@ -57,7 +57,9 @@ class Inbox:
         count: Callable[[str], None],
         policy: RetryPolicy | None = None,
         rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        self._wall_clock = wall_clock  # only for what the wire carries as wall time
         self._store = store
         self._node_id = node_id
         self._decoder = decoder
@@ -77,7 +79,7 @@ class Inbox:
             envelope=envelope,
             expires_at=message.expires_at,
             priority=int(message.priority),
-            received_at=time.time(),
+            received_at=self._wall_clock(),
         )
         return await self._store.run_sync(lambda: self._store.inbox_take(row))
 
@@ -91,7 +93,7 @@ class Inbox:
 
     async def run(self) -> None:
         """Serve again, each in its own task, every message a stop interrupted."""
-        now = int(time.time())
+        now = int(self._wall_clock())
         store = self._store
         await store.run_sync(lambda: store.forget_seen_before(now))
         rows = await store.run_sync(lambda: store.inbox_rows(now))
@@ -104,7 +106,7 @@ class Inbox:
 
     async def _serve_again(self, row: InboxRow) -> None:
         ends = LinkEnds(sender=row.sender, receiver=self._node_id)
-        now = int(time.time())
+        now = int(self._wall_clock())
         try:
             decoded = self._decoder.decode(row.envelope, now, link=ends, remember=False)
         except ProtocolError as exc:  # expired since, or its sender is no longer a member
@@ -130,6 +132,8 @@ class Inbox:
     async def _send_until_expiry(
         self, node_id: bytes, data: bytes, priority: Priority, expires_at: int
     ) -> None:
+        # The envelope's wall-clock expiry becomes one trio deadline; the retries wait on trio's.
+        deadline = trio.current_time() + (expires_at - self._wall_clock())
         attempts = 0
         while True:
             try:
@@ -138,7 +142,7 @@ class Inbox:
             except TransportError as exc:
                 attempts += 1
                 delay = self._policy.delay(attempts, self._rng.random())
-                if time.time() + delay > expires_at:
+                if trio.current_time() + delay > deadline:
                     log.info("inbox: no reply sent to %s before expiry: %s", node_id.hex(), exc)
                     return
             await trio.sleep(delay)

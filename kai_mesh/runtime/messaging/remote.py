@@ -201,6 +201,7 @@ class RemoteRouter:
             refuse=self._refuse,
             count=self._count,
             policy=None if self.outbox is None else self.outbox.policy,
+            wall_clock=self.wall_clock,
         )
 
     def _refuse(self, reason: str) -> None:
