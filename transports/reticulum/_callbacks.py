@@ -22,7 +22,7 @@ import RNS
 import trio
 
 from transports.base import BroadcastReceived, MessageReceived
-from transports.reticulum._join import _RnsAdmission
+from transports.reticulum._join import MAX_JOIN, _RnsAdmission
 from transports.reticulum._state import (
     HELLO,
     JOIN,
@@ -74,8 +74,12 @@ class _RnsCallbacks(_RnsAdmission):
     def _rns_resource_offered(self, resource: Any) -> bool:
         # An advertisement, not yet the data: refusing here costs the sender one packet.
         if resource.link.link_id not in self._verified_links:
-            self._post(self._count, "resource_unverified")
-            return False
+            # Before the HELLO verifies, only what admission needs may come as a Resource: a
+            # JOIN (member record and invite claim) is larger than one link packet.
+            if resource.get_data_size() > MAX_JOIN + 1:
+                self._post(self._count, "resource_unverified")
+                return False
+            return True
         ok = resource.get_data_size() <= MAX_PAYLOAD + 1
         if not ok:
             self._post(self._count, "oversize")

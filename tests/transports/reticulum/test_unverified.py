@@ -12,6 +12,7 @@ import trio.testing
 
 from kai_mesh.core.mesh.identity import MemberRecord, NodeSecrets
 from tests.transports.reticulum.test_trust import MESH, FakeLink, inbound, make
+from transports.reticulum._join import MAX_JOIN
 from transports.reticulum._state import HELLO_DEADLINE, MAX_UNVERIFIED
 from transports.reticulum.transport import HELLO, MAX_PAYLOAD, MSG
 
@@ -73,17 +74,21 @@ async def test_at_most_max_unverified_links_the_oldest_gives_way(
 
 
 async def test_resources_are_refused_until_the_hello_verifies() -> None:
+    """Before the HELLO verifies, only a JOIN-sized Resource is taken (a JOIN with its claim is
+    larger than one packet); anything larger is refused at the advertisement."""
     friend = NodeSecrets.generate(os.urandom)
     transport, _ = make([friend])
     state, fake = inbound(transport, friend.rns_public)
     transport._bridge.post = lambda fn, *args: fn(*args)  # type: ignore[method-assign]
-    assert transport._rns_resource_offered(Advert(fake, 1000)) is False
-    assert transport.counters()["resource_unverified"] == 1
+    assert transport._rns_resource_offered(Advert(fake, MAX_JOIN + 1)) is True
+    assert transport._rns_resource_offered(Advert(fake, MAX_JOIN + 2)) is False
+    assert transport._rns_resource_offered(Advert(fake, 256 * 1024)) is False
+    assert transport.counters()["resource_unverified"] == 2
     transport._on_frame(
         fake.link_id, bytes([HELLO]) + MemberRecord.create(friend, "f", MESH).to_bytes()
     )
     assert transport._rns_resource_offered(Advert(fake, 1000)) is True
     assert transport._rns_resource_offered(Advert(fake, MAX_PAYLOAD + 2)) is False
     transport._on_closed(fake.link_id)
-    assert transport._rns_resource_offered(Advert(fake, 1000)) is False  # closed: forgotten
+    assert transport._rns_resource_offered(Advert(fake, 10_000)) is False  # closed: forgotten
     assert state.closed
