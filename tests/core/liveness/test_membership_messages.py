@@ -1,0 +1,263 @@
+"""The failure detector's answer to each message, one detector driven by hand.
+
+Where `test_membership.py` checks the protocol's outcomes in a simulated mesh, these pin what a
+single message does: who a reply goes to, what it carries, and when a message is ignored. Each was
+written against a mutant that the simulator let through (docs/mutation.md).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from kai_mesh.core.errors import UsageError
+from kai_mesh.core.liveness.membership import (
+    AliveReceived,
+    DetectorConfig,
+    FailureDetector,
+    IndirectProbeRequested,
+    PeerRecovered,
+    PeerState,
+    PeerSuspected,
+    ProbeAcked,
+    SendAlive,
+    SendIndirectAck,
+    SendIndirectProbe,
+    SendProbe,
+    SendSuspect,
+    Status,
+    SuspectReceived,
+)
+
+WIFI = DetectorConfig()
+WIFI_LINK = (0.02, 1_000_000)
+LORA_LINK = (1.0, 5_000)
+
+
+def _detector(*peers: bytes, seed: int = 0) -> FailureDetector:
+    det = FailureDetector(b"a", WIFI, random.Random(seed))
+    for peer in peers:
+        det.add_peer(peer, 0.0, *WIFI_LINK)
+    return det
+
+
+def _suspect(det: FailureDetector, node_id: bytes, accuser: bytes, now: float = 1.0) -> None:
+    det.receive(SuspectReceived(node_id=node_id, incarnation=0, from_id=accuser), now)
+    assert det.state_of(node_id).status is Status.SUSPECT
+
+
+# -- queries and membership --
+
+
+def test_an_unknown_peer_is_named_in_the_error() -> None:
+    with pytest.raises(UsageError, match=b"nobody".hex()):
+        _detector(b"b").state_of(b"nobody")
+
+
+def test_no_peers_no_timer() -> None:
+    det = _detector()
+    assert det.get_timer() is None
+    assert det.handle_timer(5.0) == []
+
+
+def test_removing_the_last_peer_stops_the_timer_and_removing_a_stranger_changes_nothing() -> None:
+    det = _detector(b"b")
+    assert det.get_timer() == 0.0
+    det.remove_peer(b"zz", 1.0)
+    assert det.peers() == [b"b"] and det.get_timer() == 0.0
+    det.remove_peer(b"b", 1.0)
+    assert det.peers() == [] and det.get_timer() is None
+    with pytest.raises(UsageError):
+        det.state_of(b"b")
+
+
+def test_removing_the_probed_peer_drops_its_probe() -> None:
+    det = _detector(b"b", b"c")
+    probe = next(o for o in det.handle_timer(0.0) if isinstance(o, SendProbe))
+    other = b"c" if probe.to == b"b" else b"b"
+    det.remove_peer(probe.to, 0.1)
+    # No probe timeout is pending any more: the next timer is the end of the period.
+    assert det.get_timer() == pytest.approx(WIFI.probe_interval(*WIFI_LINK))
+    out = det.handle_timer(det.get_timer() or 0.0)
+    assert not [o for o in out if isinstance(o, PeerSuspected | SendIndirectProbe)]
+    assert [o.to for o in out if isinstance(o, SendProbe)] == [other]
+
+
+@pytest.mark.parametrize("which", ["probed", "unprobed"])
+@pytest.mark.parametrize("seed", range(6))
+def test_after_a_removal_the_round_still_probes_every_remaining_peer_once(
+    seed: int, which: str
+) -> None:
+    peers = [bytes([i]) * 2 for i in range(2, 7)]
+    det = FailureDetector(b"a", WIFI, random.Random(seed))
+    for peer in peers:
+        det.add_peer(peer, 0.0, *WIFI_LINK)
+    now, probed = 0.0, []
+
+    def periods(n: int) -> list[bytes]:
+        nonlocal now
+        start = len(probed)
+        for _ in range(n):
+            for o in det.handle_timer(now):
+                if isinstance(o, SendProbe):
+                    probed.append(o.to)
+                    det.receive(ProbeAcked(from_id=o.to, seq=o.seq), now + 0.01)
+            now = det.get_timer() or now
+        return probed[start:]
+
+    periods(2)  # part of the way round
+    unprobed = sorted(set(peers) - set(probed))
+    gone = probed[0] if which == "probed" else unprobed[0]
+    det.remove_peer(gone, now)
+    rest = [p for p in unprobed if p != gone]
+    # The rest of this round: the ones not yet probed, each once; then whole rounds again.
+    assert sorted(periods(len(rest))) == rest
+    remaining = sorted(p for p in peers if p != gone)
+    assert sorted(periods(4)) == remaining
+    assert sorted(periods(4)) == remaining
+
+
+# -- timers --
+
+
+def test_the_timer_is_the_earliest_of_relays_suspicions_and_the_period() -> None:
+    det = _detector(b"b", b"c", b"d")
+    det.handle_timer(0.0)  # the first probe goes out; the timer is its timeout
+    _suspect(det, b"d", b"c", now=0.0)
+    det.receive(IndirectProbeRequested(from_id=b"b", target=b"zz", seq=1), 0.0)
+    # The relay's nack is due first (its probe timeout, like ours, but ours is for a peer).
+    assert det.get_timer() == pytest.approx(WIFI.probe_timeout(None, None))
+    det.handle_timer(det.get_timer() or 0.0)
+    assert det.get_timer() == pytest.approx(WIFI.probe_interval(*WIFI_LINK))
+
+
+# -- acks, and the indirect probes we run for others --
+
+
+def test_an_ack_nobody_asked_for_is_ignored() -> None:
+    det = _detector(b"b")
+    assert det.receive(ProbeAcked(from_id=b"b", seq=99), 1.0) == []
+
+
+def test_a_relay_passes_the_ack_back_and_counts_it_as_contact() -> None:
+    det = _detector(b"b", b"c")
+    _suspect(det, b"c", b"b")
+    out = det.receive(IndirectProbeRequested(from_id=b"b", target=b"c", seq=7), 2.0)
+    assert len(out) == 1 and isinstance(out[0], SendProbe)
+    assert (out[0].to, out[0].suspect) == (b"c", True)  # a buddy probe: c refutes at once
+    out = det.receive(ProbeAcked(from_id=b"c", seq=out[0].seq), 2.5)
+    assert out == [
+        SendIndirectAck(to=b"b", target=b"c", seq=7),
+        PeerRecovered(node_id=b"c", incarnation=0),
+    ]
+    assert det.state_of(b"c") == PeerState(Status.ALIVE, 2.5, 0)
+
+
+def test_a_relay_times_its_nack_by_the_targets_link() -> None:
+    det = FailureDetector(b"a", WIFI, random.Random(0))
+    det.add_peer(b"c", 0.0, *LORA_LINK)
+    det.handle_timer(0.0)  # probe c ourselves too; its timeout is the same LoRa one
+    det.receive(ProbeAcked(from_id=b"c", seq=1), 0.1)
+    out = det.receive(IndirectProbeRequested(from_id=b"b", target=b"c", seq=3), 1.0)
+    assert out == [SendProbe(to=b"c", seq=2, suspect=False)]
+    assert det.get_timer() == pytest.approx(1.0 + WIFI.probe_timeout(*LORA_LINK))
+
+
+def test_a_relay_to_a_stranger_is_not_a_buddy_probe() -> None:
+    det = _detector(b"b")
+    out = det.receive(IndirectProbeRequested(from_id=b"b", target=b"zz", seq=3), 1.0)
+    assert out == [SendProbe(to=b"zz", seq=1, suspect=False)]
+
+
+def test_an_indirect_probe_of_ourselves_is_answered_at_once() -> None:
+    det = _detector(b"b")
+    out = det.receive(IndirectProbeRequested(from_id=b"b", target=b"a", seq=5), 1.0)
+    assert out == [SendIndirectAck(to=b"b", target=b"a", seq=5)]
+
+
+def test_at_most_256_relays_run_at_once() -> None:
+    det = _detector(b"b")
+    sent = [
+        det.receive(IndirectProbeRequested(from_id=b"b", target=b"zz", seq=i), 1.0)
+        for i in range(257)
+    ]
+    assert all(len(out) == 1 for out in sent[:256])
+    assert sent[256] == []
+
+
+# -- alive and suspect messages --
+
+
+def test_an_alive_at_the_same_incarnation_does_not_refute() -> None:
+    det = _detector(b"b", b"c")
+    _suspect(det, b"b", b"c")
+    assert det.receive(AliveReceived(node_id=b"b", incarnation=0), 2.0) == []
+    assert det.state_of(b"b").status is Status.SUSPECT
+    assert det.receive(AliveReceived(node_id=b"zz", incarnation=5), 2.0) == []  # a stranger
+    out = det.receive(AliveReceived(node_id=b"b", incarnation=1), 3.0)
+    assert out == [PeerRecovered(node_id=b"b", incarnation=1)]
+    assert det.state_of(b"b") == PeerState(Status.ALIVE, 3.0, 1)
+
+
+def test_a_suspicion_of_ourselves_at_our_incarnation_is_refuted_to_all_and_the_accuser() -> None:
+    det = _detector(b"b", b"c")
+    out = det.receive(SuspectReceived(node_id=b"a", incarnation=0, from_id=b"zz"), 1.0)
+    assert len(out) == 1 and isinstance(out[0], SendAlive)
+    assert sorted(out[0].to) == [b"b", b"c", b"zz"]  # the accuser is not a peer: told as well
+    assert (out[0].node_id, out[0].incarnation) == (b"a", 1)
+    out = det.receive(SuspectReceived(node_id=b"a", incarnation=1, from_id=b"b"), 2.0)
+    assert len(out) == 1 and isinstance(out[0], SendAlive)
+    assert sorted(out[0].to) == [b"b", b"c"]
+    assert out[0].incarnation == det.incarnation == 2  # each refutation goes one higher
+
+
+def test_an_old_suspicion_of_ourselves_gets_our_current_incarnation_back() -> None:
+    det = FailureDetector(b"a", WIFI, random.Random(0), incarnation=4)
+    det.add_peer(b"b", 0.0, *WIFI_LINK)
+    out = det.receive(SuspectReceived(node_id=b"a", incarnation=3, from_id=b"b"), 1.0)
+    assert out == [SendAlive(to=(b"b",), node_id=b"a", incarnation=4)]
+    assert det.incarnation == 4 and det.local_health == 0
+
+
+def test_suspicion_of_a_stranger_is_ignored() -> None:
+    det = _detector(b"b")
+    assert det.receive(SuspectReceived(node_id=b"zz", incarnation=0, from_id=b"b"), 1.0) == []
+
+
+def test_the_first_accuser_repeating_itself_is_no_news() -> None:
+    det = _detector(b"b", b"c", b"d", b"e")
+    _suspect(det, b"e", b"b", now=10.0)
+    first = det.suspicion_deadline(b"e")
+    det.receive(SuspectReceived(node_id=b"e", incarnation=0, from_id=b"b"), 11.0)
+    assert det.suspicion_deadline(b"e") == first
+    det.receive(SuspectReceived(node_id=b"e", incarnation=0, from_id=b"a"), 11.0)
+    assert det.suspicion_deadline(b"e") == first  # gossip of our own id counts for nothing
+
+
+def test_our_own_failed_probes_confirm_a_suspicion_once_and_tell_the_unfailed() -> None:
+    # Long suspicions (min 20 s), so that several rounds fit before e is declared failed.
+    det = FailureDetector(b"a", DetectorConfig(suspicion_mult=20.0), random.Random(1))
+    for peer in (b"b", b"c", b"d", b"e"):
+        det.add_peer(peer, 0.0, *WIFI_LINK)
+    _suspect(det, b"d", b"b", now=0.0)
+    now = det.suspicion_deadline(b"d") or 0.0
+    _suspect(det, b"e", b"b", now=now)
+    first = det.suspicion_deadline(b"e")
+    suspects, probes_of_e, end = [], 0, now + 100.0
+    while probes_of_e < 3 and now < end:
+        out = det.handle_timer(now)
+        assert det.state_of(b"d").status is Status.FAILED  # not told of suspicions
+        for o in out:
+            if isinstance(o, SendProbe) and o.to in (b"b", b"c"):
+                det.receive(ProbeAcked(from_id=o.to, seq=o.seq), now + 0.01)
+            probes_of_e += isinstance(o, SendProbe) and o.to == b"e"
+        suspects += [o for o in out if isinstance(o, SendSuspect)]
+        now = det.get_timer() or now
+    assert probes_of_e == 3 and det.state_of(b"e").status is Status.SUSPECT
+    # Three of our probes of e failed; only the first was news, and only it was gossiped.
+    assert len(suspects) == 1
+    assert (suspects[0].node_id, suspects[0].incarnation) == (b"e", 0)
+    assert sorted(suspects[0].to) == [b"b", b"c", b"e"]
+    second = det.suspicion_deadline(b"e")
+    assert first is not None and second is not None and second < first
