@@ -16,7 +16,9 @@ from kai_mesh.core.liveness.membership import (
     AliveReceived,
     DetectorConfig,
     FailureDetector,
+    Heard,
     IndirectProbeRequested,
+    PeerFailed,
     PeerRecovered,
     PeerState,
     PeerSuspected,
@@ -24,6 +26,7 @@ from kai_mesh.core.liveness.membership import (
     SendAlive,
     SendIndirectAck,
     SendIndirectProbe,
+    SendNack,
     SendProbe,
     SendSuspect,
     Status,
@@ -261,3 +264,50 @@ def test_our_own_failed_probes_confirm_a_suspicion_once_and_tell_the_unfailed() 
     assert sorted(suspects[0].to) == [b"b", b"c", b"e"]
     second = det.suspicion_deadline(b"e")
     assert first is not None and second is not None and second < first
+
+
+# -- the round and its timers --
+
+
+@pytest.mark.parametrize("link", [(2.0, None), (None, 5_000), LORA_LINK], ids=str)
+def test_the_probe_timeout_and_period_follow_the_peers_link(
+    link: tuple[float | None, int | None],
+) -> None:
+    det = FailureDetector(b"a", WIFI, random.Random(0))
+    det.add_peer(b"b", 0.0, *link)
+    assert det.handle_timer(0.0) == [SendProbe(to=b"b", seq=1, suspect=False)]
+    timeout, interval = WIFI.probe_timeout(*link), WIFI.probe_interval(*link)
+    assert timeout > WIFI.base_timeout and interval > WIFI.base_interval
+    assert det.get_timer() == pytest.approx(timeout)
+    det.receive(ProbeAcked(from_id=b"b", seq=1), 0.1)
+    assert det.get_timer() == pytest.approx(interval)
+
+
+def test_a_peer_heard_exactly_one_period_ago_is_probed() -> None:
+    det = _detector(b"b")
+    interval = WIFI.probe_interval(*WIFI_LINK)
+    det.receive(Heard(from_id=b"b"), 0.0)
+    assert det.handle_timer(interval) == [SendProbe(to=b"b", seq=1, suspect=False)]
+
+
+def test_when_every_peer_spoke_the_round_waits_the_shortest_period() -> None:
+    det = FailureDetector(b"a", WIFI, random.Random(0))
+    det.add_peer(b"b", 0.0, *LORA_LINK)  # a 32 s period
+    det.add_peer(b"c", 0.0, 0.0, 20_000)  # an 8 s period
+    for peer in (b"b", b"c"):
+        det.receive(Heard(from_id=peer), 0.0)
+    assert det.handle_timer(1.0) == []
+    assert det.get_timer() == pytest.approx(1.0 + WIFI.probe_interval(0.0, 20_000))
+
+
+def test_a_relay_nacks_on_its_deadline_and_a_suspicion_fails_on_its_own() -> None:
+    det = _detector(b"b", b"c")
+    det.receive(IndirectProbeRequested(from_id=b"b", target=b"zz", seq=4), 0.5)
+    nack_at = 0.5 + WIFI.probe_timeout(None, None)
+    out = det.handle_timer(nack_at)
+    assert SendNack(to=b"b", target=b"zz", seq=4) in out
+    _suspect(det, b"c", b"b", now=1.0)
+    deadline = det.suspicion_deadline(b"c")
+    assert deadline is not None
+    assert PeerFailed(node_id=b"c", incarnation=0) in det.handle_timer(deadline)
+    assert det.state_of(b"c") == PeerState(Status.FAILED, deadline, 0)
