@@ -18,6 +18,7 @@ from kai_mesh.core.liveness.membership import (
     FailureDetector,
     Heard,
     IndirectProbeRequested,
+    NackReceived,
     PeerFailed,
     PeerRecovered,
     PeerState,
@@ -311,3 +312,14 @@ def test_a_relay_nacks_on_its_deadline_and_a_suspicion_fails_on_its_own() -> Non
     assert deadline is not None
     assert PeerFailed(node_id=b"c", incarnation=0) in det.handle_timer(deadline)
     assert det.state_of(b"c") == PeerState(Status.FAILED, deadline, 0)
+
+
+def test_local_health_rises_by_one_for_each_via_that_did_not_even_nack() -> None:
+    det = _detector(b"b", b"c", b"d")
+    probe = next(o for o in det.handle_timer(0.0) if isinstance(o, SendProbe))
+    vias = [o for o in det.handle_timer(det.get_timer() or 0) if isinstance(o, SendIndirectProbe)]
+    assert len(vias) == 2
+    det.receive(NackReceived(from_id=vias[0].via, target=probe.to, seq=probe.seq), 0.5)
+    det.handle_timer(det.get_timer() or 0)
+    assert det.state_of(probe.to).status is Status.SUSPECT
+    assert det.local_health == 1
