@@ -31,7 +31,9 @@ def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"
 
 
-def prepare(module: str, tests: list[str], rev: str | None, fresh: bool) -> Path:
+def prepare(
+    module: str, tests: list[str], rev: str | None, fresh: bool, skip: str | None = None
+) -> Path:
     """The scratch directory for `module`: the working tree (symlinked), or `rev` (extracted)."""
     work = ROOT / ".mutation" / Path(module).with_suffix("").as_posix().replace("/", ".")
     if fresh and work.exists():
@@ -56,13 +58,14 @@ def prepare(module: str, tests: list[str], rev: str | None, fresh: bool) -> Path
         ).stdout.decode()
     # A mutant that makes the tests take twice as long as the clean run is counted as a timeout
     # (killed): mutmut's default, 15 times, lets an endless simulation run for minutes.
+    selection = [*tests, "-k", f"not ({skip})"] if skip else tests
     settings = f"""
 
 [tool.mutmut]
 source_paths = ["kai_mesh"]
 only_mutate = {_toml_list([module])}
 also_copy = ["tests", "pyproject.toml"]
-pytest_add_cli_args_test_selection = {_toml_list(tests)}
+pytest_add_cli_args_test_selection = {_toml_list(selection)}
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]
 timeout_multiplier = 2.0
 timeout_constant = 2.0
@@ -71,6 +74,21 @@ timeout_constant = 2.0
     # New or changed tests: have mutmut measure again which tests reach which function.
     (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     return work
+
+
+def forget_survivors(work: Path) -> int:
+    """Mark every mutant not killed as unchecked, so that the next run tries it again (against
+    the tests as they are now); a killed mutant stays killed, as added tests cannot revive it."""
+    forgotten = 0
+    for meta in (work / "mutants").rglob("*.meta"):
+        data = json.loads(meta.read_text())
+        codes = data.get("exit_code_by_key", {})
+        for name, code in codes.items():
+            if code is not None and _status(code) != "killed":
+                codes[name] = None
+                forgotten += 1
+        meta.write_text(json.dumps(data))
+    return forgotten
 
 
 def run(work: Path, max_children: int) -> tuple[int, int, list[str]]:
@@ -106,8 +124,16 @@ def main() -> int:
     parser.add_argument(
         "--fresh", action="store_true", help="forget earlier results (else only unchecked run)"
     )
+    parser.add_argument(
+        "--skip", help="a pytest -k expression for slow tests to leave out, e.g. 'hour or six'"
+    )
+    parser.add_argument(
+        "--recheck", action="store_true", help="try the survivors of the last run again"
+    )
     args = parser.parse_args()
-    work = prepare(args.module, args.tests, args.rev, args.fresh)
+    work = prepare(args.module, args.tests, args.rev, args.fresh, args.skip)
+    if args.recheck:
+        print(f"trying {forget_survivors(work)} survivors again")
     total, killed, survivors = run(work, args.max_children)
     score = 100 * killed / total if total else 0.0
     print(f"{args.module}: {total} mutants, {killed} killed, {score:.1f} %")
