@@ -102,6 +102,8 @@ def test_the_smallest_settings_are_valid_and_kept() -> None:
     assert budget.background_share == 0.0
     assert budget.frame_bits(0) == 19 * 8
     InterfaceQueue(budget, 1, {Priority.LOW: 0.5})  # a delay under a second is fine
+    burst = AirtimeBudget(5000, 0.01, short_window=0.5, short_duty_cycle=0.1)
+    assert not burst.can_ever_send(200, background=False)  # 0.35 s > 10 % of 0.5 s
 
 
 def test_spend_is_foreground_unless_said() -> None:
@@ -129,6 +131,22 @@ def test_spend_is_foreground_unless_said() -> None:
         (
             lambda: AirtimeBudget(5000, 0.01, short_window=10.0),
             "give both short_window and short_duty_cycle, or neither",
+        ),
+        (
+            lambda: AirtimeBudget(5000, 0.01, short_window=0.0, short_duty_cycle=0.1),
+            "short_window must be in (0, 3600.0), not 0.0",
+        ),
+        (
+            lambda: AirtimeBudget(5000, 0.01, short_window=3600.0, short_duty_cycle=0.1),
+            "short_window must be in (0, 3600.0), not 3600.0",
+        ),
+        (
+            lambda: AirtimeBudget(5000, 0.01, short_window=15.0, short_duty_cycle=0.0),
+            "short_duty_cycle must be in (0, 1], not 0.0",
+        ),
+        (
+            lambda: adaptive_interval(1.0, 200, lora(), 0.0),
+            "target_share must be in (0, 1], not 0.0",
         ),
         (lambda: lora().frame_bits(-1), "frame size must not be negative, not -1"),
         (lambda: InterfaceQueue(lora(), 0, {}), "queue capacity must be at least 1"),
