@@ -11,12 +11,13 @@ import random
 
 import pytest
 
-from kai_mesh.core.errors import UsageError
+from kai_mesh.core.errors import Malformed, UsageError
 from kai_mesh.core.liveness.membership import (
     AliveReceived,
     DetectorConfig,
     FailureDetector,
     Heard,
+    IndirectAckReceived,
     IndirectProbeRequested,
     NackReceived,
     PeerFailed,
@@ -24,6 +25,7 @@ from kai_mesh.core.liveness.membership import (
     PeerState,
     PeerSuspected,
     ProbeAcked,
+    ProbeReceived,
     SendAlive,
     SendIndirectAck,
     SendIndirectProbe,
@@ -110,7 +112,7 @@ def test_after_a_removal_the_round_still_probes_every_remaining_peer_once(
             now = det.get_timer() or now
         return probed[start:]
 
-    periods(2)  # part of the way round
+    periods(3)  # part of the way round
     unprobed = sorted(set(peers) - set(probed))
     gone = probed[0] if which == "probed" else unprobed[0]
     det.remove_peer(gone, now)
@@ -256,6 +258,9 @@ def test_our_own_failed_probes_confirm_a_suspicion_once_and_tell_the_unfailed() 
             if isinstance(o, SendProbe) and o.to in (b"b", b"c"):
                 det.receive(ProbeAcked(from_id=o.to, seq=o.seq), now + 0.01)
             probes_of_e += isinstance(o, SendProbe) and o.to == b"e"
+        if any(isinstance(o, SendSuspect) for o in out):
+            # gossiped with the failure that first moved the deadline, not a later one
+            assert det.suspicion_deadline(b"e") != first and not suspects
         suspects += [o for o in out if isinstance(o, SendSuspect)]
         now = det.get_timer() or now
     assert probes_of_e == 3 and det.state_of(b"e").status is Status.SUSPECT
@@ -294,11 +299,11 @@ def test_a_peer_heard_exactly_one_period_ago_is_probed() -> None:
 def test_when_every_peer_spoke_the_round_waits_the_shortest_period() -> None:
     det = FailureDetector(b"a", WIFI, random.Random(0))
     det.add_peer(b"b", 0.0, *LORA_LINK)  # a 32 s period
-    det.add_peer(b"c", 0.0, 0.0, 20_000)  # an 8 s period
+    det.add_peer(b"c", 0.0, 1.0, None)  # a 9 s period: its round trip, not its bitrate
     for peer in (b"b", b"c"):
         det.receive(Heard(from_id=peer), 0.0)
     assert det.handle_timer(1.0) == []
-    assert det.get_timer() == pytest.approx(1.0 + WIFI.probe_interval(0.0, 20_000))
+    assert det.get_timer() == pytest.approx(1.0 + WIFI.probe_interval(1.0, None)) == 10.0
 
 
 def test_a_relay_nacks_on_its_deadline_and_a_suspicion_fails_on_its_own() -> None:
@@ -323,3 +328,98 @@ def test_local_health_rises_by_one_for_each_via_that_did_not_even_nack() -> None
     det.handle_timer(det.get_timer() or 0)
     assert det.state_of(probe.to).status is Status.SUSPECT
     assert det.local_health == 1
+
+
+# -- joining, and what each contact does --
+
+
+def test_a_detector_needs_an_id_and_no_peer_is_itself() -> None:
+    with pytest.raises(Malformed) as caught:
+        FailureDetector(b"", WIFI, random.Random(0))
+    assert str(caught.value) == "self_id: must be a non-empty node id (bytes)"
+    with pytest.raises(UsageError) as refused:
+        _detector().add_peer(b"a", 0.0)
+    assert str(refused.value) == "a node does not probe itself"
+
+
+def test_adding_a_known_peer_again_updates_its_link_only() -> None:
+    det = FailureDetector(b"a", WIFI, random.Random(0))
+    det.add_peer(b"b", 3.0, *LORA_LINK)
+    assert det.state_of(b"b") == PeerState(Status.ALIVE, 3.0, 0)
+    det.add_peer(b"b", 5.0, 2.0, None)
+    assert det.peers() == [b"b"] and det.state_of(b"b").since == 3.0
+    det.handle_timer(5.0)
+    assert det.get_timer() == pytest.approx(5.0 + WIFI.probe_timeout(2.0, None))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_first_round_and_a_round_with_a_newcomer_probe_every_old_peer_once(
+    seed: int,
+) -> None:
+    det = FailureDetector(b"a", WIFI, random.Random(seed))
+    peers = [bytes([i]) * 2 for i in range(2, 7)]
+    for peer in peers:
+        det.add_peer(peer, 0.0, *WIFI_LINK)
+    now, probed = 0.0, []
+    for period in range(2 * len(peers)):
+        if period == len(peers) + 2:  # mid-round: a newcomer joins at a random place
+            det.add_peer(b"new", now, *WIFI_LINK)
+        for o in det.handle_timer(now):
+            if isinstance(o, SendProbe):
+                probed.append(o.to)
+                det.receive(ProbeAcked(from_id=o.to, seq=o.seq), now + 0.01)
+        now = det.get_timer() or now
+    assert sorted(probed[: len(peers)]) == sorted(peers)
+    second = probed[len(peers) :]
+    assert len(second) == len(peers) and len(set(second)) == len(second)  # nobody twice
+
+
+def test_an_indirect_ack_revives_the_target_and_eases_our_health() -> None:
+    det = _detector(b"b", b"c", b"d")
+    det.receive(ProbeReceived(from_id=b"b", seq=1, suspect=True), 0.0)  # health 1
+    assert det.local_health == 1
+    probe = next(o for o in det.handle_timer(0.0) if isinstance(o, SendProbe))
+    _suspect(det, probe.to, next(p for p in (b"b", b"c", b"d") if p != probe.to), now=0.1)
+    vias = [o for o in det.handle_timer(det.get_timer() or 0) if isinstance(o, SendIndirectProbe)]
+    assert vias
+    stale = NackReceived(from_id=vias[0].via, target=probe.to, seq=probe.seq + 100)
+    assert det.receive(stale, 0.9) == []
+    out = det.receive(IndirectAckReceived(from_id=vias[0].via, target=probe.to, seq=probe.seq), 1.0)
+    assert out == [PeerRecovered(node_id=probe.to, incarnation=0)]
+    assert det.state_of(probe.to) == PeerState(Status.ALIVE, 1.0, 0)
+    assert det.local_health == 0
+
+
+def test_hearing_the_probed_peer_answers_the_probe() -> None:
+    det = _detector(b"b")
+    det.handle_timer(0.0)
+    det.receive(Heard(from_id=b"b"), 0.1)
+    # No probe pending: no indirect round, no suspicion, the next timer is the period's end.
+    assert det.get_timer() == pytest.approx(WIFI.probe_interval(*WIFI_LINK))
+    assert [o for o in det.handle_timer(det.get_timer() or 0) if isinstance(o, PeerSuspected)] == []
+
+
+def test_a_direct_ack_revives_as_of_its_arrival() -> None:
+    det = _detector(b"b", b"c")
+    _suspect(det, b"b", b"c", now=0.0)
+    probe = next(o for o in det.handle_timer(0.0) if isinstance(o, SendProbe))
+    det.receive(ProbeAcked(from_id=probe.to, seq=probe.seq), 0.2)
+    if probe.to == b"b":
+        assert det.state_of(b"b") == PeerState(Status.ALIVE, 0.2, 0)
+
+
+def test_a_suspicion_waits_by_the_suspects_link_our_health_and_the_mesh_size() -> None:
+    peers = [bytes([i]) * 2 for i in range(2, 12)]  # ten peers: eleven members
+    det = FailureDetector(b"a", WIFI, random.Random(0))
+    for peer in peers:
+        det.add_peer(peer, 0.0, *WIFI_LINK)
+    det.add_peer(b"rtt", 0.0, 2.0, None)
+    det.add_peer(b"slow", 0.0, None, 5_000)
+    det.receive(ProbeReceived(from_id=peers[0], seq=1, suspect=True), 0.0)  # health 1
+    for target in (b"rtt", b"slow"):
+        _suspect(det, target, peers[0], now=1.0)
+    for target, link in ((b"rtt", (2.0, None)), (b"slow", (None, 5_000))):
+        members = 1 + len(peers) + 2  # a suspect still counts; only failed peers do not
+        interval = WIFI.probe_interval(*link) * 2  # 1 + health
+        expected = 1.0 + WIFI.suspicion_timeout(members, interval, 0)
+        assert det.suspicion_deadline(target) == pytest.approx(expected)
