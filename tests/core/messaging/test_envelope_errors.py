@@ -9,9 +9,19 @@ from typing import Any
 import pytest
 
 from kai_mesh.core.codec import unpack_exact
-from kai_mesh.core.errors import BadSignature, Malformed, ProtocolError, Replay
+from kai_mesh.core.errors import (
+    BadSignature,
+    Expired,
+    Malformed,
+    Oversize,
+    ProtocolError,
+    Replay,
+    UnknownVersion,
+    UsageError,
+)
 from kai_mesh.core.mesh.address import parse_address, to_wire
 from kai_mesh.core.messaging.envelope import (
+    ENVELOPE_KIND,
     K_AUTH,
     K_CONTEXT,
     K_FROM,
@@ -27,7 +37,7 @@ from kai_mesh.core.messaging.envelope import (
     encode,
     parse_fields,
 )
-from tests.core.messaging.test_envelope import NOW, SIGNER, _decoder, _message, _raw
+from tests.core.messaging.test_envelope import MESH, NOW, SIGNER, _decoder, _message, _raw
 
 FIELDS: dict[int, Any] = unpack_exact(encode(_message())[1:], 10_000)
 
@@ -117,3 +127,47 @@ def test_a_signed_envelope_from_an_unknown_or_nameless_sender_says_so() -> None:
 def test_only_protocol_errors_for_a_map_that_is_not_one() -> None:
     with pytest.raises(ProtocolError):
         _decoder().decode(_raw({"a": 1}), NOW)
+
+
+def test_the_decoders_own_refusals_say_what_and_how_much() -> None:
+    data = encode(_message())
+    with pytest.raises(Oversize) as oversize:
+        _decoder(max_bytes=10).decode(data, NOW)
+    assert str(oversize.value) == f"envelope of {len(data)} bytes exceeds the limit of 10"
+    with pytest.raises(UnknownVersion) as version:
+        _decoder().decode(b"\x09" + data[1:], NOW)
+    assert str(version.value) == "envelope: format 9 is not known (this node speaks 1)"
+    with pytest.raises(BadSignature) as unsigned:
+        _decoder(require_signature=True).decode(data, NOW)
+    assert str(unsigned.value) == "this envelope must be signed and is not"
+    with pytest.raises(Expired) as expired:
+        _decoder().decode(data, NOW + 70)
+    assert str(expired.value) == f"message {'01' * 8} expired 10s ago"
+
+
+def test_a_signed_envelope_never_takes_names_from_the_link() -> None:
+    # Signed envelopes never elide, so a bare name in one is refused even on a link that could
+    # resolve it: a third party carrying it onward could not.
+    body = _raw({**FIELDS, K_FROM: "cli"})
+    data = body + SIGNER.sign(ENVELOPE_KIND, MESH, body)
+    link = LinkEnds(sender=SIGNER.node_id, receiver=bytes(16))
+    with pytest.raises(Malformed) as caught:
+        _decoder().decode(data, NOW, link=link)
+    assert "bare agent name" in str(caught.value)
+
+
+def test_a_signature_made_without_a_mesh_id_verifies_under_the_empty_one() -> None:
+    data = encode(_message(), SIGNER)
+    assert _decoder(mesh_id=b"").decode(data, NOW).signed
+
+
+def test_message_construction_and_encoding_refusals() -> None:
+    with pytest.raises(Malformed) as sender:
+        _message(sender="kai://svc/weather")
+    assert str(sender.value) == "from: must be an agent address kai://NODE/AGENT"
+    with pytest.raises(Malformed) as short:
+        _message(message_id=b"1234567")
+    assert str(short.value) == "message_id: must be 8 to 16 bytes"
+    with pytest.raises(UsageError) as unencodable:
+        encode(_message(payload={"x": object()}))
+    assert str(unencodable.value).startswith("message cannot be encoded: ")
