@@ -171,3 +171,22 @@ def test_message_construction_and_encoding_refusals() -> None:
     with pytest.raises(UsageError) as unencodable:
         encode(_message(payload={"x": object()}))
     assert str(unencodable.value).startswith("message cannot be encoded: ")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"intent": "Echo"}, "intent 'Echo': 1-64 characters a-z 0-9 . _ -, starting alphanumeric"),
+        ({"context": {1: "x"}}, "context: must be a map with string keys"),
+        ({"auth": {1: "x"}}, "auth: must be a map with string keys"),
+        ({"priority": 2}, "priority: must be a Priority"),
+        ({"reply_to": b"short"}, "reply_to: must be 8 to 16 bytes"),
+        ({"timestamp": -1, "expires_at": 5}, "timestamp: must be whole seconds since the epoch"),
+        ({"expires_at": 2**40}, "expires_at: must be whole seconds since the epoch"),
+        ({"expires_at": NOW}, "expires_at: must be later than timestamp"),
+    ],
+)
+def test_each_message_field_refusal_is_named(change: dict[str, object], message: str) -> None:
+    with pytest.raises(Malformed) as caught:
+        _message(**change)
+    assert str(caught.value) == message
