@@ -30,6 +30,7 @@ from kai_mesh.core.liveness.membership import (
     Output,
     PeerFailed,
     PeerRecovered,
+    PeerState,
     PeerSuspected,
     ProbeAcked,
     ProbeReceived,
@@ -372,6 +373,52 @@ def test_hearing_a_suspect_or_failed_peer_brings_it_back() -> None:
     assert det.state_of(b"b").status is Status.ALIVE
     assert any(isinstance(o, PeerRecovered) for o in out)
     assert det.receive(Heard(from_id=b"zz"), 3.0) == []  # not a peer: ignored
+
+
+def _failed(det: FailureDetector, node_id: bytes, accuser: bytes) -> float:
+    """Have `accuser` suspect `node_id` and let the suspicion expire; return when it failed."""
+    det.receive(SuspectReceived(node_id=node_id, incarnation=0, from_id=accuser), 1.0)
+    deadline = det.suspicion_deadline(node_id)
+    assert deadline is not None
+    assert PeerFailed(node_id=node_id, incarnation=0) in det.handle_timer(deadline)
+    assert det.state_of(node_id).status is Status.FAILED
+    return deadline
+
+
+@pytest.mark.parametrize(
+    "contact",
+    [
+        Heard(from_id=b"b"),
+        ProbeReceived(from_id=b"b", seq=7, suspect=False),
+    ],
+    ids=["heard", "probed-by-it"],
+)
+def test_direct_contact_from_a_failed_peer_brings_it_back(contact: Input) -> None:
+    # Same incarnation, no alive message: only the contact itself can revive it (a healed
+    # partition, where the peer never learnt it was suspected).
+    det = FailureDetector(b"a", WIFI, random.Random(4))
+    det.add_peer(b"b", 0.0, *WIFI_LINK)
+    det.add_peer(b"c", 0.0, *WIFI_LINK)
+    failed_at = _failed(det, b"b", b"c")
+    out = det.receive(contact, failed_at + 5.0)
+    assert PeerRecovered(node_id=b"b", incarnation=0) in out
+    assert det.state_of(b"b") == PeerState(Status.ALIVE, failed_at + 5.0, 0)
+
+
+def test_a_failed_peer_that_answers_its_direct_probe_is_alive_again() -> None:
+    det = FailureDetector(b"a", WIFI, random.Random(4))
+    det.add_peer(b"b", 0.0, *WIFI_LINK)
+    det.add_peer(b"c", 0.0, *WIFI_LINK)
+    now = _failed(det, b"b", b"c")
+    for _ in range(10):  # the round reaches b within a few periods; it is probed, buddy-style
+        probes = [o for o in det.handle_timer(now) if isinstance(o, SendProbe) and o.to == b"b"]
+        if probes:
+            break
+        now = det.get_timer() or now
+    assert probes and probes[0].suspect
+    out = det.receive(ProbeAcked(from_id=b"b", seq=probes[0].seq), now + 0.01)
+    assert out == [PeerRecovered(node_id=b"b", incarnation=0)]
+    assert det.state_of(b"b").status is Status.ALIVE
 
 
 def test_the_round_skips_heard_peers_and_probes_the_silent_one_at_once() -> None:
