@@ -28,6 +28,16 @@ from typing import Any, Literal
 
 from kai_mesh.core.errors import AddressError, ConfigError
 from kai_mesh.core.mesh.address import NodeRef, check_name
+from kai_mesh.core.orchestration.autoscale import (
+    DEFAULT_SCALE_DOWN,
+    DEFAULT_SCALE_UP,
+    METRIC_KINDS,
+    SELECTS,
+    AutoscaleSpec,
+    MetricTarget,
+    ScalingPolicy,
+    ScalingRules,
+)
 
 Strategy = Literal["round_robin", "least_connections", "weighted"]
 ReconcileOption = Literal["best_score", "keep_original", "keep_replacement", "longest_running"]
@@ -76,8 +86,16 @@ _TOP_KEYS = frozenset(
         "health",
         "placement",
         "disconnect",
+        "autoscaling",
     }
 )
+# The kind a well-known metric has unless the manifest says otherwise.
+_METRIC_KIND = {
+    "cpu": "utilization",
+    "memory": "utilization",
+    "queue_depth": "total",
+    "requests_per_s": "total",
+}
 
 
 class ManifestError(ConfigError):
@@ -157,6 +175,7 @@ class Manifest:
     health: HealthCheck = field(default_factory=HealthCheck)
     placement: PlacementRules = field(default_factory=PlacementRules)
     disconnect: Disconnect = field(default_factory=Disconnect)
+    autoscaling: AutoscaleSpec | None = None
 
     @property
     def version_key(self) -> tuple[int, ...]:
@@ -192,7 +211,28 @@ class Manifest:
                 "reconcile": self.disconnect.reconcile,
             },
         )
+        if self.autoscaling is not None:  # absent stays absent: older wire tables are unchanged
+            table["autoscaling"] = _autoscaling_table(self.autoscaling)
         return table
+
+
+def _rules_table(r: ScalingRules) -> dict[str, Any]:
+    return {
+        "window": r.window,
+        "select": r.select,
+        "policies": [{p.kind: p.value, "period": p.period} for p in r.policies],
+    }
+
+
+def _autoscaling_table(a: AutoscaleSpec) -> dict[str, Any]:
+    return {
+        "metrics": [{"name": m.name, "target": m.target, "kind": m.kind} for m in a.metrics],
+        "tolerance": a.tolerance,
+        "idle": a.idle,
+        "activation_threshold": a.activation_threshold,
+        "scale_up": _rules_table(a.scale_up),
+        "scale_down": _rules_table(a.scale_down),
+    }
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -323,11 +363,12 @@ class _Reader:
         if type(version) is int and version >= 0:
             version = str(version)
         version = self.text(version, "version", _VERSION_RE, 'a version like "1" or "2.3"')
+        replicas = self.replicas(t["replicas"])
         return Manifest(
             name=name,
             version=version,
             agent=self.agent(t),
-            replicas=self.replicas(t["replicas"]),
+            replicas=replicas,
             strategy=self.choice(t.get("strategy", "round_robin"), "strategy", STRATEGIES),  # type: ignore[arg-type]
             intents=self.words(t.get("intents"), "intents"),
             capabilities=self.words(t.get("capabilities"), "capabilities"),
@@ -335,6 +376,72 @@ class _Reader:
             health=self.health(t.get("health")),
             placement=self.placement(t.get("placement", {})),
             disconnect=self.disconnect(t.get("disconnect", {})),
+            autoscaling=self.autoscaling(t.get("autoscaling"), replicas),
+        )
+
+    def autoscaling(self, value: object, replicas: Replicas) -> AutoscaleSpec | None:
+        if value is None:
+            return None
+        keys = {"metrics", "tolerance", "idle", "activation_threshold", "scale_up", "scale_down"}
+        t = self.table(value, "autoscaling", frozenset(keys))
+        if "idle" in t and replicas.min != 0:
+            raise self.fail("autoscaling.idle", "only with replicas.min = 0 (scale to zero)")
+        raw = t.get("metrics", [])
+        if not isinstance(raw, list) or len(raw) > MAX_ITEMS:
+            raise self.fail("autoscaling.metrics", f"must be a list of at most {MAX_ITEMS} tables")
+        metrics = []
+        for i, m in enumerate(raw):
+            at = f"autoscaling.metrics[{i}]"
+            mt = self.table(m, at, frozenset({"name", "target", "kind"}))
+            if "name" not in mt or "target" not in mt:
+                raise self.fail(at, "give name = ... and target = ...")
+            name = self.text(mt["name"], f"{at}.name", _WORD_RE, "a metric name")
+            target = self.number(mt["target"], f"{at}.target", 0.0, 1e12)
+            if target <= 0:
+                raise self.fail(f"{at}.target", "must be more than zero")
+            kind = self.choice(
+                mt.get("kind", _METRIC_KIND.get(name, "average")), f"{at}.kind", METRIC_KINDS
+            )
+            metrics.append(MetricTarget(name=name, target=target, kind=kind))  # type: ignore[arg-type]
+        return AutoscaleSpec(
+            metrics=tuple(metrics),
+            tolerance=self.number(t.get("tolerance", 0.1), "autoscaling.tolerance", 0.0, 1.0),
+            idle=self.duration(t.get("idle", 300), "autoscaling.idle", zero=True),
+            activation_threshold=self.number(
+                t.get("activation_threshold", 0), "autoscaling.activation_threshold", 0.0, 1e12
+            ),
+            scale_up=self.scaling_rules(
+                t.get("scale_up"), "autoscaling.scale_up", DEFAULT_SCALE_UP
+            ),
+            scale_down=self.scaling_rules(
+                t.get("scale_down"), "autoscaling.scale_down", DEFAULT_SCALE_DOWN
+            ),
+        )
+
+    def scaling_rules(self, value: object, key: str, default: ScalingRules) -> ScalingRules:
+        if value is None:
+            return default
+        t = self.table(value, key, frozenset({"window", "select", "policies"}))
+        policies = default.policies
+        if "policies" in t:
+            raw = t["policies"]
+            if not isinstance(raw, list) or len(raw) > MAX_ITEMS:
+                raise self.fail(f"{key}.policies", "must be a list of tables")
+            out = []
+            for i, p in enumerate(raw):
+                at = f"{key}.policies[{i}]"
+                pt = self.table(p, at, frozenset({"pods", "percent", "period"}))
+                if ("pods" in pt) == ("percent" in pt):
+                    raise self.fail(at, "give exactly one of pods = N or percent = N")
+                kind = "pods" if "pods" in pt else "percent"
+                amount = self.integer(pt[kind], f"{at}.{kind}", 1, 100_000)
+                period = self.duration(pt.get("period", 15), f"{at}.period", zero=False)
+                out.append(ScalingPolicy(kind=kind, value=amount, period=period))  # type: ignore[arg-type]
+            policies = tuple(out)
+        return ScalingRules(
+            window=self.duration(t.get("window", default.window), f"{key}.window", zero=True),
+            select=self.choice(t.get("select", "max"), f"{key}.select", SELECTS),  # type: ignore[arg-type]
+            policies=policies,
         )
 
     def name(self, value: object) -> str:

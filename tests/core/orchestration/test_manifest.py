@@ -179,3 +179,58 @@ def test_any_table_gives_a_clear_error_or_a_manifest(table: dict[str, object]) -
         manifest_from_table({**base, **table})
     except ManifestError as exc:
         assert "\n" not in str(exc)
+
+
+AUTOSCALED = """
+name = "echo0"
+version = "1"
+agent = "echo"
+replicas = { min = 0, max = 2 }
+
+[autoscaling]
+idle = "2m"
+activation_threshold = 0
+metrics = [{ name = "cpu", target = 70 }, { name = "queue_depth", target = 10 }]
+scale_down = { window = "1m", select = "min", policies = [{ pods = 1, period = "30s" }] }
+"""
+
+
+def test_autoscaling_section_defaults_and_round_trip() -> None:
+    m = parse_manifest(AUTOSCALED, "echo0.toml")
+    a = m.autoscaling
+    assert a is not None and a.idle == 120.0 and a.tolerance == 0.1
+    assert [(x.name, x.kind) for x in a.metrics] == [
+        ("cpu", "utilization"),
+        ("queue_depth", "total"),
+    ]
+    assert a.scale_up.window == 0 and [p.value for p in a.scale_up.policies] == [4, 100]
+    assert a.scale_down.window == 60 and a.scale_down.select == "min"
+    assert manifest_from_table(m.to_table()) == m
+    assert "autoscaling" not in parse_manifest(SMALLEST).to_table()
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ("[autoscaling]\nbogus = 1", "autoscaling.bogus"),
+        (
+            "[autoscaling]\nmetrics = [{ name = 'cpu', target = 0 }]",
+            "autoscaling.metrics[0].target",
+        ),
+        ("[autoscaling.scale_up]\nselect = 'most'", "autoscaling.scale_up.select"),
+        (
+            "[autoscaling.scale_up]\npolicies = [{ pods = 1, percent = 5 }]",
+            "autoscaling.scale_up.policies[0]",
+        ),
+    ],
+)
+def test_autoscaling_errors_name_the_key(extra: str, key: str) -> None:
+    with pytest.raises(ManifestError) as exc:
+        parse_manifest(SMALLEST + extra, "s.toml")
+    assert exc.value.key == key
+
+
+def test_idle_needs_min_zero() -> None:
+    with pytest.raises(ManifestError) as exc:
+        parse_manifest(SMALLEST + "[autoscaling]\nidle = 5", "s.toml")
+    assert exc.value.key == "autoscaling.idle"
