@@ -41,7 +41,8 @@ already ignores the claim, so a joined node keeps sending JOIN (about 210 bytes 
 set-up) and is admitted even by a node that missed the claim's push.
 
 An envelope that does not fit one packet goes as an RNS Resource. Links are opened on demand
-and closed after `idle_timeout` without traffic (short on radio).
+and closed after a while without traffic (2 minutes on a radio, by the end that opened them:
+`_rns_retry.idle_close_after`).
 
 The class is built in layers, each a private module that uses only those below it: `_rns_state`
 (constants, link and peer records, the shared state), `_rns_join` (HELLO and JOIN admission),
@@ -79,7 +80,13 @@ from transports.base import (
 from transports.reticulum._boot import start_reticulum
 from transports.reticulum._join import MAX_JOIN
 from transports.reticulum._links import _RnsLinks
-from transports.reticulum._retry import FAST_LINK_WAIT, LINK_WAIT, PATH_WAIT, RADIO_BITRATE
+from transports.reticulum._retry import (
+    FAST_LINK_WAIT,
+    LINK_WAIT,
+    PATH_WAIT,
+    RADIO_BITRATE,
+    idle_close_after,
+)
 from transports.reticulum._state import (
     APP_NAME,
     ASPECT,
@@ -250,7 +257,7 @@ class ReticulumTransport(_RnsLinks):
             await trio.sleep(10)
             now = trio.current_time()
             for state in list(self._links.values()):
-                limit = 120.0 if self._is_radio(state) else 900.0
+                limit = idle_close_after(self._is_radio(state), state.outbound)
                 if not state.closed and now - state.last_activity > limit:
                     log.debug("closing idle link to %s", _hex(state.node_id))
                     state.link.teardown()

@@ -17,7 +17,15 @@ import trio
 
 import transports.reticulum._links as rns_links
 from kai_mesh.core.mesh.identity import MemberRecord, NodeSecrets
-from transports.reticulum._retry import LINK_TRIES, establish_wait, path_request_interval
+from transports.reticulum._retry import (
+    LINK_TRIES,
+    RADIO_IDLE,
+    RESPONDER_GRACE,
+    establish_wait,
+    idle_close_after,
+    path_request_interval,
+)
+from transports.reticulum._state import _Link
 from transports.reticulum.transport import ReticulumTransport
 
 ETHERNET = 10_000_000  # bits per second
@@ -173,3 +181,36 @@ def test_the_transport_waits_for_a_link_as_rns_s_path_says(
     limit = ReticulumTransport._establish_limit
     assert [limit(link, b"d" * 16, attempt) for attempt in range(3)] == waits
     assert limit(SimpleNamespace(), b"d" * 16, 5) == sixth  # no estimate from RNS: 20 s
+
+
+# ---- closing idle links ------------------------------------------------------------------------
+
+
+def test_on_a_radio_only_the_opener_closes_an_idle_link_first() -> None:
+    assert idle_close_after(radio=True, outbound=True) == RADIO_IDLE
+    assert idle_close_after(radio=True, outbound=False) == RADIO_IDLE + RESPONDER_GRACE
+    assert RESPONDER_GRACE >= 30  # the opener's close crosses even a slow radio in time
+    assert idle_close_after(radio=False, outbound=True) == idle_close_after(False, False)
+
+
+async def test_the_transport_closes_an_idle_radio_link_from_one_end(autojump_clock: object) -> None:
+    """Both ends of a link idle since the same moment: the opener tears it down at about two
+    minutes, the other end not before another minute (by then it has heard the close)."""
+    transport = make_transport()
+    torn: dict[str, float] = {}
+
+    def link(name: str) -> SimpleNamespace:
+        def teardown() -> None:
+            torn.setdefault(name, trio.current_time())
+
+        return SimpleNamespace(attached_interface=SimpleNamespace(bitrate=LORA), teardown=teardown)
+
+    now = trio.current_time()
+    transport._links = {
+        b"o" * 16: _Link(link("opener"), outbound=True, last_activity=now),
+        b"r" * 16: _Link(link("responder"), outbound=False, last_activity=now),
+    }
+    with trio.move_on_after(400):
+        await transport._idle_loop()
+    assert RADIO_IDLE <= torn["opener"] - now <= RADIO_IDLE + 10
+    assert torn["responder"] - now >= RADIO_IDLE + RESPONDER_GRACE
