@@ -4,9 +4,12 @@
 - `overhead`: the channel daemon alone, fed by raw clients at rising frame rates on a fast raw
   modem without carrier sense: how late it delivers (its own timing distortion) and its CPU;
 - `netns` (root): 5 nodes on one channel (`--modem`, default medium-fast, the SF9 class):
-  idle bytes and air time an hour per node after `--warmup-s` (goal ≤ 1.1 KB/h), a governance
-  vote certified at all 5 (admins node1-3, threshold 2), one state change at all 5, a 200 B and
-  a 20 KB echo, and the time until node1 calls a SIGKILLed node5 failed; the channel's stats.
+  idle bytes and air time an hour per node after `--warmup-s` (goal ≤ 1.1 KB/h), and what
+  those bytes were, frame by frame (`harness.radio.frames`); a 200 B and a 20 KB echo; one
+  state change at all 5; a governance vote certified at all 5 (admins node1-3, threshold 2);
+  and the time until each other node calls a SIGKILLed node5 failed; the channel's stats.
+  `--parts` picks figures, `--progress FILE` keeps the result so far, `--frames-out FILE` the
+  channel's frame log.
 
     sudo .venv/bin/python bench/radio.py [toa] [overhead] [netns --modem short-fast --idle-min 5]
 """
@@ -17,11 +20,13 @@ import argparse
 import base64
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +39,8 @@ from kai_mesh.harness import cluster
 from kai_mesh.harness.radio import hdlc
 from kai_mesh.harness.radio.airtime import PRESETS, packet_time, parse_modem
 from kai_mesh.harness.radio.channel import query_stats
-from kai_mesh.harness.radio.harness import RadioPlan, socket_path
+from kai_mesh.harness.radio.frames import read, summarise
+from kai_mesh.harness.radio.harness import RadioPlan, frames_path, socket_path
 from kai_mesh.harness.radio.harness import plan as radio_plan
 
 NAMES = [f"node{k}" for k in range(1, 6)]
@@ -162,19 +168,69 @@ def _echo(state: cluster.HarnessState, size: int) -> float:
     return float("nan")
 
 
-def netns(modem: str, warmup_s: float, idle_min: float, trials: int) -> dict[str, Any]:
+PARTS = ("idle", "echo", "state", "vote", "detect")
+
+
+def netns(
+    modem: str,
+    warmup_s: float,
+    idle_min: float,
+    trials: int,
+    prefix: str = "kq2",
+    frames_out: Path | None = None,
+    parts: tuple[str, ...] = PARTS,
+    detect_timeout: float = 4 * 3600,
+    progress: Path | None = None,
+    duty_cycle: float | None = None,
+) -> dict[str, Any]:
+    """The radio figures on one emulated channel; `parts` picks which. Each figure is printed
+    to stderr as it comes and, with `progress`, the whole result so far rewritten there, so a
+    run cut short keeps what it measured."""
     import governance  # the governance bench's own trial loop
 
     radio = radio_plan(NAMES, modem, seed=1)
     out: dict[str, Any] = {"modem": parse_modem(modem).describe()}
     options: dict[str, Any] = {"admins": governance.ADMINS, "threshold": 2, "radio": radio}
-    with harness("kr2", 5, **options) as state:
-        out["discovery_s"] = round(_all_alive(state, 900), 1)
+    if duty_cycle is not None:  # percent, each node's budget (default 1, EU 868)
+        options["duty_cycle"] = duty_cycle
+        out["duty_cycle_pct"] = duty_cycle
+
+    def note(key: str, value: Any) -> None:
+        out[key] = value
+        print(f"  {key}: {json.dumps(value)}", file=sys.stderr, flush=True)
+        if progress is not None:
+            progress.write_text(json.dumps(out, indent=2))
+
+    with harness(prefix, 5, **options) as state:
+        log = frames_path(Path(state.dir), radio.channels[0].name)
+        try:
+            _netns(state, note, log, warmup_s, idle_min, trials, parts, detect_timeout)
+        finally:
+            if frames_out is not None:  # the harness directory goes with the harness
+                shutil.copy(log, frames_out)
+                out["frames"] = str(frames_out)
+    return out
+
+
+def _netns(
+    state: cluster.HarnessState,
+    note: Callable[[str, Any], None],
+    log: Path,
+    warmup_s: float,
+    idle_min: float,
+    trials: int,
+    parts: tuple[str, ...],
+    detect_timeout: float,
+) -> None:
+    import governance
+
+    note("discovery_s", round(_all_alive(state, 900), 1))
+    if "idle" in parts:
         time.sleep(warmup_s)
         before, t0 = _channel(state), time.monotonic()
         time.sleep(idle_min * 60)
         after, hours = _channel(state), (time.monotonic() - t0) / 3600
-        out["idle"] = {
+        idle = {
             n: {
                 "bytes_per_hour": round(
                     (after["nodes"][n]["bytes_sent"] - before["nodes"][n]["bytes_sent"]) / hours
@@ -185,12 +241,17 @@ def netns(modem: str, warmup_s: float, idle_min: float, trials: int) -> dict[str
             }
             for n in NAMES
         }
-        out["idle_minutes"] = idle_min
-        print(f"  idle {out['idle']}", file=sys.stderr, flush=True)
-        out["echo_200B_s"] = round(_echo(state, 200), 2)
-        out["echo_20KB_s"] = round(_echo(state, 20_000), 2)
-        print(f"  echo {out['echo_200B_s']} {out['echo_20KB_s']}", file=sys.stderr, flush=True)
-        out["state_change_s"] = _state_change(state, trials)
+        note("idle_minutes", idle_min)
+        note("idle", idle)
+        # what the bytes were: the frame log over the same window (the daemon's time base)
+        window = summarise(read(log), before["uptime_s"], after["uptime_s"])
+        note("idle_frames", window)
+    if "echo" in parts:
+        note("echo_200B_s", round(_echo(state, 200), 2))
+        note("echo_20KB_s", round(_echo(state, 20_000), 2))
+    if "state" in parts:
+        note("state_change_s", _state_change(state, trials))
+    if "vote" in parts:
         clients = {
             n: ControlClient(NodePaths.resolve(state.node(n).home).socket, timeout=300)
             for n in NAMES
@@ -200,26 +261,37 @@ def netns(modem: str, warmup_s: float, idle_min: float, trials: int) -> dict[str
         finally:
             for client in clients.values():
                 client.close()
-        out["governance_vote_all5_s"] = [round(t, 2) for t in times]
-        cluster.kill_node(state, "node5")
-        out["detect_killed_s"] = round(
-            wait(
-                lambda: any(
-                    p["name"] == "node5" and p["status"] == "failed"
-                    for p in _call(state, "node1", "peers")
-                ),
-                3600,
-                "node1 to call node5 failed",
-                step=1.0,
-            ),
-            1,
-        )
-        out["channel"] = _channel(state)
-    return out
+        note("governance_vote_all5_s", [round(t, 2) for t in times])
+    if "detect" in parts:
+        note("detect", _detect(state, detect_timeout))
+    note("channel", _channel(state))
 
 
-def _state_change(state: cluster.HarnessState, trials: int) -> list[float]:
-    times = []
+def _detect(state: cluster.HarnessState, timeout: float) -> dict[str, Any]:
+    """SIGKILL node5; seconds until each other node calls it failed (None: not in `timeout`)."""
+    cluster.kill_node(state, "node5")
+    t0, found = time.monotonic(), {}
+    others = NAMES[:4]
+    while len(found) < len(others) and time.monotonic() - t0 < timeout:
+        for n in set(others) - set(found):
+            try:
+                peers = _call(state, n, "peers")
+            except Exception:  # a busy node: ask again
+                continue
+            if any(p["name"] == "node5" and p["status"] == "failed" for p in peers):
+                found[n] = round(time.monotonic() - t0, 1)
+                print(f"  {n} calls node5 failed after {found[n]} s", file=sys.stderr, flush=True)
+        time.sleep(5.0)
+    return {
+        "first_s": min(found.values(), default=None),
+        "all_s": max(found.values()) if len(found) == len(others) else None,
+        "each_s": {n: found.get(n) for n in others},
+        "timeout_s": timeout,
+    }
+
+
+def _state_change(state: cluster.HarnessState, trials: int) -> list[float | None]:
+    times: list[float | None] = []
     for trial in range(trials):
         _call(state, "node1", "state_set", {"path": f"shared/r{trial}", "value": trial})
         t0 = time.perf_counter()
@@ -231,8 +303,10 @@ def _state_change(state: cluster.HarnessState, trials: int) -> list[float]:
                     pending.discard(n)
                 except Exception:  # not there yet
                     pass
-            if time.perf_counter() - t0 > 900:
-                raise SystemExit(f"state change {trial}: {sorted(pending)} never got it")
+            if time.perf_counter() - t0 > 900:  # say so, and go on to the other figures
+                print(f"  state change {trial}: {sorted(pending)} lack it after 900 s",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                return [*times, None]
             time.sleep(0.1)
         times.append(round(time.perf_counter() - t0, 2))
         print(f"  state change {trial}: {times[-1]} s", file=sys.stderr, flush=True)
@@ -247,6 +321,12 @@ def main() -> None:
     p.add_argument("--idle-min", type=float, default=10)
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--prefix", default="kq2", help="netns prefix of the harness")
+    p.add_argument("--frames-out", type=Path, help="keep the channel's frame log here")
+    p.add_argument("--parts", default=",".join(PARTS), help="netns: which figures (comma list)")
+    p.add_argument("--detect-timeout", type=float, default=4 * 3600, help="seconds")
+    p.add_argument("--progress", type=Path, help="netns: rewrite the result so far here")
+    p.add_argument("--duty-cycle", type=float, help="netns: the nodes' duty cycle, percent")
     args = p.parse_args()
     result: dict[str, Any] = {}
     if "toa" in args.what:
@@ -256,7 +336,18 @@ def main() -> None:
     if "netns" in args.what:
         if os.geteuid() != 0:
             raise SystemExit("netns needs root")
-        result["netns"] = netns(args.modem, args.warmup_s, args.idle_min, args.trials)
+        result["netns"] = netns(
+            args.modem,
+            args.warmup_s,
+            args.idle_min,
+            args.trials,
+            args.prefix,
+            args.frames_out,
+            tuple(x for x in args.parts.split(",") if x),
+            args.detect_timeout,
+            args.progress,
+            args.duty_cycle,
+        )
     print(json.dumps(result, indent=None if args.json else 2))
 
 

@@ -132,7 +132,11 @@ def wire_delivery(
         config=tuning,
         heartbeat_interval=beat,
         send=send_swim,
-        broadcasts=remote.broadcasts(),
+        # Heartbeats are paced to the liveness share by their interval: hold them to the whole
+        # budget, not the background share, which Reticulum's own traffic (announces, link
+        # set-ups, charged from the transmit counter) can spend alone; a node that stops
+        # heartbeating because it was busy is probed over links by every peer, costing more.
+        broadcasts=remote.broadcasts(background=False),
         emit=emit,
         run_number=store.runs,
         on_contact=outbox.heard_from,

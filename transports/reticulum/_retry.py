@@ -18,6 +18,12 @@ spaced `answer_gap` apart (a minute with a radio among the interfaces, where an 
 airtime; 5 s otherwise) and one that falls inside the gap is put off to its end, never dropped:
 dropping it left a peer restarted within the gap deaf until the next interval.
 
+An idle link is closed by one end only: both ends time it from the same last frame, and when both
+close it each sends a close frame (99 bytes, a quarter second of air at SF9/BW250; the emulated
+channel showed half of all closes doubled). On a radio the end that opened it closes it after
+`RADIO_IDLE` s; the other waits `RESPONDER_GRACE` s more, so it hears that close instead of sending
+its own, and closes it itself only if the close was lost or the opener is gone.
+
 The transport reads the bitrates, hop count and RNS's estimate and passes them in, so these rules
 are tested with plain numbers (`tests/transports/test_reticulum_retry.py`).
 """
@@ -33,6 +39,10 @@ LINK_TRIES = 3  # link requests per attempt to reach a peer; the last waits RNS'
 PATH_WAIT = 15.0  # longest wait for a path to a peer
 ANSWER_GAP = 60.0  # least time between two early announces with a radio among the interfaces
 FAST_ANSWER_GAP = 5.0  # the same on fast interfaces only
+
+RADIO_IDLE = 120.0  # seconds without traffic before the opener closes a link over a radio
+LAN_IDLE = 900.0  # the same over fast interfaces
+RESPONDER_GRACE = 60.0  # the other end waits this much longer on a radio
 
 
 def establish_wait(rns_estimate: float, bitrate: float | None, hops: int, attempt: int) -> float:
@@ -57,3 +67,11 @@ def answer_gap(bitrates: Iterable[float | None]) -> float:
     the bitrates of every interface (None if unknown: not fast)."""
     fast = all((bitrate or 0) >= RADIO_BITRATE for bitrate in bitrates)
     return FAST_ANSWER_GAP if fast else ANSWER_GAP
+
+
+def idle_close_after(radio: bool, outbound: bool) -> float:
+    """Seconds without traffic after which this end closes a link: `radio` if the link runs over
+    a radio interface, `outbound` if this end opened it."""
+    if not radio:
+        return LAN_IDLE
+    return RADIO_IDLE if outbound else RADIO_IDLE + RESPONDER_GRACE

@@ -41,10 +41,11 @@ already ignores the claim, so a joined node keeps sending JOIN (about 210 bytes 
 set-up) and is admitted even by a node that missed the claim's push.
 
 An envelope that does not fit one packet goes as an RNS Resource. Links are opened on demand
-and closed after `idle_timeout` without traffic (short on radio). Links a stranger opens are
-bounded before their HELLO verifies: a deadline (30 s, 120 s on a radio), at most 32 at once
-(the oldest gives way to a new one), no Resources, and garbage frames do not keep them open;
-counted as `hello_timeout`, `unverified_evicted`, `resource_unverified`, `unverified_frame`.
+and closed after a while without traffic (2 minutes on a radio, by the end that opened them:
+`_rns_retry.idle_close_after`). Links a stranger opens are bounded before their HELLO verifies:
+a deadline (30 s, 120 s on a radio), at most 32 at once (the oldest gives way to a new one), no
+Resource larger than a JOIN, and garbage frames do not keep them open; counted as
+`hello_timeout`, `unverified_evicted`, `resource_unverified`, `unverified_frame`.
 
 The class is built in layers, each a private module that uses only those below it: `_rns_state`
 (constants, link and peer records, the shared state), `_rns_join` (HELLO and JOIN admission),
@@ -88,6 +89,7 @@ from transports.reticulum._retry import (
     PATH_WAIT,
     RADIO_BITRATE,
     answer_gap,
+    idle_close_after,
 )
 from transports.reticulum._state import (
     APP_NAME,
@@ -284,7 +286,7 @@ class ReticulumTransport(_RnsLinks):
         if now - self._last_idle_check >= 10:
             self._last_idle_check = now
             for state in list(self._links.values()):
-                limit = 120.0 if self._is_radio(state) else 900.0
+                limit = idle_close_after(self._is_radio(state), state.outbound)
                 if not state.closed and now - state.last_activity > limit:
                     log.debug("closing idle link to %s", _hex(state.node_id))
                     state.link.teardown()

@@ -12,6 +12,10 @@ Queue policy: each receiver has a bounded send queue of `SEND_QUEUE` frames; whe
 frame is dropped and counted as `overflow` (a radio whose host does not read loses frames too).
 Lateness — how long after a frame's air time ended it was written to a receiver — is the
 emulator's own distortion; `stats` reports its mean, maximum and the count over 10 ms.
+
+Frame log: with `--frame-log PATH` every frame a node hands the channel is appended there as one
+JSON line (`t` seconds since the daemon started, `node`, `len`, the RNS packet as `hex`), so what
+a node spends its air on can be told apart afterwards (`kai_mesh.harness.radio.frames`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import trio
 
@@ -78,6 +82,7 @@ class ChannelDaemon:
     frames_in: int = 0
     refused: int = 0  # frames the model refused (longer than RNode carries)
     started: float = field(default_factory=time.monotonic)
+    frame_log: IO[str] | None = None
     _kick: trio.Event = field(default_factory=trio.Event)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -158,6 +163,10 @@ class ChannelDaemon:
                 self._dispatch(self.channel.submit(name, frame, trio.current_time()))
             except ValueError:
                 self.refused += 1
+            if self.frame_log is not None:
+                t = round(time.monotonic() - self.started, 3)
+                entry = {"t": t, "node": name, "len": len(frame), "hex": frame.hex()}
+                self.frame_log.write(json.dumps(entry) + "\n")
         if frames:
             self._kick.set()
 
@@ -259,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capture-db", type=float, help="capture effect threshold, dB")
     p.add_argument("--duty-limit", type=float, help="enforce this duty cycle, percent")
     p.add_argument("--no-csma", action="store_true", help="transmit without carrier sense")
+    p.add_argument("--frame-log", help="append every frame sent, as JSON lines, to this file")
     return p
 
 
@@ -279,12 +289,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(8), "big")
     channel = Channel(config, random.Random(seed), hearing)
-    daemon = ChannelDaemon(channel, Path(args.socket), args.name)
+    log = open(args.frame_log, "a", buffering=1) if args.frame_log else None  # noqa: SIM115
+    daemon = ChannelDaemon(channel, Path(args.socket), args.name, frame_log=log)
     logger.info("%s: %s on %s (seed %d)", args.name, config.modem.describe(), args.socket, seed)
     try:
         trio.run(daemon.serve)
     except KeyboardInterrupt:
         return 130
+    finally:
+        if log is not None:
+            log.close()
     return 0
 
 

@@ -3,12 +3,12 @@ nodes' PipeInterface config, and `kai-mesh harness radio`.
 
 `plan` checks the options of `up` (`--radio MODEM`, `--channel NAME=NODES[@MODEM]`, `--radio-lan`,
 `--hidden`…) into a `RadioPlan` before anything is made; `start` runs one channel daemon per
-channel (`python -m kai_mesh.harness.radio.channel`, a session of its own, its socket and log in
-DIR/radio) and waits until each answers; `interface_lines` is the `[[interfaces]]` entry a node
-gets per channel, carrying the modem's bitrate and the duty cycle so Reticulum's timeouts and
-kai-mesh's airtime lanes budget for the radio. A node on no channel keeps the LAN; a node on a
-channel loses the LAN unless named in `--radio-lan`; a node on two links (two channels, or a
-channel and the LAN) is a gateway and relays (Reticulum transport). `down` needs nothing from
+channel (`python -m kai_mesh.harness.radio.channel`, a session of its own, its socket, log and
+frame log in DIR/radio) and waits until each answers; `interface_lines` is the `[[interfaces]]`
+entry a node gets per channel, carrying the modem's bitrate and the duty cycle so Reticulum's
+timeouts and kai-mesh's airtime lanes budget for the radio. A node on no channel keeps the LAN; a
+node on a channel loses the LAN unless named in `--radio-lan`; a node on two links (two channels,
+or a channel and the LAN) is a gateway and relays (Reticulum transport). `down` needs nothing from
 here: every daemon and relay names a path under DIR on its command line, and `down` kills those.
 """
 
@@ -140,6 +140,11 @@ def socket_path(directory: Path, channel: str) -> Path:
     return directory / RADIO_DIR / f"{channel}.sock"
 
 
+def frames_path(directory: Path, channel: str) -> Path:
+    """The channel daemon's frame log: every frame sent, one JSON line each."""
+    return directory / RADIO_DIR / f"{channel}.frames"
+
+
 def check_paths(directory: Path, radio: RadioPlan) -> None:
     """Raises `UsageError` when a channel's socket path would not fit a Unix socket address."""
     for channel in radio.channels:
@@ -167,6 +172,7 @@ def start(directory: Path, radio: RadioPlan) -> None:
         argv += ["--duty-limit", str(radio.duty_limit)] if radio.duty_limit else []
         argv += ["--capture-db", str(radio.capture_db)] if radio.capture_db is not None else []
         argv += [] if radio.csma else ["--no-csma"]
+        argv += ["--frame-log", str(frames_path(directory, channel.name))]
         with open(directory / RADIO_DIR / f"{channel.name}.log", "ab") as log:
             procs[channel.name] = subprocess.Popen(
                 argv,

@@ -62,6 +62,7 @@ Broadcast = Callable[[bytes], Awaitable[None]]
 Emit = Callable[[str, dict[str, Any]], None]
 
 _EVENT_NAMES = {PeerSuspected: "peer_suspect", PeerFailed: "peer_failed"}
+HEARTBEAT_JITTER = 0.1  # each gap between heartbeats is drawn from interval × (1 ± this)
 
 
 class Liveness:
@@ -100,9 +101,8 @@ class Liveness:
         # The counter and the incarnation must not go back across restarts (replay protection,
         # and SWIM ignores an alive older than what it knows): the run count is persisted.
         self._counter = run_number << 32
-        self.detector = FailureDetector(
-            self.node_id, config, rng or random.Random(), incarnation=run_number
-        )
+        self._rng = rng or random.Random()
+        self.detector = FailureDetector(self.node_id, config, self._rng, incarnation=run_number)
         self._guard = HeartbeatGuard()
         self._heard_at: dict[bytes, float] = {}
         self._timer = TimerDriver(self)
@@ -215,7 +215,7 @@ class Liveness:
                         self.counters["heartbeats_sent"] += 1
                     except TransportError as exc:
                         log.debug("heartbeat not sent: %s", exc)
-            await trio.sleep(self.heartbeat_interval)
+            await trio.sleep(heartbeat_gap(self.heartbeat_interval, self._rng))
 
     # ---- the timer driver's side --------------------------------------------------------------
 
@@ -275,6 +275,16 @@ class Liveness:
 
     def _refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
+
+
+def heartbeat_gap(interval: float, rng: random.Random) -> float:
+    """The wait before the next heartbeat: `interval` ± `HEARTBEAT_JITTER`, the same on average.
+
+    Nodes started together (a power cut, the harness) would otherwise heartbeat in the same
+    instant every interval for ever: on a shared radio channel they collide or are lost to
+    half-duplex (seen on the emulated channel: five heartbeats within 70 ms), peers miss them and
+    probe over links. Even the longest gap stays below the detector's period (1.25 intervals)."""
+    return interval * rng.uniform(1 - HEARTBEAT_JITTER, 1 + HEARTBEAT_JITTER)
 
 
 def heartbeat_interval(config: DetectorConfig, slowest_bitrate: int | None) -> float:

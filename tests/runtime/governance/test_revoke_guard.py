@@ -11,6 +11,7 @@ import pytest
 from kai_mesh.core.control.errors import ControlError
 from kai_mesh.core.mesh.genesis import DEFAULT_POLICY, Genesis
 from kai_mesh.core.mesh.identity import NodeSecrets
+from kai_mesh.runtime.blocking import inline
 from kai_mesh.runtime.governance.control import governance_method
 from kai_mesh.runtime.governance.service import GovernanceService
 from kai_mesh.runtime.store import Store
@@ -30,7 +31,7 @@ def _cut(node_id: bytes) -> dict[int, int]:
 
 async def _service(secrets: NodeSecrets, genesis: Genesis) -> GovernanceService:
     gov = GovernanceService(secrets=secrets, genesis=genesis, send=_noop, peers=list, emit=_ignore)
-    await gov.start(Store(Path(":memory:")))
+    await gov.start(Store(Path(":memory:"), run_sync=inline))
     return gov
 
 

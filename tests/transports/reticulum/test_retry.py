@@ -19,10 +19,14 @@ import transports.reticulum._links as rns_links
 from kai_mesh.core.mesh.identity import MemberRecord, NodeSecrets
 from transports.reticulum._retry import (
     LINK_TRIES,
+    RADIO_IDLE,
+    RESPONDER_GRACE,
     answer_gap,
     establish_wait,
+    idle_close_after,
     path_request_interval,
 )
+from transports.reticulum._state import _Link
 from transports.reticulum.transport import ReticulumTransport
 
 ETHERNET = 10_000_000  # bits per second
@@ -217,3 +221,39 @@ async def test_an_answer_asked_for_within_the_gap_is_put_off_never_dropped(
     assert len(sent) == 5
     assert asked + 0.2 <= first <= asked + 2.0  # the first answer: after 0.2-2 s
     assert first + gap <= sent[4] <= first + gap + 2.5  # the second: at the gap's end
+
+
+# ---- closing idle links ------------------------------------------------------------------------
+
+
+def test_on_a_radio_only_the_opener_closes_an_idle_link_first() -> None:
+    assert idle_close_after(radio=True, outbound=True) == RADIO_IDLE
+    assert idle_close_after(radio=True, outbound=False) == RADIO_IDLE + RESPONDER_GRACE
+    assert RESPONDER_GRACE >= 30  # the opener's close crosses even a slow radio in time
+    assert idle_close_after(radio=False, outbound=True) == idle_close_after(False, False)
+
+
+async def test_the_transport_closes_an_idle_radio_link_from_one_end(autojump_clock: object) -> None:
+    """Both ends of a link idle since the same moment: the opener tears it down at about two
+    minutes, the other end not before another minute (by then it has heard the close)."""
+    transport = make_transport()
+    torn: dict[str, float] = {}
+
+    def link(name: str) -> SimpleNamespace:
+        def teardown() -> None:
+            torn.setdefault(name, trio.current_time())
+
+        return SimpleNamespace(attached_interface=SimpleNamespace(bitrate=LORA), teardown=teardown)
+
+    now = trio.current_time()
+    transport._links = {
+        b"o" * 16: _Link(link("opener"), outbound=True, last_activity=now),
+        b"r" * 16: _Link(link("responder"), outbound=False, last_activity=now),
+    }
+    for link_id, state in transport._links.items():
+        state.link.link_id = link_id
+        state.verified.set()  # past their HELLO: only the idle rule applies
+    with trio.move_on_after(400):
+        await transport._idle_loop()
+    assert RADIO_IDLE <= torn["opener"] - now <= RADIO_IDLE + 10
+    assert torn["responder"] - now >= RADIO_IDLE + RESPONDER_GRACE
