@@ -67,7 +67,7 @@ async def test_agent_restart_ends_the_incarnation_and_the_agent_comes_back() -> 
             seen: list[str] = []
             with trio.fail_after(10):
                 while "ready" not in seen:
-                    topic, data = await sub.receive()
+                    _, data = await sub.receive()
                     if data.get("agent") == "echo":
                         seen.append(data["event"])
             assert seen[0] == "restarting" and seen[-1] == "ready"
