@@ -112,6 +112,7 @@ class MeshApp(App[None], inherit_bindings=False):
         self.link = None if socket is None else NodeLink(socket, self.view)
         self.config = config or TuiConfig()
         self.painted = -1
+        self.painted_lines = -1
         self.paints = 0
         if self.config.keys:
             self.set_keymap(self.config.keys)
@@ -127,12 +128,21 @@ class MeshApp(App[None], inherit_bindings=False):
     def _tick(self) -> None:
         if self.view.version != self.painted:
             self.paint_now()
+            return
+        screen = self._current_mesh_screen()
+        lines_moved = self.view.lines_added != self.painted_lines
+        if screen is not None and screen.SHOWS_LINES and lines_moved:
+            self.paint_now()
 
     def paint_now(self) -> None:
         screen = self._current_mesh_screen()
         if screen is None:
             return
+        if not screen.composed:  # a mode just switched to: its widgets are not mounted yet
+            self.painted = -1  # so the next tick paints it
+            return
         self.painted = self.view.version
+        self.painted_lines = self.view.lines_added
         self.paints += 1
         with self.batch_update():
             screen.paint_frame(self.view)

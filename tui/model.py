@@ -4,6 +4,8 @@
 bumps `version`; the app's 10 Hz clock repaints the current screen only when `version` moved.
 That is the coalescing the design asks for: a storm of a thousand events between two ticks costs
 one repaint, and keys are never queued behind paints (LAB.md: repainting per event starves input).
+Events only add lines: they move `lines_added`, not `version`, so they repaint the screens that
+show lines (the Log) and no other.
 
 Nothing here touches Textual or the socket, so it is tested with plain values.
 """
@@ -77,9 +79,9 @@ class NodeView:
         self.version += 1
 
     def add_line(self, line: LogLine) -> None:
+        """A line for the Log: moves `lines_added`, not `version` (see the module docstring)."""
         self.lines.append(line)
         self.lines_added += 1
-        self.touch()
 
     def record_event(self, topic: str, data: Any, now: float | None = None) -> None:
         """A push from the node, as a Log line (logs keep their level and time)."""
@@ -227,14 +229,16 @@ def heard_within(peers: list[dict[str, Any]], limit: float | None) -> list[dict[
 
 
 def shape_of(status: dict[str, Any]) -> str:
-    """The mesh's shape (DESIGN.md) as far as `status` tells it: a node without transports is
-    `local`; several admins or a Nostr transport make it `federated`; else `edge`. (Whether a
-    single admin key is a remote supervisor's is not in `status`: see docs/tui.md.)"""
+    """The mesh's shape (DESIGN.md): `status.shape` as the node tells it (local, supervised,
+    edge, federated); from an older node that lacks it, a guess: no transports is `local`, a
+    Nostr transport `federated`, else `edge` (it cannot tell `supervised`)."""
+    if isinstance(status.get("shape"), str):
+        return str(status["shape"])
     transports = status.get("transports") or []
     if not transports:
         return "local"
     names = {str(t.get("name")) for t in transports}
-    if "nostr" in names or int(status.get("admins") or 1) > 1:
+    if "nostr" in names:
         return "federated"
     return "edge"
 

@@ -36,7 +36,7 @@ from kai_mesh.core.errors import (
 from kai_mesh.core.mesh.address import AgentAddress, NodeRef, parse_address
 from kai_mesh.core.messaging.envelope import EnvelopeDecoder, Priority, StandardMessage
 from kai_mesh.core.messaging.retry import RetryPolicy
-from kai_mesh.runtime.agents.host import AgentHost, AgentSpec
+from kai_mesh.runtime.agents.host import AgentError, AgentHost, AgentSpec
 from kai_mesh.runtime.control.server import ControlServer, EventHub
 from kai_mesh.runtime.governance.control import METHODS as GOV_METHODS
 from kai_mesh.runtime.governance.control import governance_method
@@ -223,6 +223,7 @@ class Node:
         self._methods: dict[str, Callable[[dict[str, Any]], Any]] = {
             "status": self._status,
             "agents": lambda params: self.agents.info(),
+            "agent_restart": self._agent_restart,
             "peers": self._peers,
             "shutdown": self._shutdown,
         }
@@ -366,6 +367,7 @@ class Node:
             "node_id": self.node_id.hex(),
             "mesh_id": self.mesh_id.hex(),
             "mesh_name": self.files.genesis.mesh_name,
+            "shape": self._shape(),
             "admins": len(self.files.genesis.admins),
             "threshold": self.files.genesis.threshold,
             "uptime_s": round(time.time() - self.started_at, 3),
@@ -395,6 +397,29 @@ class Node:
             "home": str(self.paths.config_file.parent),
             "socket": str(self.paths.socket),
         }
+
+    def _shape(self) -> str:
+        """The mesh's shape (DESIGN.md) as this node sees it: `federated` with a Nostr transport;
+        `local` without transports (a mesh of one); `supervised` when one admin, not this node,
+        decides alone (1 of 1); else `edge`."""
+        names = {t.name for t in self.remote.transports}
+        if "nostr" in names:
+            return "federated"
+        if not names:
+            return "local"
+        admins = self.files.genesis.admins
+        if len(admins) == 1 and admins[0] != self.files.secrets.verify_key:
+            return "supervised"  # one admin is a 1-of-1 threshold (check_quorum)
+        return "edge"
+
+    def _agent_restart(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params.get("name")
+        if not isinstance(name, str) or not name:
+            raise ControlError("bad_params", "agent_restart: give the agent's name")
+        try:
+            return self.agents.restart(name)
+        except AgentError as exc:
+            raise ControlError(exc.code, str(exc)) from None
 
     async def _send(self, params: dict[str, Any]) -> dict[str, Any]:
         message = self._message_from(params)
@@ -439,7 +464,9 @@ class Node:
         now = trio.current_time()
         liveness = self.remote.liveness
         out = []
-        for peer in self.remote.peers():
+        for transport, peer in (
+            (t, p) for t in self.remote.transports for p in t.peers()
+        ):  # the same walk as `remote.peers()`, keeping which transport heard each
             state = liveness.state(peer.node_id) if liveness is not None else None
             heard = liveness.heard_at(peer.node_id) if liveness is not None else None
             last_heard = max(peer.last_heard, heard or peer.last_heard)
@@ -448,6 +475,7 @@ class Node:
                     "name": peer.name,
                     "node_id": peer.node_id.hex(),
                     "hops": peer.hops,
+                    "transport": transport.name,
                     "interface": peer.interface,
                     "last_heard_s_ago": round(now - last_heard, 1),
                     "rtt_ms": None if peer.rtt is None else round(peer.rtt * 1000, 2),

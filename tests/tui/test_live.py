@@ -55,6 +55,19 @@ async def test_every_screen_by_digits_f_keys_and_help(node: Home) -> None:
 
 
 @on_asyncio
+async def test_r_restarts_the_selected_agent(node: Home) -> None:
+    app = app_for(node)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.view.connected)
+        await pilot.press("5")
+        await until(pilot, lambda: "echo" in text_of(pilot) and "ready" in text_of(pilot))
+        await pilot.press("r")
+        echo = lambda: next(a for a in app.view.agents if a["name"] == "echo")  # noqa: E731
+        await until(pilot, lambda: echo()["restarts"] == 1 and echo()["state"] == "ready")
+        assert "restarting" in [line.text.split()[0] for line in app.view.lines]
+
+
+@on_asyncio
 async def test_send_to_echo_and_see_the_reply(node: Home) -> None:
     app = app_for(node)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -39,6 +39,11 @@ class MeshScreen(Screen[None]):
 
     MODE: ClassVar[str] = ""
     HELP = "Screens: 1-7 or F2-F8. ? or F1: help. Ctrl+P: commands. q: quit."
+    #: Set once the body is mounted: a screen switched to is resumed (and the clock may tick)
+    #: before its widgets exist, and painting then would find none (found on a real pty).
+    composed = False
+    #: Draws the view's lines (events and logs): repainted when lines come, not only on data.
+    SHOWS_LINES: ClassVar[bool] = False
 
     def compose(self) -> ComposeResult:
         yield Static(id="tabs")
@@ -64,6 +69,10 @@ class MeshScreen(Screen[None]):
     @property
     def view(self) -> NodeView:
         return self.mesh_app.view
+
+    def on_mount(self) -> None:
+        self.composed = True
+        self.mesh_app.paint_now()
 
     def on_screen_resume(self) -> None:
         self.mesh_app.paint_now()

@@ -23,6 +23,7 @@ from tui.widgets import KeyInput
 
 class LogScreen(MeshScreen):
     MODE = "log"
+    SHOWS_LINES = True
     AUTO_FOCUS = "#log"
     HELP = "Follow the node. space: pause, l: minimum level, /: filter text (Escape leaves it)."
     BINDINGS: ClassVar[list[BindingType]] = [

@@ -3,7 +3,8 @@ ping.
 
 The table is keyed by node id: a poll updates cells in place (`update_cell`, no relayout, LAB.md)
 and adds or removes only rows that came or went. `f` cycles the last-heard filter (all, 1 h,
-8 h, 24 h), `t` the interface filter; Enter opens the selected peer, where `p` pings it.
+8 h, 24 h), `t` the transport filter (reticulum, nostr, … as `peers` names them), `i` the
+interface filter; Enter opens the selected peer, where `p` pings it.
 """
 
 from __future__ import annotations
@@ -31,16 +32,21 @@ COLUMNS = ("name", "state", "since", "hops", "iface", "heard", "rtt")
 
 class PeersScreen(MeshScreen):
     MODE = "peers"
-    HELP = "Every node heard. f: last-heard filter, t: interface filter, Enter: detail and ping."
+    HELP = (
+        "Every node heard. f: last-heard filter, t: transport filter, i: interface filter, "
+        "Enter: detail and ping."
+    )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f", "heard_filter", "Heard", id="peers.heard_filter"),
-        Binding("t", "iface_filter", "Iface", id="peers.iface_filter"),
+        Binding("t", "transport_filter", "Transport", id="peers.transport_filter"),
+        Binding("i", "iface_filter", "Iface", id="peers.iface_filter"),
         Binding("enter", "detail", "Detail", id="peers.detail"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.heard_index = 0
+        self.transport: str | None = None
         self.iface: str | None = None
 
     def compose_body(self) -> ComposeResult:
@@ -55,6 +61,8 @@ class PeersScreen(MeshScreen):
 
     def shown_peers(self, view: NodeView) -> list[dict[str, Any]]:
         rows = heard_within(view.peers, HEARD_FILTERS[self.heard_index][1])
+        if self.transport is not None:
+            rows = [p for p in rows if p.get("transport") == self.transport]
         if self.iface is not None:
             rows = [p for p in rows if p.get("interface") == self.iface]
         return sorted(rows, key=lambda p: (str(p.get("name")), str(p.get("node_id"))))
@@ -63,8 +71,9 @@ class PeersScreen(MeshScreen):
         rows = self.shown_peers(view)
         label, _ = HEARD_FILTERS[self.heard_index]
         self.query_one("#peers-filter", Static).update(
-            f"heard: [b]{label}[/b]  iface: [b]{escape(self.iface or 'all')}[/b]  "
-            f"showing {len(rows)} of {len(view.peers)}  (f, t to change)"
+            f"heard [b]{label}[/b]  via [b]{escape(self.transport or 'all')}[/b]  "
+            f"iface [b]{escape(self.iface or 'all')}[/b]  "
+            f"{len(rows)} of {len(view.peers)} (f t i)"
         )
         table = self.query_one("#peers-table", DataTable)
         wanted = {str(p["node_id"]): p for p in rows}
@@ -88,11 +97,12 @@ class PeersScreen(MeshScreen):
         self.heard_index = (self.heard_index + 1) % len(HEARD_FILTERS)
         self.mesh_app.paint_now()
 
+    def action_transport_filter(self) -> None:
+        self.transport = _next_choice(self.view.peers, "transport", self.transport)
+        self.mesh_app.paint_now()
+
     def action_iface_filter(self) -> None:
-        names = sorted({str(p.get("interface")) for p in self.view.peers if p.get("interface")})
-        choices: list[str | None] = [None, *names]
-        at = choices.index(self.iface) if self.iface in choices else 0
-        self.iface = choices[(at + 1) % len(choices)]
+        self.iface = _next_choice(self.view.peers, "interface", self.iface)
         self.mesh_app.paint_now()
 
     def action_detail(self) -> None:
@@ -104,6 +114,14 @@ class PeersScreen(MeshScreen):
         peer = next((p for p in self.view.peers if p.get("node_id") == key), None)
         if peer is not None:
             self.app.push_screen(PeerDetail(peer))
+
+
+def _next_choice(peers: list[dict[str, Any]], key: str, now: str | None) -> str | None:
+    """The filter after `now`: all (None), then each value of `key` the peers have, sorted."""
+    names = sorted({str(p.get(key)) for p in peers if p.get(key)})
+    choices: list[str | None] = [None, *names]
+    at = choices.index(now) if now in choices else 0
+    return choices[(at + 1) % len(choices)]
 
 
 def _cells(peer: dict[str, Any], now: float) -> tuple[Text, ...]:

@@ -258,6 +258,35 @@ class AgentHost:
                     await trio.sleep_forever()  # until suspend() cancels this generation
             self._generation = None
 
+    # -- operator restart ---------------------------------------------------------------------
+
+    def restart(self, name: str) -> dict[str, Any]:
+        """End agent `name`'s running incarnation so its supervisor starts a new one (the
+        operator's `agent_restart`): a worker process is killed and its pending callers get
+        `AgentUnavailable`; an inline or thread agent is dropped after its calls in progress.
+        It goes through `restarting` (counted, with the usual backoff) to `ready`.
+
+        Raises:
+            NoSuchAgent: no agent of that name.
+            AgentsSuspended: a certified emergency shutdown holds.
+            AgentUnavailable: the agent is not running now (starting, restarting or failed).
+        """
+        slot = self._slots.get(name)
+        if slot is None:
+            raise NoSuchAgent(f"no agent named {name!r} on this node")
+        if self._suspended is not None:
+            raise self._refusal(name)
+        runner = slot.runner
+        if runner is None or runner.failed.is_set():
+            raise AgentUnavailable(f"agent {name} is {slot.state}: nothing to restart now")
+        reason = "restarted by the operator"
+        log.info("agent %s: %s", name, reason)
+        runner.fail(reason, AgentUnavailable(f"agent {name} is restarting: {reason}"))
+        if not runner.failed.is_set():  # inline and thread runners only note it
+            runner.reason = reason
+            runner.failed.set()
+        return {"agent": name, "restarting": True, "restarts": slot.restarts + 1}
+
     # -- emergency shutdown -------------------------------------------------------------------
 
     def suspend(self, reason: str) -> None:

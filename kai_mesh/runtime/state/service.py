@@ -209,10 +209,10 @@ class StateService:
         """Write `value` at `path` as a local transaction; committed before this returns.
         Returns the number of records made (0: nothing changed). Raises `UsageError`."""
         ydoc.check_value(value, path="/".join(path))
-        return await self._local(lambda doc: ydoc.write(doc, path, value))
+        return await self._local(lambda doc: ydoc.write(doc, path, value), [path])
 
     async def delete(self, path: tuple[str, ...]) -> int:
-        return await self._local(lambda doc: ydoc.delete(doc, path))
+        return await self._local(lambda doc: ydoc.delete(doc, path), [path])
 
     async def import_update(self, update: bytes) -> int:
         """A Yjs update made by another program, written as this node's own transaction."""
@@ -223,12 +223,16 @@ class StateService:
                 for key, value in content.items():
                     ydoc.write(doc, (root, key), value)
 
-        return await self._local(edit)
+        return await self._local(edit, [(r, k) for r, c in values.items() for k in c])
 
     def export_update(self) -> bytes:
         return ydoc.export_update(self._need().doc)
 
-    async def _local(self, edit: Callable[[Any], None]) -> int:
+    async def _local(
+        self, edit: Callable[[Any], None], paths: list[tuple[str, ...]] | None = None
+    ) -> int:
+        """Run `edit` as this node's transaction; the `state` push names the `paths` it wrote
+        (so a follower refetches those alone) when they are known."""
         replica = self._need()
         async with self._write_lock:
             blocked = replica.own_stream_blocked()
@@ -239,7 +243,10 @@ class StateService:
                 return 0
             await self._persist(records)
         self.counters["local_entries"] += 1
-        self._emit("state", {"event": "changed", "origin": "local"})
+        event: dict[str, Any] = {"event": "changed", "origin": "local"}
+        if paths is not None:
+            event["paths"] = ["/".join(p) for p in paths]
+        self._emit("state", event)
         if self._nursery is not None:
             for node_id in self._peers():
                 self._nursery.start_soon(self._push, node_id, records)
