@@ -15,15 +15,16 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kai_mesh.cli.common import CliError, ExitCode, _paths, add_verb, print_json
-from kai_mesh.config.nodefiles import NodeFiles, write_private
 from kai_mesh.config.settings import NodePaths, default_config_text, load_config
 from kai_mesh.core.errors import BadSignature, KaiMeshError, ProtocolError, StoreError, UsageError
 from kai_mesh.core.mesh.address import check_name
-from kai_mesh.core.mesh.genesis import DEFAULT_POLICY, NONCE_BYTES, Genesis
-from kai_mesh.core.mesh.identity import MemberRecord, NodeSecrets, node_id_of, verify
+
+if TYPE_CHECKING:
+    from kai_mesh.core.mesh.genesis import Genesis
+    from kai_mesh.core.mesh.identity import NodeSecrets
 
 KEY_HEX = 64
 
@@ -42,6 +43,8 @@ def _key(flag: str, text: str) -> bytes:
 
 
 def _secrets(paths: NodePaths) -> NodeSecrets:
+    from kai_mesh.core.mesh.identity import NodeSecrets
+
     if not paths.secrets.exists():
         raise StoreError(f"no node at {paths.data_dir}: create one with `kai-mesh init`")
     try:
@@ -69,6 +72,8 @@ def _refuse_bad_signatures(file: str, genesis: Genesis) -> None:
 
 
 def _decode(file: str) -> Genesis:
+    from kai_mesh.core.mesh.genesis import Genesis
+
     try:
         data = Path(file).read_bytes()
     except OSError as exc:
@@ -83,6 +88,9 @@ def _decode(file: str) -> Genesis:
 
 def _signatures(genesis: Genesis) -> dict[bytes, bool]:
     """Signer key -> whether its signature verifies (a non-admin's never does)."""
+    from kai_mesh.core.mesh.genesis import Genesis
+    from kai_mesh.core.mesh.identity import verify
+
     result = {}
     for key, sig in genesis.signatures.items():
         try:
@@ -104,6 +112,8 @@ def _complete(genesis: Genesis) -> bool:
 
 
 def cmd_key(args: argparse.Namespace) -> ExitCode:
+    from kai_mesh.config.nodefiles import NodeFiles
+
     paths = _paths(args)
     files = NodeFiles.load(paths)
     result = {
@@ -123,6 +133,9 @@ def cmd_key(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_new(args: argparse.Namespace) -> ExitCode:
+    from kai_mesh.config.nodefiles import write_private
+    from kai_mesh.core.mesh.genesis import DEFAULT_POLICY, NONCE_BYTES, Genesis
+
     mesh = check_name("mesh", args.mesh)
     if args.supervisor is not None:
         if args.admin or args.threshold not in (None, 1):
@@ -173,6 +186,8 @@ def cmd_new(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_sign(args: argparse.Namespace) -> ExitCode:
+    from kai_mesh.config.nodefiles import write_private
+
     genesis = read_genesis(args.file)
     secrets = _secrets(_paths(args))
     key = secrets.verify_key
@@ -202,6 +217,8 @@ def cmd_sign(args: argparse.Namespace) -> ExitCode:
 
 
 def _summary(file: str, genesis: Genesis) -> dict[str, Any]:
+    from kai_mesh.core.mesh.identity import node_id_of
+
     sigs = _signatures(genesis)
     members = [k for k in genesis.trusted_nodes if k not in genesis.admins]
     return {
@@ -252,6 +269,9 @@ def cmd_show(args: argparse.Namespace) -> ExitCode:
 def init_from_genesis(args: argparse.Namespace, paths: NodePaths) -> ExitCode:
     """`kai-mesh init --genesis FILE`: switch this home's existing node to that mesh, keeping
     its keys. The caller has checked that no daemon runs on the home."""
+    from kai_mesh.config.nodefiles import NodeFiles, write_private
+    from kai_mesh.core.mesh.identity import MemberRecord
+
     if args.mesh:
         raise UsageError("--mesh does not go with --genesis: the genesis names the mesh")
     genesis = read_genesis(args.genesis)
@@ -320,6 +340,8 @@ def init_from_genesis(args: argparse.Namespace, paths: NodePaths) -> ExitCode:
 
 
 def _old_genesis(paths: NodePaths) -> Genesis | None:
+    from kai_mesh.core.mesh.genesis import Genesis
+
     try:
         return Genesis.from_bytes(paths.genesis.read_bytes())
     except (OSError, ProtocolError, ValueError):
@@ -327,6 +349,8 @@ def _old_genesis(paths: NodePaths) -> Genesis | None:
 
 
 def _name(args: argparse.Namespace, paths: NodePaths) -> str:
+    from kai_mesh.core.mesh.identity import MemberRecord
+
     if args.name:
         return check_name("node", args.name)
     try:

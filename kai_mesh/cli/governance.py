@@ -26,7 +26,7 @@ from typing import Any
 
 from kai_mesh.cli.common import ExitCode, add_verb, call_node, load_json, print_json
 from kai_mesh.core.errors import UsageError
-from kai_mesh.core.governance.wire import KINDS
+from kai_mesh.core.governance.kinds import KINDS
 
 _FORCE = (
     "revoke even this node itself, or an admin whose loss leaves fewer admins than the "

@@ -22,17 +22,16 @@ import time
 import tomllib
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kai_mesh.cli.common import CliError, ExitCode, _paths, call_node, print_json, seconds
-from kai_mesh.config.nodefiles import NodeFiles, claim_path, write_private
 from kai_mesh.config.settings import NodePaths, default_config_text, load_config
 from kai_mesh.core.errors import KaiMeshError, ProtocolError, UsageError
-from kai_mesh.core.governance.invite_token import InviteToken, decode_token, split_host_port
-from kai_mesh.core.governance.machine import Governance
 from kai_mesh.core.mesh.address import check_name
-from kai_mesh.core.mesh.genesis import Genesis
-from kai_mesh.core.mesh.identity import MemberRecord, NodeSecrets
+
+if TYPE_CHECKING:
+    from kai_mesh.core.governance.invite_token import InviteToken
+    from kai_mesh.core.mesh.genesis import Genesis
 
 _DURATION = re.compile(r"^(\d+)([smhdw]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -47,6 +46,8 @@ def duration(text: str) -> int:
 
 
 def _host_port(text: str) -> str:
+    from kai_mesh.core.governance.invite_token import split_host_port
+
     try:
         split_host_port(text, UsageError)
     except UsageError as exc:
@@ -115,6 +116,7 @@ def _print_invite(args: argparse.Namespace, result: dict[str, Any]) -> ExitCode:
 
 def cmd_join(args: argparse.Namespace) -> ExitCode:
     from kai_mesh.cli.main import _lock_held
+    from kai_mesh.core.governance.invite_token import decode_token
 
     try:
         token = decode_token(args.token)
@@ -150,6 +152,8 @@ def cmd_join(args: argparse.Namespace) -> ExitCode:
 
 
 def _describe(paths: NodePaths) -> str:
+    from kai_mesh.config.nodefiles import NodeFiles
+
     try:
         files = NodeFiles.load(paths)
     except KaiMeshError:
@@ -182,6 +186,10 @@ def _join_name(args: argparse.Namespace, paths: NodePaths) -> str:
 def make_joined_node(paths: NodePaths, token: InviteToken, name: str, now: int) -> dict[str, Any]:
     """New keys for the token's mesh, a config that reaches it, and the claim in `join.kai`
     (written before the secrets: a home with secrets always has its claim)."""
+    from kai_mesh.config.nodefiles import NodeFiles, claim_path, write_private
+    from kai_mesh.core.governance.machine import Governance
+    from kai_mesh.core.mesh.identity import MemberRecord, NodeSecrets
+
     genesis: Genesis = token.genesis
     secrets = NodeSecrets.generate(os.urandom)
     member = MemberRecord.create(secrets, name, genesis.mesh_id)
@@ -208,6 +216,9 @@ def make_joined_node(paths: NodePaths, token: InviteToken, name: str, now: int) 
 def add_tcp_clients(config_file: Path, addresses: tuple[str, ...]) -> list[str]:
     """Append a Reticulum TCP client interface for each address the config lacks; a file that
     relied on the default interface gets it written out, so it keeps it. Returns the names."""
+    from kai_mesh.config.nodefiles import write_private
+    from kai_mesh.core.governance.invite_token import split_host_port
+
     if not addresses:
         return []
     text = config_file.read_text(encoding="utf-8")

@@ -14,21 +14,27 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
+# Only what `--help`, `send`, `status` and `peers` need is imported here: every command is a
+# short-lived process, so each heavy module (keys, governance, pycrdt, trio, RNS, rich, Textual)
+# is imported inside the command that uses it (issue 17; tests/cli/test_import_cost.py guards it).
 from kai_mesh import __version__
 from kai_mesh.cli.common import CliError, ExitCode, _client, _paths, load_json, print_json, seconds
-from kai_mesh.cli.genesis import add_genesis_parser, init_from_genesis
+from kai_mesh.cli.genesis import add_genesis_parser
 from kai_mesh.cli.governance import add_governance_parser
 from kai_mesh.cli.invite import add_invite_parser
 from kai_mesh.cli.state import add_state_parser
 from kai_mesh.cli.views import cmd_agents, cmd_outbox, cmd_peers, cmd_status
-from kai_mesh.config.nodefiles import NodeFiles, write_private
-from kai_mesh.config.settings import NodePaths, default_config_text, load_config
+from kai_mesh.config.settings import default_config_text, load_config
 from kai_mesh.core.control.errors import ControlError
 from kai_mesh.core.errors import ConfigError, KaiMeshError, StoreError, UsageError
 from kai_mesh.core.mesh.address import check_name, parse_address
-from kai_mesh.core.messaging.envelope import Priority
+from kai_mesh.core.messaging.priority import Priority
 from kai_mesh.harness.cli import add_harness_parser
+
+if TYPE_CHECKING:
+    from kai_mesh.config.settings import NodePaths
 
 
 def _default_name() -> str:
@@ -41,6 +47,8 @@ def _default_name() -> str:
 
 
 def cmd_init(args: argparse.Namespace) -> ExitCode:
+    from kai_mesh.cli.genesis import init_from_genesis
+    from kai_mesh.config.nodefiles import NodeFiles, write_private
     from kai_mesh.core.mesh.genesis import Genesis
     from kai_mesh.core.mesh.identity import MemberRecord, NodeSecrets
 
@@ -101,6 +109,7 @@ def _lock_held(paths: NodePaths) -> bool:
 def cmd_run(args: argparse.Namespace) -> ExitCode:
     import trio
 
+    from kai_mesh.config.nodefiles import NodeFiles
     from kai_mesh.runtime.node import AlreadyRunning, Node, take_lock
     from kai_mesh.runtime.transports import open_transports
 

@@ -13,7 +13,6 @@ from typing import Any
 
 from kai_mesh.cli.common import ExitCode, add_verb, call_node, load_json, print_json, seconds
 from kai_mesh.core.errors import UsageError
-from kai_mesh.core.state import ydoc
 
 
 def cmd_show(args: argparse.Namespace) -> ExitCode:
@@ -24,6 +23,8 @@ def cmd_show(args: argparse.Namespace) -> ExitCode:
 
 def cmd_set(args: argparse.Namespace) -> ExitCode:
     value = load_json(args.value, "value")
+    from kai_mesh.core.state import ydoc  # pycrdt: only for `state set`
+
     ydoc.check_value(value, path=args.path)  # before msgpack, which cannot carry 2**64 at all
     result = call_node(args, "state_set", {"path": args.path, "value": value})
     if args.json:

@@ -14,11 +14,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kai_mesh.core.errors import ConfigError, KaiMeshError, UsageError
-from kai_mesh.harness import cluster, netns
-from kai_mesh.harness.radio import harness as radio_harness
+from kai_mesh.harness import netns
+
+if TYPE_CHECKING:
+    from kai_mesh.harness import cluster
 
 
 def _dir(args: argparse.Namespace) -> Path:
@@ -30,6 +32,9 @@ def _print(args: argparse.Namespace, data: Any, text: str) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from kai_mesh.harness import cluster
+    from kai_mesh.harness.radio import harness as radio_harness
+
     radio = radio_harness.plan(
         [f"node{k}" for k in range(1, args.n + 1)],
         args.radio,
@@ -70,6 +75,8 @@ def _governance(state: cluster.HarnessState) -> str:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from kai_mesh.harness import cluster
+
     done = cluster.down(_dir(args), args.prefix)
     text = f"down: removed {len(done['namespaces'])} namespaces, killed {len(done['killed'])}"
     _print(args, done, text)
@@ -77,11 +84,15 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def _state(args: argparse.Namespace) -> cluster.HarnessState:
+    from kai_mesh.harness import cluster
+
     netns.require_privileges()
     return cluster.HarnessState.load(_dir(args))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from kai_mesh.harness import cluster
+
     data = cluster.status(_state(args))
     if args.json:
         print(json.dumps(data, ensure_ascii=False))
@@ -110,6 +121,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_radio(args: argparse.Namespace) -> int:
+    from kai_mesh.harness.radio import harness as radio_harness
+
     state = _state(args)
     if not state.radio:
         raise UsageError("this harness has no radio: start it with `up --radio MODEM`")
@@ -119,6 +132,8 @@ def cmd_radio(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
+    from kai_mesh.harness import cluster
+
     command = list(args.argv)
     if command[:1] == ["--"]:
         command = command[1:]
@@ -133,6 +148,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
+    from kai_mesh.harness import cluster
+
     state = _state(args)
     groups = [[name for name in group.split(",") if name] for group in args.groups]
     cluster.partition(state, groups)
@@ -141,24 +158,32 @@ def cmd_partition(args: argparse.Namespace) -> int:
 
 
 def cmd_heal(args: argparse.Namespace) -> int:
+    from kai_mesh.harness import cluster
+
     cluster.heal(_state(args))
     print("healed")
     return 0
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
+    from kai_mesh.harness import cluster
+
     pid = cluster.kill_node(_state(args), args.node)
     print(f"killed {args.node} (pid {pid})")
     return 0
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    from kai_mesh.harness import cluster
+
     pid = cluster.start_node(_state(args), args.node)
     print(f"started {args.node} (pid {pid})")
     return 0
 
 
 def cmd_shape(args: argparse.Namespace) -> int:
+    from kai_mesh.harness import cluster
+
     state = _state(args)
     if args.all == (args.node is not None):
         raise UsageError("shape: name one NODE or give --all")
@@ -208,7 +233,7 @@ def _fill(harness: argparse.ArgumentParser) -> None:
 
     p = add("up", cmd_up, "create the namespaces and node homes, start the nodes", as_json)
     p.add_argument("-n", type=int, required=True, help="how many nodes")
-    p.add_argument("--link", choices=cluster.LINKS, default="lan", help="lora: 20kbit, 1%% loss")
+    p.add_argument("--link", choices=netns.LINKS, default="lan", help="lora: 20kbit, 1%% loss")
     p.add_argument(
         "--bitrate",
         type=int,
@@ -222,7 +247,7 @@ def _fill(harness: argparse.ArgumentParser) -> None:
         metavar="PCT",
         help="the airtime budget, percent of each hour (e.g. 1 for EU 868 MHz)",
     )
-    p.add_argument("--topology", choices=cluster.TOPOLOGIES, default="bridge")
+    p.add_argument("--topology", choices=netns.TOPOLOGIES, default="bridge")
     p.add_argument("--prefix", default="km", help="namespace names start PREFIX- (km)")
     p.add_argument(
         "--propagation",

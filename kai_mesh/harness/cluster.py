@@ -47,8 +47,6 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 GENESIS_FILE = "genesis"
-TOPOLOGIES = ("bridge", "line", "tree")
-LINKS = ("lan", "lora")
 LORA_RATE, LORA_LOSS, LORA_BITRATE = "20kbit", 1.0, 20_000
 MAX_NODES = 250
 READY_TIMEOUT = 30.0

@@ -29,6 +29,11 @@ from pathlib import Path
 
 from kai_mesh.core.errors import KaiMeshError, UsageError
 
+# How the nodes are joined (adjacency rules on the hub's bridge) and what their links are like;
+# `cluster` uses them, and the `harness up` parser offers them without importing `cluster`.
+TOPOLOGIES = ("bridge", "line", "tree")
+LINKS = ("lan", "lora")
+
 BRIDGE = "br0"
 NODE_DEV = "veth0"
 SHARED_DEV = "air0"

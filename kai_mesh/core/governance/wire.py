@@ -76,6 +76,7 @@ from kai_mesh.core.codec import (
     unpack_prefix,
 )
 from kai_mesh.core.errors import Malformed, Oversize, Truncated, UsageError
+from kai_mesh.core.governance.kinds import KINDS as KINDS  # re-exported
 from kai_mesh.core.mesh.address import NODE_ID_BYTES
 from kai_mesh.core.mesh.genesis import check_quorum
 from kai_mesh.core.mesh.identity import SIGNATURE_BYTES, NodeSecrets, signing_input, verify
@@ -101,15 +102,6 @@ MAX_ADMINS = 64
 MAX_TEXT = 256  # characters of a role, a reason, a policy or config key
 VOTE_BYTES_MAX = 1 + 1 + (2 + ID_BYTES) + (2 + KEY_BYTES) + 9 + SIGNATURE_BYTES
 
-KINDS: tuple[str, ...] = (
-    "policy_update",
-    "node_authorization",
-    "node_revocation",
-    "admin_change",
-    "config_update",
-    "emergency_shutdown",
-    "shutdown_lift",
-)
 _CODE = {kind: i + 1 for i, kind in enumerate(KINDS)}
 
 

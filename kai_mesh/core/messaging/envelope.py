@@ -23,7 +23,6 @@ guard evicts the soonest-expiring first). So every entry leaves the guard within
 
 from __future__ import annotations
 
-import enum
 import heapq
 import itertools
 import re
@@ -44,6 +43,7 @@ from kai_mesh.core.errors import (
 )
 from kai_mesh.core.mesh.address import Address, AgentAddress, NodeRef, from_wire, to_wire
 from kai_mesh.core.mesh.identity import SIGNATURE_BYTES, NodeSecrets, verify
+from kai_mesh.core.messaging.priority import Priority as Priority  # re-exported
 
 ENVELOPE_FORMAT = 1
 ENVELOPE_KIND = "envelope"
@@ -55,23 +55,6 @@ _INTENT_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 K_FROM, K_TO, K_INTENT, K_PAYLOAD, K_CONTEXT, K_PRIORITY = 1, 2, 3, 4, 5, 6
 K_AUTH, K_TIMESTAMP, K_MESSAGE_ID, K_REPLY_TO, K_TTL = 7, 8, 9, 10, 11
 _KNOWN_KEYS = frozenset(range(1, 12))
-
-
-class Priority(enum.IntEnum):
-    """Message priority; a higher value is served first and shed last."""
-
-    LOW = 0
-    NORMAL = 1
-    HIGH = 2
-    CRITICAL = 3
-
-    @classmethod
-    def parse(cls, text: str) -> Priority:
-        try:
-            return cls[text.upper()]
-        except KeyError:
-            names = ", ".join(p.name.lower() for p in cls)
-            raise UsageError(f"unknown priority {text!r}: use one of {names}") from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
