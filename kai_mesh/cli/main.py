@@ -24,6 +24,7 @@ from kai_mesh.cli.common import CliError, ExitCode, _client, _paths, load_json, 
 from kai_mesh.cli.genesis import add_genesis_parser
 from kai_mesh.cli.governance import add_governance_parser
 from kai_mesh.cli.invite import add_invite_parser
+from kai_mesh.cli.services import add_services_parser
 from kai_mesh.cli.state import add_state_parser
 from kai_mesh.cli.views import cmd_agents, cmd_outbox, cmd_peers, cmd_status
 from kai_mesh.config.settings import default_config_text, load_config
@@ -304,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("tui", cmd_tui, "the operator console: a terminal UI that follows the node", False)
     p.add_argument("--mouse", action="store_true", help="enable the mouse (off by default)")
     add_state_parser(sub, common)
+    add_services_parser(sub, common)
     add_governance_parser(sub, common)
     add_genesis_parser(sub, common)
     add_invite_parser(sub, common)

@@ -47,6 +47,8 @@ from kai_mesh.runtime.governance.service import GovernanceService
 from kai_mesh.runtime.messaging.bus import Bus, new_message
 from kai_mesh.runtime.messaging.egress import Egress
 from kai_mesh.runtime.messaging.remote import RemoteRouter
+from kai_mesh.runtime.orchestration.control import SERVICE_METHODS, services_method
+from kai_mesh.runtime.orchestration.service import Orchestrator
 from kai_mesh.runtime.state.control import WithStateAgent, state_method
 from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import OutboxRow, Store
@@ -181,6 +183,17 @@ class Node:
             on_event=self.hub.publish,
         )
         self.bus.halted = self.governance.halted
+        self.services = Orchestrator(
+            secrets=files.secrets,
+            mesh_id=self.mesh_id,
+            state=self.state,
+            host=self.agents,
+            alive=lambda: alive_peers(self.remote),
+            names=lambda node_id: self._name_of(node_id),
+            name=self.name,
+        )
+        self.services.request, self.services.error_reply = self.bus.request, self.bus.error_reply
+        self.bus.services = self.services.route
         self.trusted = files.members
         decoder = EnvelopeDecoder(
             mesh_id=self.mesh_id,
@@ -206,6 +219,7 @@ class Node:
             self.bus.remote = self.remote.request
         self.governance.watch(self.trusted.update)
         self.governance.watch(self.state.on_governance)  # after the members: cuts need the fold
+        self.governance.watch(self.services.on_governance)
         # Governance enforced: shutdown stops the agents; policy admits critical and guests.
         self.enforcer = GovernanceEnforcer(
             agents=self.agents, role=self.trusted.role, transports=transports, decoders=[decoder]
@@ -253,6 +267,7 @@ class Node:
                     await nursery.start(self.remote.run)
                     await nursery.start(self.state.run)
                     await nursery.start(self.governance.run)
+                    await nursery.start(self.services.run)
                     await nursery.start(self.control.serve)
                     self.started_at = time.time()
                     log.info(
@@ -330,6 +345,8 @@ class Node:
             return await trio.to_thread.run_sync(self._outbox, params)
         if method.startswith("state_"):
             return await state_method(self.state, method, params, self._name_of)
+        if method in SERVICE_METHODS:
+            return await services_method(self.services, method, params)
         if method in GOV_METHODS:
             return await governance_method(
                 self.governance,

@@ -7,6 +7,7 @@ import signal
 import socket
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -346,3 +347,37 @@ def test_a_node_killed_and_restarted_hears_its_peer_again_at_once() -> None:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
                 stop(proc)
+
+
+def test_services_deploy_show_send_scale_remove(running: Home, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\nversion = "1"\nagent = "echo"\nreplicas = { min = 2, max = 1 }\n')
+    refused = running.run("services", "deploy", str(bad))
+    assert refused.returncode == ExitCode.USAGE
+    assert str(bad) in refused.stderr and "replicas.max" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    good = tmp_path / "echo2.toml"
+    good.write_text(
+        'name = "echo2"\nversion = "1"\nagent = "echo"\n'
+        'replicas = { min = 1, max = 2 }\nstrategy = "least_connections"\n'
+    )
+    filed = running.json("services", "deploy", str(good))
+    assert filed["service"] == "echo2" and filed["refused"] is None
+    deadline = time.monotonic() + 20
+    while True:
+        shown = running.json("services", "show", "echo2")
+        if [r["state"] for r in shown["replicas"]] == ["ready"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [(r["node"], r["state"]) for r in shown["replicas"]] == [("pi1", "ready")], shown
+    answer = running.run("send", "kai://svc/echo2", "echo", '"hi"')
+    assert answer.returncode == 0 and json.loads(answer.stdout) == "hi", answer.stderr
+    assert [s["name"] for s in running.json("services", "list")["services"]] == ["echo2"]
+    assert running.json("services", "scale", "echo2", "2")["refused"] is None
+    assert running.json("services", "remove", "echo2")["refused"] is None
+    deadline = time.monotonic() + 20
+    while running.json("services", "show", "echo2")["status"] != "removed":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    gone = running.run("send", "kai://svc/echo2", "echo", '"hi"')
+    assert gone.returncode != 0 and "no_replica" in gone.stderr + gone.stdout

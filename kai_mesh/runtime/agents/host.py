@@ -112,6 +112,8 @@ class AgentHost:
         self._suspended: str | None = None  # the shutdown's reason while suspended
         self._resumed = trio.Event()
         self._generation: trio.CancelScope | None = None  # the running supervisors' scope
+        self._nursery: trio.Nursery | None = None  # the running generation's nursery
+        self._scopes: dict[str, trio.CancelScope] = {}  # each supervisor's own scope
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -248,8 +250,9 @@ class AgentHost:
             first_starts = [trio.Event() for _ in self._slots]
             with trio.CancelScope() as self._generation:
                 async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
                     for slot, first in zip(self._slots.values(), first_starts, strict=True):
-                        nursery.start_soon(self._supervise, slot, first, name=f"agent:{slot.name}")
+                        nursery.start_soon(self._own, slot, first, name=f"agent:{slot.name}")
                     for first in first_starts:
                         await first.wait()
                     if not started:
@@ -257,6 +260,47 @@ class AgentHost:
                         task_status.started()
                     await trio.sleep_forever()  # until suspend() cancels this generation
             self._generation = None
+            self._nursery = None
+
+    # -- agents added and removed at run time (services placed on this node) --------------------
+
+    def add(self, spec: AgentSpec) -> None:
+        """Run one more agent (a service replica placed here); it starts at once if the host is
+        running, else with the others. Raises `UsageError` if the name is taken."""
+        if spec.name in self._slots:
+            raise UsageError(f"an agent named {spec.name!r} already runs here")
+        slot = self._slots[spec.name] = _Slot(spec)
+        if self._nursery is not None and self._suspended is None:
+            self._nursery.start_soon(self._own, slot, trio.Event(), name=f"agent:{slot.name}")
+
+    def remove(self, name: str) -> bool:
+        """Stop agent `name` and forget it (its worker process is killed with its incarnation;
+        callers in flight get `AgentUnavailable`). False if there is no such agent."""
+        slot = self._slots.pop(name, None)
+        if slot is None:
+            return False
+        scope = self._scopes.pop(name, None)
+        if scope is not None:
+            scope.cancel()
+        if slot.runner is not None:
+            slot.runner.fail("removed", AgentUnavailable(f"agent {name} was removed"))
+        slot.state, slot.reason = "stopped", "removed"
+        try:
+            self._on_event("agents", {"event": "removed", "agent": name})
+        except Exception:
+            log.exception("on_event callback failed for agent event removed")
+        return True
+
+    async def _own(self, slot: _Slot, first_start: trio.Event) -> None:
+        """`_supervise` in a scope of its own, so that `remove` can end just this agent."""
+        with trio.CancelScope() as scope:
+            self._scopes[slot.name] = scope
+            try:
+                await self._supervise(slot, first_start)
+            finally:
+                first_start.set()
+                if self._scopes.get(slot.name) is scope:
+                    del self._scopes[slot.name]
 
     # -- operator restart ---------------------------------------------------------------------
 

@@ -106,6 +106,11 @@ class Bus:
         #: is
         #: refused by policy, else None. Applied here to this node's own messages.
         self.admit: Callable[[bytes, Priority], str | None] = lambda node_id, priority: None
+        #: Set by the node (runtime/orchestration/service.py): carries `kai://svc/NAME` to a
+        #: replica of the service.
+        self.services: (
+            Callable[[StandardMessage, float | None], Awaitable[StandardMessage]] | None
+        ) = None
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -130,6 +135,8 @@ class Bus:
                 self.counters["forbidden"] = self.counters.get("forbidden", 0) + 1
                 return self._finish(message, self.error_reply(message, "forbidden", why))
         to = message.to
+        if isinstance(to, ServiceAddress) and self.services is not None:
+            return await self.services(message, reply_within)
         if isinstance(to, AgentAddress) and not self.is_local(to.node) and self.remote:
             return self._finish(message, await self.remote(message, reply_within))
         try:

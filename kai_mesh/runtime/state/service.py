@@ -103,6 +103,8 @@ class StateService:
         self._lacked_there: dict[bytes, set[bytes]] = {}  # distinct entries: rounds may overlap
         self._nursery: trio.Nursery | None = None
         self._write_lock = trio.Lock()  # one local transaction committed at a time, in order
+        #: Called (no arguments) after every change of the doc, local or from a peer.
+        self.watchers: list[Callable[[], None]] = []
         self.counters = {"local_entries": 0, "peer_entries": 0, "rounds": 0, "frames_sent": 0}
         self.counters.update({"bytes_sent": 0, "frames_received": 0, "send_failed": 0})
 
@@ -228,6 +230,11 @@ class StateService:
     def export_update(self) -> bytes:
         return ydoc.export_update(self._need().doc)
 
+    async def transact(self, edit: Callable[[Any], None]) -> int:
+        """Run `edit(doc)` as one local transaction (several writes, one commit); returns the
+        number of records made. The caller checks values (`ydoc.write` does)."""
+        return await self._local(edit)
+
     async def _local(
         self, edit: Callable[[Any], None], paths: list[tuple[str, ...]] | None = None
     ) -> int:
@@ -247,10 +254,18 @@ class StateService:
         if paths is not None:
             event["paths"] = ["/".join(p) for p in paths]
         self._emit("state", event)
+        self._changed()
         if self._nursery is not None:
             for node_id in self._peers():
                 self._nursery.start_soon(self._push, node_id, records)
         return len(records)
+
+    def _changed(self) -> None:
+        for watcher in self.watchers:
+            try:
+                watcher()
+            except Exception:
+                log.exception("state watcher failed")
 
     async def _push(self, node_id: bytes, records: list[bytes]) -> None:
         headers = [r for r in records if r[:1] == _HEADER]
@@ -344,6 +359,7 @@ class StateService:
                 "state",
                 {"event": "changed", "origin": node_id.hex(), "entries": len(received.entries)},
             )
+            self._changed()
         for reply in replies:
             await self._send_to(node_id, reply)
 
