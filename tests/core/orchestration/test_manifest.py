@@ -179,3 +179,14 @@ def test_any_table_gives_a_clear_error_or_a_manifest(table: dict[str, object]) -
         manifest_from_table({**base, **table})
     except ManifestError as exc:
         assert "\n" not in str(exc)
+
+
+def test_a_table_nested_deeper_than_repr_recurses_is_refused_not_crashed() -> None:
+    """Found by bench/fuzz.py: a peer's manifest table with a value nested ~1200 deep made the
+    error message's repr raise RecursionError instead of a ManifestError."""
+    deep: object = 0
+    for _ in range(5000):
+        deep = [deep]
+    table = {"name": "echo2", "version": "1", "agent": "echo", "replicas": {"min": 1, "max": deep}}
+    with pytest.raises(ManifestError, match="nested too deep"):
+        manifest_from_table(table)
