@@ -398,7 +398,7 @@ def _parse_one(path: Path, index: int, item: Any) -> InterfaceConfig:
         raise ConfigError(f"{where} name: {exc}") from None
     where = f'{path}: [[interfaces]] "{name}"'
     kind = item.get("type")
-    if kind not in _TYPES:
+    if isinstance(kind, list | dict) or kind not in _TYPES:  # a list or table is unhashable
         what = "missing required key" if kind is None else f"unknown type {kind!r}"
         raise ConfigError(f"{where} type: {what} (known: {', '.join(INTERFACE_TYPES)})")
     _rns_type, options_class, specific = _TYPES[kind]

@@ -420,3 +420,14 @@ def test_a_hardware_snippet_appended_to_the_default_file_adds_an_interface(tmp_p
 def test_duty_cycle_is_kai_meshs_budget_and_never_reaches_rns() -> None:
     section = rendered([_with(duty_cycle=0.5)])["interfaces"]["lora"]
     assert "duty_cycle" not in section and section["airtime_limit_long"] == "1.0"
+
+
+@pytest.mark.parametrize("kind", ["[]", '["tcp_server"]', "{ a = 1 }"])
+def test_an_interface_type_that_is_a_list_or_table_is_a_config_error(
+    tmp_path: Path, kind: str
+) -> None:
+    """Found by bench/fuzz.py: `type = []` raised TypeError (unhashable) with a traceback."""
+    path = tmp_path / "config.toml"
+    path.write_text(f'[[interfaces]]\nname = "a"\ntype = {kind}\n')
+    with pytest.raises(ConfigError, match="unknown type"):
+        load_config(path)

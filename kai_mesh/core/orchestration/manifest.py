@@ -547,5 +547,8 @@ def _kind(value: object) -> str:
 
 
 def _show(value: object) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # a table from a peer can nest deeper than repr recurses
+        return f"{_kind(value)} nested too deep"
     return text if len(text) <= 40 else text[:37] + "..."

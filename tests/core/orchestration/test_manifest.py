@@ -234,3 +234,14 @@ def test_idle_needs_min_zero() -> None:
     with pytest.raises(ManifestError) as exc:
         parse_manifest(SMALLEST + "[autoscaling]\nidle = 5", "s.toml")
     assert exc.value.key == "autoscaling.idle"
+
+
+def test_a_table_nested_deeper_than_repr_recurses_is_refused_not_crashed() -> None:
+    """Found by bench/fuzz.py: a peer's manifest table with a value nested ~1200 deep made the
+    error message's repr raise RecursionError instead of a ManifestError."""
+    deep: object = 0
+    for _ in range(5000):
+        deep = [deep]
+    table = {"name": "echo2", "version": "1", "agent": "echo", "replicas": {"min": 1, "max": deep}}
+    with pytest.raises(ManifestError, match="nested too deep"):
+        manifest_from_table(table)
