@@ -56,10 +56,6 @@ def _echo(h: Harness) -> dict[str, Any] | None:
     return result
 
 
-@pytest.mark.skip(
-    reason="regressed in this stop's last merges: the two nodes' start-up announces are all lost "
-    "on the emulated channel (frames cross it, announces_heard stays 0); see the stop's note"
-)
 def test_echo_round_trip_is_at_least_both_frames_on_air(radio_harness: Harness) -> None:
     h = radio_harness
     h.ok("up", "-n", "2", "--prefix", h.prefix, "--radio", MODEM, "--radio-seed", "1")

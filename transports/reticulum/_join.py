@@ -89,8 +89,8 @@ class _RnsAdmission(_RnsState):
             )
             peer = self._peers[node_id] = _Peer(node_id, destination_hash, record.name, now)
         peer.name, peer.last_heard = record.name, now
-        if not state.outbound:
-            peer.link = state
+        state.verified_at = now
+        self._adopt(peer, state)
         if not state.hello_sent:
             self._send_hello(state)
         state.verified.set()

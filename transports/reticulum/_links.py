@@ -27,7 +27,7 @@ from transports.reticulum._retry import (
     establish_wait,
     path_request_interval,
 )
-from transports.reticulum._state import APP_NAME, ASPECT, _Link, _Peer
+from transports.reticulum._state import APP_NAME, ASPECT, _Link, _Peer, _usable
 
 
 class _RnsLinks(_RnsCallbacks):
@@ -106,17 +106,21 @@ class _RnsLinks(_RnsCallbacks):
             return
         link.identify(self._identity)
         self._send_hello(state)
+        # Established: the peer knows this link now. If the peer's own link to us verifies
+        # meanwhile, use that one and leave ours to finish its handshake (`_rns_join` adopts it
+        # or not): closing it is what left both ends sending on links the other had closed
+        # (`_rns_retry`, crossing links).
         if not await self._wait_link(peer, state.settled, LINK_WAIT):
-            link.teardown()
+            if not _usable(peer.link):
+                link.teardown()
             return
-        if state.verified.is_set() and state.node_id == peer.node_id:
-            peer.link = state
-        else:
+        if not state.verified.is_set() or state.closed or state.node_id != peer.node_id:
             link.teardown()
 
     async def _wait_link(self, peer: _Peer, event: trio.Event, limit: float) -> bool:
         """Wait up to `limit` s for `event`; True if it is set. False as soon as the peer has a
-        verified link of its own making (then the caller drops its half-open one)."""
+        verified link of its own making (then the caller drops its link request: a link not yet
+        established closes without a frame)."""
         deadline = trio.current_time() + limit
         while not event.is_set():
             if _usable(peer.link) or trio.current_time() >= deadline:
@@ -140,7 +144,3 @@ class _RnsLinks(_RnsCallbacks):
             RNS.Resource(frame, state.link, callback=done)
         except Exception as exc:
             raise TransportError(f"Reticulum refused to send: {exc}") from exc
-
-
-def _usable(state: _Link | None) -> bool:
-    return state is not None and state.verified.is_set() and not state.closed

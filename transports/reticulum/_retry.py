@@ -24,6 +24,16 @@ channel showed half of all closes doubled). On a radio the end that opened it cl
 `RADIO_IDLE` s; the other waits `RESPONDER_GRACE` s more, so it hears that close instead of sending
 its own, and closes it itself only if the close was lost or the opener is gone.
 
+Two nodes that open links to each other at once (both heard the other's announce and have
+something to send) end up with two verified links between them. Each end used to drop its own
+link for the peer's; both then sent a close frame at the same moment, and on a half-duplex radio
+the two closes cross and are lost: each end kept sending on the link the other had closed, and
+nothing came through until RNS timed the link out minutes later. Now no end closes a verified
+link for this: both links stay valid at both ends, and each end sends on the one `keep_current_link`
+picks — when both verified within `CROSSING_WINDOW` s of each other, the one the smaller node id
+opened, which both ends agree on, so the other idles out unused and its opener closes it; when
+the current one is older, the newer (the peer restarted, or the old one went quiet).
+
 The transport reads the bitrates, hop count and RNS's estimate and passes them in, so these rules
 are tested with plain numbers (`tests/transports/test_reticulum_retry.py`).
 """
@@ -43,6 +53,7 @@ FAST_ANSWER_GAP = 5.0  # the same on fast interfaces only
 RADIO_IDLE = 120.0  # seconds without traffic before the opener closes a link over a radio
 LAN_IDLE = 900.0  # the same over fast interfaces
 RESPONDER_GRACE = 60.0  # the other end waits this much longer on a radio
+CROSSING_WINDOW = 2 * LINK_WAIT  # two links verified this close together crossed
 
 
 def establish_wait(rns_estimate: float, bitrate: float | None, hops: int, attempt: int) -> float:
@@ -75,3 +86,15 @@ def idle_close_after(radio: bool, outbound: bool) -> float:
     if not radio:
         return LAN_IDLE
     return RADIO_IDLE if outbound else RADIO_IDLE + RESPONDER_GRACE
+
+
+def keep_current_link(
+    current_opener: bytes, current_verified_at: float, new_opener: bytes, now: float
+) -> bool:
+    """Whether to go on sending on the current verified link to a peer when another one to it
+    has just verified: `*_opener` is the node id of the end that opened each link, and
+    `current_verified_at` when the current one verified. Links that crossed (verified within
+    `CROSSING_WINDOW` s) settle on the one the smaller node id opened; otherwise the newer wins."""
+    if now - current_verified_at > CROSSING_WINDOW:
+        return False
+    return current_opener < new_opener

@@ -23,6 +23,7 @@ from kai_mesh.core.errors import TransportError
 from kai_mesh.core.mesh.identity import MemberRecord
 from transports._bridge import ThreadBridge
 from transports.base import PeerInfo, TransportBase, TransportEvent
+from transports.reticulum._retry import keep_current_link
 
 APP_NAME = "kai_mesh"
 ASPECT = "node"
@@ -56,6 +57,7 @@ class _Link:
     closed: bool = False
     last_activity: float = 0.0
     opened_at: float = 0.0
+    verified_at: float = 0.0
 
 
 @dataclass(eq=False)
@@ -76,6 +78,7 @@ class _RnsState(TransportBase):
     """The attributes the layers share (set by `ReticulumTransport.__init__`) and their
     primitives."""
 
+    node_id: bytes
     mesh_id: bytes
     member: MemberRecord
     trusted_keys: Mapping[bytes, bytes]
@@ -124,6 +127,24 @@ class _RnsState(TransportBase):
         not a storm); one asked for inside the gap goes out at its end, never dropped."""
         self._announce_early.set()
 
+    def _opener(self, state: _Link) -> bytes:
+        """Node id of the end that opened a verified link."""
+        assert state.node_id is not None
+        return self.node_id if state.outbound else state.node_id
+
+    def _adopt(self, peer: _Peer, state: _Link) -> None:
+        """`state` to `peer` has just verified: send on it from now on, unless the current link
+        is one both ends keep instead (`_rns_retry.keep_current_link`). The other is not closed:
+        the peer may be sending on it; unused, it idles out."""
+        current = peer.link
+        if current is not None and current is not state and _usable(current):
+            now = trio.current_time()
+            if keep_current_link(
+                self._opener(current), current.verified_at, self._opener(state), now
+            ):
+                return
+        peer.link = state
+
     def _send_frame(self, state: _Link, kind: int, body: bytes, verified_only: bool = True) -> None:
         if verified_only and not state.verified.is_set():
             raise TransportError("link not verified")
@@ -136,6 +157,10 @@ class _RnsState(TransportBase):
                 RNS.Resource(frame, state.link)
         except Exception as exc:
             raise TransportError(f"Reticulum refused to send: {exc}") from exc
+
+
+def _usable(state: _Link | None) -> bool:
+    return state is not None and state.verified.is_set() and not state.closed
 
 
 def identity_from_public(public_key: bytes) -> Any:

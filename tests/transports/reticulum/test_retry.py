@@ -18,15 +18,17 @@ import trio
 import transports.reticulum._links as rns_links
 from kai_mesh.core.mesh.identity import MemberRecord, NodeSecrets
 from transports.reticulum._retry import (
+    CROSSING_WINDOW,
     LINK_TRIES,
     RADIO_IDLE,
     RESPONDER_GRACE,
     answer_gap,
     establish_wait,
     idle_close_after,
+    keep_current_link,
     path_request_interval,
 )
-from transports.reticulum._state import _Link
+from transports.reticulum._state import _Link, _Peer
 from transports.reticulum.transport import ReticulumTransport
 
 ETHERNET = 10_000_000  # bits per second
@@ -257,3 +259,58 @@ async def test_the_transport_closes_an_idle_radio_link_from_one_end(autojump_clo
         await transport._idle_loop()
     assert RADIO_IDLE <= torn["opener"] - now <= RADIO_IDLE + 10
     assert torn["responder"] - now >= RADIO_IDLE + RESPONDER_GRACE
+
+
+# ---- two links that crossed ------------------------------------------------------------------
+
+SMALL, LARGE = b"\x01" * 16, b"\x02" * 16
+
+
+def test_links_that_crossed_settle_on_the_one_the_smaller_node_id_opened_at_both_ends() -> None:
+    # At the smaller node: its own link is current, the larger's has just verified.
+    assert keep_current_link(SMALL, 100.0, LARGE, 101.0) is True
+    # At either node, the other order: the larger's link is current, the smaller's arrives.
+    assert keep_current_link(LARGE, 100.0, SMALL, 101.0) is False
+
+
+def test_a_link_newer_than_the_crossing_window_replaces_the_current_one() -> None:
+    """The peer restarted (its new link is the only one it knows) or the old link went quiet:
+    the newer link wins whoever opened it."""
+    assert keep_current_link(SMALL, 100.0, LARGE, 100.0 + CROSSING_WINDOW + 0.1) is False
+    assert keep_current_link(SMALL, 100.0, LARGE, 100.0 + CROSSING_WINDOW) is True
+
+
+def test_a_second_link_from_the_same_opener_replaces_the_first() -> None:
+    assert keep_current_link(LARGE, 100.0, LARGE, 101.0) is False
+
+
+def _verified_link(opener_outbound: bool, node_id: bytes, verified_at: float) -> _Link:
+    torn: list[bool] = []
+    state = _Link(SimpleNamespace(teardown=lambda: torn.append(True)), outbound=opener_outbound)
+    state.node_id, state.verified_at = node_id, verified_at
+    state.verified.set()
+    state.torn = torn  # type: ignore[attr-defined]
+    return state
+
+
+@pytest.mark.parametrize("order", ["own_first", "peer_first"])
+async def test_two_nodes_whose_links_crossed_send_on_the_same_link_and_close_neither(
+    autojump_clock: object, order: str
+) -> None:
+    """Both ends see both links verify, in either order: both end up sending on the link the
+    smaller node id opened, and neither link is torn down (closing them is what lost both close
+    frames on a half-duplex radio and left each end sending on a link the other had closed)."""
+    small, large = make_transport(), make_transport()
+    if small.node_id > large.node_id:
+        small, large = large, small
+    now = trio.current_time()
+    chosen = {}
+    for me, other in ((small, large), (large, small)):
+        peer = _Peer(other.node_id, b"d" * 16, None, now)
+        own = _verified_link(True, other.node_id, now)  # opened by `me`
+        theirs = _verified_link(False, other.node_id, now)  # opened by `other`
+        for state in (own, theirs) if order == "own_first" else (theirs, own):
+            me._adopt(peer, state)
+        chosen[me.node_id] = "own" if peer.link is own else "theirs"
+        assert not own.torn and not theirs.torn  # type: ignore[attr-defined]
+    assert chosen == {small.node_id: "own", large.node_id: "theirs"}
