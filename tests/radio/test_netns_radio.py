@@ -82,5 +82,6 @@ def test_echo_round_trip_is_at_least_both_frames_on_air(radio_harness: Harness) 
         assert frames["node1"] >= 1 and frames["node2"] >= 1  # request and reply on the air
         if frames == {"node1": 1, "node2": 1}:  # nothing else on the air meanwhile: exact
             assert rtt >= air["node1"] + air["node2"] - 2e-4, (rtt, air)
-    stats = h.json("radio", "--json")[0]
-    assert stats["late"]["max_ms"] < 100, stats["late"]
+    # How late the emulator delivered (`radio --json` "late") depends on the machine's load: it
+    # is a figure for bench/radio.py (overhead), not a test's. Lateness only lengthens the round
+    # trip, so the floors above still hold on a loaded machine.
