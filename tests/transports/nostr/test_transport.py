@@ -109,10 +109,6 @@ async def test_a_node_that_was_away_finds_stored_frames(relay_url: str) -> None:
     assert tb2.counters().get("held_unknown_key", 0) >= 1  # arrived before a's hello
 
 
-@pytest.mark.skip(
-    reason="flaky since the merge: about one run in two ends in an exception group from the "
-    "pool's AUTH path (not a timeout); left out of CI until it is understood, see the stop's note"
-)
 async def test_nip42_relay(auth_relay_url: str) -> None:
     a, b = member(1), member(2)
     keys = trusted(a, b)
