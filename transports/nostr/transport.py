@@ -17,6 +17,12 @@ reads it). `store_and_forward` does the same with a regular kind (`KIND_STORED`)
 until `stored_ttl`; the inbound subscription asks for stored frames since `catch_up` seconds
 ago, so a node that was away finds them (the runtime drops what it already had by message id).
 
+Large frames. A frame whose event would not fit the smallest `max_message_length` the connected
+relays declare (NIP-11, read at each connect) is split into content-addressed chunks
+(`core.nostr.chunks`), each its own event of a chunk kind (`KIND_CHUNK`, or `KIND_STORED_CHUNK`
+for store-and-forward), and reassembled on arrival with a bound on what is held half-done; the
+frame counts as sent once a relay accepted every chunk.
+
 Checks on what arrives, in order, each refusal counted by reason: shape (`malformed`), the LRU of
 seen ids before any signature work (`duplicate`: a relay's replays and the same event from
 two relays), id and signature (`bad_id`, `bad_signature`), NIP-40 (`expired`), the mesh tag
@@ -40,7 +46,7 @@ import trio
 from kai_mesh.core.codec import digest
 from kai_mesh.core.errors import ProtocolError, TransportError, Untrusted
 from kai_mesh.core.mesh.identity import MemberRecord, admit_member
-from kai_mesh.core.nostr import nip44
+from kai_mesh.core.nostr import chunks, nip44
 from kai_mesh.core.nostr.event import (
     Event,
     check_fresh,
@@ -62,17 +68,21 @@ from transports.base import (
 )
 from transports.nostr import _policy
 from transports.nostr._pool import RelayPool
-from transports.nostr._relay import Published, Relay
+from transports.nostr._relay import DEFAULT_MAX_MESSAGE, Published, Relay
 
 log = logging.getLogger(__name__)
 
 KIND_HELLO = 28930  # ephemeral: a member record for the mesh
 KIND_FRAME = 28931  # ephemeral: one frame for one member
 KIND_STORED = 4931  # regular, NIP-40 expiring: one frame kept for an absent member
+KIND_CHUNK = 28932  # ephemeral: one chunk of a frame too large for one event
+KIND_STORED_CHUNK = 4932  # regular, NIP-40 expiring: one chunk of a stored frame
 KIND_AUTH = 22242  # NIP-42
-KINDS = frozenset({KIND_HELLO, KIND_FRAME, KIND_STORED})
-#: Largest frame: its NIP-44 payload pads to 40,960 bytes, whose event fits strfry's 64 KiB.
-MAX_PAYLOAD = 40_960
+FRAME_KINDS = frozenset({KIND_FRAME, KIND_STORED, KIND_CHUNK, KIND_STORED_CHUNK})
+CHUNK_KINDS = frozenset({KIND_CHUNK, KIND_STORED_CHUNK})
+KINDS = frozenset({KIND_HELLO}) | FRAME_KINDS
+#: Largest frame: chunked past one event (a bus envelope is at most 64 KiB by default).
+MAX_PAYLOAD = 256 * 1024
 EVENT_BUFFER = 1024
 INTERFACE = "nostr"
 HELLO_ANSWER_GAP = 5.0  # seconds between two hellos sent in answer to one member
@@ -135,6 +145,7 @@ class NostrTransport(TransportBase):
         self._conversations: dict[str, bytes] = {}
         self._answered: dict[bytes, float] = {}  # node id -> when we last answered its hello
         self._held: OrderedDict[str, Event] = OrderedDict()  # event id -> frame, unbound key
+        self._chunks = chunks.Reassembler(max_payload=MAX_PAYLOAD, ttl=max(60.0, frame_ttl * 2))
         self._hellos_sent = 0
         self._nursery: trio.Nursery | None = None
 
@@ -148,7 +159,7 @@ class NostrTransport(TransportBase):
             # must find the subscription in place.
             await self.pool.subscribe("kai-hello", {"kinds": [KIND_HELLO], "#m": [self.tag]})
             since = max(0, int(self._clock()) - self.catch_up)
-            inbound = {"kinds": [KIND_FRAME, KIND_STORED], "#p": [self.pubkey], "since": since}
+            inbound = {"kinds": sorted(FRAME_KINDS), "#p": [self.pubkey], "since": since}
             await self.pool.subscribe("kai-in", inbound)
             nursery.start_soon(self._hello_loop)
             task_status.started()
@@ -181,7 +192,7 @@ class NostrTransport(TransportBase):
             TransportError: the node's Nostr key is not known yet (no hello from it), `data` is
                 larger than `max_payload`, or no relay accepted the event.
         """
-        answers = await self._publish_frame(node_id, data, KIND_FRAME, self.frame_ttl)
+        answers = await self._publish_frame(node_id, data, stored=False)
         if not any(a.accepted for a in answers):
             reasons = ", ".join(f"{a.relay}: {a.reason}" for a in answers) or "no answer"
             raise TransportError(f"no Nostr relay accepted the frame ({reasons})")
@@ -189,7 +200,7 @@ class NostrTransport(TransportBase):
     async def store_and_forward(self, node_id: bytes, data: bytes) -> bool:
         """Leave `data` with the relays, kept until `stored_ttl`. True when one accepted it."""
         try:
-            answers = await self._publish_frame(node_id, data, KIND_STORED, self.stored_ttl)
+            answers = await self._publish_frame(node_id, data, stored=True)
         except TransportError as exc:
             log.info("store-and-forward to %s over Nostr impossible: %s", node_id.hex(), exc)
             return False
@@ -203,7 +214,7 @@ class NostrTransport(TransportBase):
             InterfaceInfo(
                 name=relay.url,
                 kind="nostr-relay",
-                mtu=min(MAX_PAYLOAD, relay.max_message_length),
+                mtu=chunks.max_plaintext(relay.max_message_length),
                 bitrate=None,
                 online=relay.is_connected,
             )
@@ -214,7 +225,7 @@ class NostrTransport(TransportBase):
         return list(self._peers.values())
 
     def counters(self) -> dict[str, int]:
-        return dict(self._counters)
+        return {**self._counters, **self._chunks.counters}
 
     def forget(self, node_id: bytes) -> None:
         key = self._keys.pop(node_id, None)
@@ -249,22 +260,49 @@ class NostrTransport(TransportBase):
     def _sign_auth(self, url: str, challenge: str) -> Event:
         return self._sign(KIND_AUTH, [["relay", url], ["challenge", challenge]], "")
 
-    async def _publish_frame(
-        self, node_id: bytes, data: bytes, kind: int, ttl: int
-    ) -> list[Published]:
+    def event_plaintext(self) -> int:
+        """The largest plaintext one event carries to every connected relay (NIP-11)."""
+        limits = [r.max_message_length for r in self.pool.connected] or [
+            r.max_message_length for r in self.pool.relays
+        ]
+        return chunks.max_plaintext(min(limits, default=DEFAULT_MAX_MESSAGE))
+
+    async def _publish_frame(self, node_id: bytes, data: bytes, *, stored: bool) -> list[Published]:
+        """Publish `data` for `node_id`: one event, or chunks when it does not fit one. The
+        answers of a chunked frame are those of its least-accepted chunk."""
         pubkey = self._keys.get(node_id)
         if pubkey is None:
             raise TransportError(f"the Nostr key of node {node_id.hex()} is not known yet")
         if not data or len(data) > MAX_PAYLOAD:
             raise TransportError(f"a Nostr frame is 1..{MAX_PAYLOAD} bytes, not {len(data)}")
-        content = nip44.encrypt(data, self._conversation(pubkey), self._randbytes(32))
+        ttl = self.stored_ttl if stored else self.frame_ttl
+        single = self.event_plaintext()
+        if len(data) <= single:
+            answers = await self._publish_one(
+                pubkey, data, KIND_STORED if stored else KIND_FRAME, ttl
+            )
+        else:
+            kind = KIND_STORED_CHUNK if stored else KIND_CHUNK
+            answers = []
+            for piece in chunks.split(data, single):
+                got = await self._publish_one(pubkey, piece, kind, ttl)
+                if not any(a.accepted for a in got):
+                    answers = got  # one chunk lost is the frame lost
+                    break
+                answers = got
+            self._counters["chunked"] = self._counters.get("chunked", 0) + 1
+        self._counters["sent"] += 1
+        return answers
+
+    async def _publish_one(
+        self, pubkey: str, plaintext: bytes, kind: int, ttl: int
+    ) -> list[Published]:
+        content = nip44.encrypt(plaintext, self._conversation(pubkey), self._randbytes(32))
         expires = str(int(self._clock()) + ttl)
         tags = [["p", pubkey], ["m", self.tag], ["expiration", expires]]
         event = self._sign(kind, tags, content)
         self._remember(event.id)  # our own event, echoed by a relay, is not news
-        answers = await self.pool.publish(event)
-        self._counters["sent"] += 1
-        return answers
+        return await self.pool.publish(event)
 
     async def _publish_hello(self) -> None:
         content = nip44.encrypt(self.member.to_bytes(), self._hello_key, self._randbytes(32))
@@ -375,6 +413,11 @@ class NostrTransport(TransportBase):
             return
         try:
             data = nip44.decrypt(event.content, self._conversation(event.pubkey))
+            if event.kind in CHUNK_KINDS:
+                whole = self._chunks.add(event.pubkey, data, self._clock())
+                if whole is None:
+                    return
+                data = whole
         except ProtocolError as exc:
             self._count(exc.reason)
             return

@@ -78,6 +78,28 @@ async def test_two_nodes_exchange_frames_through_a_relay(relay_url: str) -> None
     assert not any(refused.values()), refused
 
 
+async def test_frames_past_a_relays_limit_go_as_chunks(relay_url: str) -> None:
+    a, b = member(1), member(2)
+    keys = trusted(a, b)
+    ta, tb = transport(a, [relay_url], keys), transport(b, [relay_url], keys)
+    # As if the relay's NIP-11 said so (LocalRelay has no NIP-11 document).
+    ta.pool.relays[0].max_message_length = 6000
+    with trio.fail_after(20):
+        async with running(ta, tb):
+            await meet(ta, tb)
+            assert ta.event_plaintext() < 6000
+            payloads = [bytes(range(256)) * 400, b"small", b"y" * ta.max_payload]
+            for data in payloads:
+                await ta.send(b.node_id, data)
+            got = [await next_of(tb, MessageReceived) for _ in payloads]
+            assert [g.data for g in got if isinstance(g, MessageReceived)] == payloads
+            assert await ta.store_and_forward(b.node_id, b"s" * 20_000)
+            stored = await next_of(tb, MessageReceived)
+            assert isinstance(stored, MessageReceived) and stored.data == b"s" * 20_000
+    assert ta.counters()["chunked"] == 3
+    assert ta.pool.relays[0].stats.refused.get("too_large_for_relay", 0) == 0
+
+
 async def test_send_refuses_unknown_nodes_and_oversize(relay_url: str) -> None:
     a, b = member(1), member(2)
     ta = transport(a, [relay_url], trusted(a, b))
