@@ -197,6 +197,20 @@ class Transport(Protocol):
         claim), and `admit(claim)`, which decides a joiner's claim."""
         ...
 
+    def set_sync_digests(
+        self,
+        ours: Callable[[], dict[int, bytes]],
+        heard: Callable[[bytes, dict[int, bytes]], None],
+    ) -> None:
+        """`abilities.sync_digests`: the transport publishes `ours()` (the state and governance
+        digests by slot, as heartbeats carry them) to its peers, and hands each peer's to
+        `heard(node_id, digests)`."""
+        ...
+
+    def sync_changed(self) -> None:
+        """`abilities.sync_digests`: `ours()` changed; publish it soon."""
+        ...
+
     def bind_local(self, local: LocalHandler) -> None:
         """`abilities.guests`: the local bus, which serves guests' requests."""
         ...
@@ -232,6 +246,9 @@ class Abilities:
     announce_digest: bool = False  # `set_announce_digest()`: announces carry 8 bytes of sync
     admits_claims: bool = False  # `set_claim_admission()`: invite claims arrive on JOIN
     guests: bool = False  # `bind_local()`, `set_guest_intents()`: non-members call intents
+    #: `set_sync_digests()`, `sync_changed()`: the transport carries the sync digests to its
+    #: peers itself (no heartbeat reaches them: Nostr), and state and governance sync with them.
+    sync_digests: bool = False
 
 
 class TransportBase:
@@ -275,6 +292,16 @@ class TransportBase:
     def set_claim_admission(
         self, claim: bytes | None, admit: Callable[[bytes], Awaitable[bool]]
     ) -> None:
+        return None
+
+    def set_sync_digests(
+        self,
+        ours: Callable[[], dict[int, bytes]],
+        heard: Callable[[bytes, dict[int, bytes]], None],
+    ) -> None:
+        return None
+
+    def sync_changed(self) -> None:
         return None
 
     def bind_local(self, local: LocalHandler) -> None:

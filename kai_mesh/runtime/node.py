@@ -52,7 +52,7 @@ from kai_mesh.runtime.orchestration.service import Orchestrator
 from kai_mesh.runtime.state.control import WithStateAgent, state_method
 from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import OutboxRow, Store
-from kai_mesh.runtime.wiring import alive_peers, wire_delivery
+from kai_mesh.runtime.wiring import alive_peers, sync_peers, wire_delivery
 from transports.base import Transport
 
 log = logging.getLogger(__name__)
@@ -165,14 +165,14 @@ class Node:
             mesh_id=files.genesis.mesh_id,
             keys=files.members,
             send=self._send_state,
-            peers=lambda: alive_peers(self.remote),
+            peers=lambda: sync_peers(self.remote),
             emit=self.hub.publish,
         )
         self.governance = GovernanceService(
             secrets=files.secrets,
             genesis=files.genesis,
             send=self._send_governance,
-            peers=lambda: alive_peers(self.remote),
+            peers=lambda: sync_peers(self.remote),
             emit=self.hub.publish,
         )
         self.bus = Bus(

@@ -17,6 +17,14 @@ reads it). `store_and_forward` does the same with a regular kind (`KIND_STORED`)
 until `stored_ttl`; the inbound subscription asks for stored frames since `catch_up` seconds
 ago, so a node that was away finds them (the runtime drops what it already had by message id).
 
+Sync digests (`abilities.sync_digests`). No heartbeat crosses a relay, so the transport publishes
+the node's state and governance digests itself: an ephemeral event (`KIND_DIGESTS`) to the mesh,
+encrypted like a hello, when they change (`sync_changed`: at most once per second, a burst of
+writes is one event) and every `digest_interval` seconds besides (`core.sync.beacon`). A digest
+event is believed only from a key a hello bound; its digests go to the runtime's anti-entropy
+(`heard`), which asks that peer for a round when they differ from ours, exactly as a heartbeat's
+would. The rounds themselves are frames like any other.
+
 Large frames. A frame whose event would not fit the smallest `max_message_length` the connected
 relays declare (NIP-11, read at each connect) is split into content-addressed chunks
 (`core.nostr.chunks`), each its own event of a chunk kind (`KIND_CHUNK`, or `KIND_STORED_CHUNK`
@@ -43,8 +51,8 @@ from typing import Any
 
 import trio
 
-from kai_mesh.core.codec import digest
-from kai_mesh.core.errors import ProtocolError, TransportError, Untrusted
+from kai_mesh.core.codec import digest, pack, unpack_exact
+from kai_mesh.core.errors import Malformed, ProtocolError, TransportError, Untrusted
 from kai_mesh.core.mesh.identity import MemberRecord, admit_member
 from kai_mesh.core.nostr import chunks, nip44
 from kai_mesh.core.nostr.event import (
@@ -56,6 +64,7 @@ from kai_mesh.core.nostr.event import (
     sign_event,
     verify_event,
 )
+from kai_mesh.core.sync.beacon import Beacon
 from transports.base import (
     Abilities,
     InterfaceInfo,
@@ -75,12 +84,13 @@ log = logging.getLogger(__name__)
 KIND_HELLO = 28930  # ephemeral: a member record for the mesh
 KIND_FRAME = 28931  # ephemeral: one frame for one member
 KIND_STORED = 4931  # regular, NIP-40 expiring: one frame kept for an absent member
+KIND_DIGESTS = 28933  # ephemeral: this node's sync digests, for the mesh
 KIND_CHUNK = 28932  # ephemeral: one chunk of a frame too large for one event
 KIND_STORED_CHUNK = 4932  # regular, NIP-40 expiring: one chunk of a stored frame
 KIND_AUTH = 22242  # NIP-42
 FRAME_KINDS = frozenset({KIND_FRAME, KIND_STORED, KIND_CHUNK, KIND_STORED_CHUNK})
 CHUNK_KINDS = frozenset({KIND_CHUNK, KIND_STORED_CHUNK})
-KINDS = frozenset({KIND_HELLO}) | FRAME_KINDS
+KINDS = frozenset({KIND_HELLO, KIND_DIGESTS}) | FRAME_KINDS
 #: Largest frame: chunked past one event (a bus envelope is at most 64 KiB by default).
 MAX_PAYLOAD = 256 * 1024
 EVENT_BUFFER = 1024
@@ -103,7 +113,7 @@ class NostrTransport(TransportBase):
     """See the module docstring. `await nursery.start(transport.run)`."""
 
     name = "nostr"
-    abilities = Abilities(store_and_forward=True, relay_stores=True)
+    abilities = Abilities(store_and_forward=True, relay_stores=True, sync_digests=True)
 
     def __init__(
         self,
@@ -118,6 +128,7 @@ class NostrTransport(TransportBase):
         stored_ttl: int = 7 * 24 * 3600,
         catch_up: int = 24 * 3600,
         hello_interval: float = 300.0,
+        digest_interval: float = 30.0,
         randbytes: Callable[[int], bytes] = os.urandom,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -147,6 +158,10 @@ class NostrTransport(TransportBase):
         self._held: OrderedDict[str, Event] = OrderedDict()  # event id -> frame, unbound key
         self._chunks = chunks.Reassembler(max_payload=MAX_PAYLOAD, ttl=max(60.0, frame_ttl * 2))
         self._hellos_sent = 0
+        self._beacon = Beacon(min_gap=1.0, keepalive=digest_interval)  # on trio's clock
+        self._beacon_moved = trio.Event()
+        self._our_digests: Callable[[], dict[int, bytes]] | None = None
+        self._heard_digests: Callable[[bytes, dict[int, bytes]], None] | None = None
         self._nursery: trio.Nursery | None = None
 
     # ---- life cycle ---------------------------------------------------------------------------
@@ -157,11 +172,14 @@ class NostrTransport(TransportBase):
             await nursery.start(self.pool.run)
             # Subscribe before publishing (NIP-46/ContextVM's rule): an answer to our hello
             # must find the subscription in place.
-            await self.pool.subscribe("kai-hello", {"kinds": [KIND_HELLO], "#m": [self.tag]})
+            await self.pool.subscribe(
+                "kai-hello", {"kinds": [KIND_HELLO, KIND_DIGESTS], "#m": [self.tag]}
+            )
             since = max(0, int(self._clock()) - self.catch_up)
             inbound = {"kinds": sorted(FRAME_KINDS), "#p": [self.pubkey], "since": since}
             await self.pool.subscribe("kai-in", inbound)
             nursery.start_soon(self._hello_loop)
+            nursery.start_soon(self._digest_loop)
             task_status.started()
             await trio.sleep_forever()
 
@@ -171,6 +189,23 @@ class NostrTransport(TransportBase):
                 await self.pool.wait_connected()
             await self._publish_hello()
             await trio.sleep(self.announce_interval)
+
+    async def _digest_loop(self) -> None:
+        """Drive the beacon: publish our digests when it says so."""
+        await self.pool.wait_connected()
+        while True:
+            due = self._beacon.get_timer()
+            if self._our_digests is None or due is None:
+                await self._beacon_moved.wait()  # not wired yet: nothing to publish
+            else:
+                with trio.move_on_at(due):
+                    await self._beacon_moved.wait()
+            self._beacon_moved = trio.Event()
+            if self._our_digests is not None and self._beacon.handle_timer(self._now()):
+                await self._publish_digests()
+
+    def _now(self) -> float:
+        return trio.current_time()
 
     # ---- the Transport interface --------------------------------------------------------------
 
@@ -226,6 +261,18 @@ class NostrTransport(TransportBase):
 
     def counters(self) -> dict[str, int]:
         return {**self._counters, **self._chunks.counters}
+
+    def set_sync_digests(
+        self,
+        ours: Callable[[], dict[int, bytes]],
+        heard: Callable[[bytes, dict[int, bytes]], None],
+    ) -> None:
+        self._our_digests, self._heard_digests = ours, heard
+        self._beacon_moved.set()
+
+    def sync_changed(self) -> None:
+        self._beacon.changed()
+        self._beacon_moved.set()  # the loop publishes, so this never blocks its caller
 
     def forget(self, node_id: bytes) -> None:
         key = self._keys.pop(node_id, None)
@@ -318,6 +365,23 @@ class NostrTransport(TransportBase):
         except TransportError as exc:
             log.debug("hello not published: %s", exc)
 
+    async def _publish_digests(self) -> None:
+        assert self._our_digests is not None
+        digests = self._our_digests()
+        if not digests:
+            return
+        body = pack({int(k): bytes(v) for k, v in digests.items()})
+        content = nip44.encrypt(body, self._hello_key, self._randbytes(32))
+        expires = str(int(self._clock()) + 60)
+        event = self._sign(KIND_DIGESTS, [["m", self.tag], ["expiration", expires]], content)
+        self._remember(event.id)
+        try:
+            await self.pool.publish(event)
+        except TransportError as exc:
+            log.debug("digests not published: %s", exc)
+            return
+        self._counters["digests_sent"] = self._counters.get("digests_sent", 0) + 1
+
     # ---- receiving (called from a relay's read loop: never raises, never blocks) -------------
 
     def _count(self, reason: str) -> None:
@@ -352,6 +416,8 @@ class NostrTransport(TransportBase):
             self._count("other_mesh")
         elif event.kind == KIND_HELLO:
             self._on_hello(event)
+        elif event.kind == KIND_DIGESTS:
+            self._on_digests(event)
         else:
             self._on_frame(event)
 
@@ -394,6 +460,20 @@ class NostrTransport(TransportBase):
             self._answered[node_id] = now  # a newcomer learns of us now, not at our next hello
             self._nursery.start_soon(self._publish_hello)
 
+    def _on_digests(self, event: Event) -> None:
+        node_id = self._nodes.get(event.pubkey)
+        if node_id is None:
+            self._count("unknown_key")  # the next keepalive comes after its hello
+            return
+        try:
+            digests = decode_digests(nip44.decrypt(event.content, self._hello_key))
+        except ProtocolError as exc:
+            self._count(exc.reason)
+            return
+        self._counters["digests_received"] = self._counters.get("digests_received", 0) + 1
+        if self._heard_digests is not None:
+            self._heard_digests(node_id, digests)
+
     def _on_frame(self, event: Event) -> None:
         if event.tag_values("p") != [self.pubkey]:
             self._count("not_for_us")
@@ -431,6 +511,28 @@ class NostrTransport(TransportBase):
             self._send_events.send_nowait(event)
         except trio.WouldBlock:
             self._count("dropped_events")
+
+
+MAX_DIGESTS = 8  # slots a digest event may carry (state and governance use two)
+
+
+def decode_digests(body: bytes) -> dict[int, bytes]:
+    """A digest event's plaintext: msgpack {slot: digest}, small ints to short bytes.
+
+    Raises:
+        ProtocolError: anything else.
+    """
+    value = unpack_exact(body, 512)
+    if not isinstance(value, dict) or len(value) > MAX_DIGESTS:
+        raise Malformed("digests: expected a small map")
+    out: dict[int, bytes] = {}
+    for slot, value_digest in value.items():
+        if type(slot) is not int or not 0 <= slot < 256:
+            raise Malformed("digests: a slot is a small int")
+        if not isinstance(value_digest, bytes) or not 1 <= len(value_digest) <= 32:
+            raise Malformed("digests: a digest is 1..32 bytes")
+        out[slot] = value_digest
+    return out
 
 
 def relay_state(relay: Relay) -> dict[str, Any]:
