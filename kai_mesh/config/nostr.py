@@ -9,6 +9,8 @@ No relays (the default) means no Nostr transport at all.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,3 +74,68 @@ def parse_nostr(path: Path, table: Any) -> NostrSettings:
         relays=tuple(table.get("relays", ())),
         hello_interval=float(table.get("hello_interval", 300.0)),
     )
+
+
+def check_relay_url(url: str) -> str:
+    """One relay URL, as `[nostr] relays` takes it.
+
+    Raises:
+        ConfigError: not a ws:// or wss:// URL with a host.
+    """
+    problem = _relays([url])
+    if problem:
+        raise ConfigError(problem)
+    return url
+
+
+def _toml_list(urls: list[str]) -> str:
+    # URLs passed `check_relay_url`: no quotes or backslashes survive urlsplit's host check,
+    # but escape anyway so the file is always valid TOML.
+    return "[" + ", ".join(json.dumps(u) for u in urls) + "]"
+
+
+_SECTION = re.compile(r"^\[nostr\][ \t]*(#.*)?$", re.M)
+_NEXT_SECTION = re.compile(r"^\[", re.M)
+_RELAYS = re.compile(r"^relays[ \t]*=[ \t]*\[.*?\][ \t]*(#.*)?$", re.M | re.S)
+
+
+def write_relays(config_file: Path, urls: list[str]) -> None:
+    """Set `[nostr] relays` in `config_file` to `urls`, keeping the rest of the file (comments
+    included): the `relays = [...]` line is replaced, or added under `[nostr]`, or a `[nostr]`
+    table is appended. The file is checked after writing; a file this kai-mesh would refuse is
+    put back as it was.
+
+    Raises:
+        ConfigError: the file cannot be read or written, or would not load.
+    """
+    from kai_mesh.config.nodefiles import write_private
+    from kai_mesh.config.settings import load_config
+
+    for url in urls:
+        check_relay_url(url)
+    if len(urls) > MAX_RELAYS:
+        raise ConfigError(f"at most {MAX_RELAYS} relays")
+    try:
+        text = config_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{config_file}: cannot read: {exc.strerror}") from None
+    line = f"relays = {_toml_list(urls)}"
+    section = _SECTION.search(text)
+    if section is None:
+        new = text.rstrip("\n") + f"\n\n[nostr]\n{line}\n"
+    else:
+        start = section.end()
+        after = _NEXT_SECTION.search(text, start + 1)
+        end = after.start() if after else len(text)
+        body = text[start:end]
+        if _RELAYS.search(body):
+            body = _RELAYS.sub(lambda m: line, body, count=1)
+        else:
+            body = f"\n{line}" + body
+        new = text[:start] + body + text[end:]
+    write_private(config_file, new.encode())
+    try:
+        load_config(config_file)
+    except ConfigError:
+        write_private(config_file, text.encode())
+        raise

@@ -239,6 +239,7 @@ class Node:
             "agents": lambda params: self.agents.info(),
             "agent_restart": self._agent_restart,
             "peers": self._peers,
+            "relays": self._relays,
             "shutdown": self._shutdown,
         }
 
@@ -500,6 +501,14 @@ class Node:
                     "since": None if state is None else state["since"],
                 }
             )
+        return out
+
+    def _relays(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each Nostr relay's state (`kai-mesh relays status`)."""
+        out: list[dict[str, Any]] = []
+        for transport in self.remote.transports:
+            if transport.name == "nostr":
+                out += transport.describe().get("relays", [])
         return out
 
     def _outbox_summary(self) -> dict[str, Any] | None:
