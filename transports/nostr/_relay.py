@@ -75,6 +75,8 @@ class RelayStats:
     received: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     latency: float | None = None  # seconds, the last websocket ping's round trip
+    bytes_sent: int = 0  # UTF-8 bytes of every message we sent (EVENT, REQ, AUTH …)
+    bytes_received: int = 0  # UTF-8 bytes of every text message the relay sent
 
 
 class Relay:
@@ -196,6 +198,7 @@ class Relay:
             if isinstance(text, bytes):
                 self._refused("relay_malformed")
                 continue
+            self.stats.bytes_received += len(text.encode())
             try:
                 msg = json.loads(text)
             except (ValueError, TypeError):
@@ -270,7 +273,9 @@ class Relay:
         ws = self._ws
         if ws is None:
             raise ConnectionClosed(None)
-        await ws.send_message(json.dumps(msg, separators=(",", ":"), ensure_ascii=False))
+        text = json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
+        self.stats.bytes_sent += len(text.encode())
+        await ws.send_message(text)
 
     async def _send_and_wait(self, msg: list[Any], event_id: str) -> tuple[bool, str]:
         done, result = trio.Event(), list[tuple[bool, str]]()

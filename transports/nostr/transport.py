@@ -549,5 +549,7 @@ def relay_state(relay: Relay) -> dict[str, Any]:
         "sent": stats.sent,
         "accepted": stats.accepted,
         "received": stats.received,
+        "bytes_sent": stats.bytes_sent,
+        "bytes_received": stats.bytes_received,
         "refused": dict(stats.refused),
     }
