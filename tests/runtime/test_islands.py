@@ -53,6 +53,9 @@ async def start_node(
     genesis: Genesis,
     seed: int,
     relays: list[str],
+    *,
+    hello_interval: float = 300.0,
+    digest_interval: float = 30.0,
 ) -> IslandNode:
     mesh = genesis.mesh_id
     keys = {node_id_of(k): k for k in genesis.trusted_nodes}
@@ -66,6 +69,8 @@ async def start_node(
             node_id=secrets.node_id,
             member=MemberRecord.create(secrets, f"n{seed}", mesh),
             trusted_keys=keys,
+            hello_interval=hello_interval,
+            digest_interval=digest_interval,
         )
         transports.append(nostr)
     host = AgentHost([], on_event=_ignore)

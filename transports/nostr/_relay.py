@@ -236,6 +236,8 @@ class Relay:
                 self._check_settled()
         elif kind == "NOTICE":
             log.debug("relay %s notice: %s", self.url, msg[1:])
+        elif kind not in ("COUNT", "NEG-MSG", "NEG-ERR"):  # answers to what we never ask
+            self._refused("relay_malformed")  # an unknown message, or a known one misshapen
 
     async def _authenticate(self, challenge: str) -> None:
         """NIP-42: sign the challenge; once the relay accepts, restore the subscriptions (a
