@@ -19,6 +19,7 @@ and the runtime calls an action only where the abilities say it may.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -75,6 +76,16 @@ class MessageReceived:
     node_id: bytes
     data: bytes
     interface: str | None = None
+    #: The carrier's own id of what brought it (a Nostr event id), for `REPLYING_TO`; None
+    #: where the carrier has none worth naming.
+    ref: str | None = None
+
+
+#: While the runtime sends a reply, the `ref` of the request it answers (None otherwise): a
+#: transport that can name the request on the wire does (Nostr: an `e` tag on the reply, as
+#: NIP-46 and ContextVM do, so a client may subscribe to the replies of one request). The
+#: runtime sets it around the reply's send only; it never decides where anything goes.
+REPLYING_TO: ContextVar[str | None] = ContextVar("REPLYING_TO", default=None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

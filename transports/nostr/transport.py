@@ -14,7 +14,10 @@ Frames. `send` publishes an ephemeral event (`KIND_FRAME`) with `["p", recipient
 `["m", mesh tag]` and a NIP-40 `expiration` `frame_ttl` ahead; its content is the frame, NIP-44
 encrypted to the recipient's Nostr key (the plaintext is the frame's raw bytes: only kai-mesh
 reads it). `store_and_forward` does the same with a regular kind (`KIND_STORED`) that relays keep
-until `stored_ttl`; the inbound subscription asks for stored frames since `catch_up` seconds
+until `stored_ttl`. A reply carries `["e", request event id]` (NIP-46, ContextVM: a client
+may subscribe to one request's replies): the runtime names the request it answers in
+`transports.base.REPLYING_TO`, from the `ref` this transport put on the request's
+`MessageReceived`. The inbound subscription asks for stored frames since `catch_up` seconds
 ago, so a node that was away finds them (the runtime drops what it already had by message id).
 
 Sync digests (`abilities.sync_digests`). No heartbeat crosses a relay, so the transport publishes
@@ -66,6 +69,7 @@ from kai_mesh.core.nostr.event import (
 )
 from kai_mesh.core.sync.beacon import Beacon
 from transports.base import (
+    REPLYING_TO,
     Abilities,
     InterfaceInfo,
     MessageReceived,
@@ -323,16 +327,18 @@ class NostrTransport(TransportBase):
         if not data or len(data) > MAX_PAYLOAD:
             raise TransportError(f"a Nostr frame is 1..{MAX_PAYLOAD} bytes, not {len(data)}")
         ttl = self.stored_ttl if stored else self.frame_ttl
+        request = REPLYING_TO.get()
+        extra = [["e", request]] if request is not None and _is_event_id(request) else []
         single = self.event_plaintext()
         if len(data) <= single:
             answers = await self._publish_one(
-                pubkey, data, KIND_STORED if stored else KIND_FRAME, ttl
+                pubkey, data, KIND_STORED if stored else KIND_FRAME, ttl, extra
             )
         else:
             kind = KIND_STORED_CHUNK if stored else KIND_CHUNK
             answers = []
             for piece in chunks.split(data, single):
-                got = await self._publish_one(pubkey, piece, kind, ttl)
+                got = await self._publish_one(pubkey, piece, kind, ttl, extra)
                 if not any(a.accepted for a in got):
                     answers = got  # one chunk lost is the frame lost
                     break
@@ -342,11 +348,11 @@ class NostrTransport(TransportBase):
         return answers
 
     async def _publish_one(
-        self, pubkey: str, plaintext: bytes, kind: int, ttl: int
+        self, pubkey: str, plaintext: bytes, kind: int, ttl: int, extra: list[list[str]]
     ) -> list[Published]:
         content = nip44.encrypt(plaintext, self._conversation(pubkey), self._randbytes(32))
         expires = str(int(self._clock()) + ttl)
-        tags = [["p", pubkey], ["m", self.tag], ["expiration", expires]]
+        tags = [["p", pubkey], ["m", self.tag], ["expiration", expires], *extra]
         event = self._sign(kind, tags, content)
         self._remember(event.id)  # our own event, echoed by a relay, is not news
         return await self.pool.publish(event)
@@ -504,13 +510,18 @@ class NostrTransport(TransportBase):
         if len(data) > MAX_PAYLOAD:
             self._count("oversize")
             return
-        self._emit(MessageReceived(node_id=node_id, data=data, interface=INTERFACE))
+        # A chunked frame is named by its last chunk's event: any one of them names the request.
+        self._emit(MessageReceived(node_id=node_id, data=data, interface=INTERFACE, ref=event.id))
 
     def _emit(self, event: TransportEvent) -> None:
         try:
             self._send_events.send_nowait(event)
         except trio.WouldBlock:
             self._count("dropped_events")
+
+
+def _is_event_id(ref: str) -> bool:
+    return len(ref) == 64 and all(c in "0123456789abcdef" for c in ref)
 
 
 MAX_DIGESTS = 8  # slots a digest event may carry (state and governance use two)
