@@ -3,6 +3,7 @@
     [nostr]
     relays = ["wss://relay.example", "ws://127.0.0.1:7777"]
     hello_interval = 300
+    gift_wrap = false
 
 No relays (the default) means no Nostr transport at all.
 """
@@ -28,6 +29,7 @@ class NostrSettings:
 
     relays: tuple[str, ...] = ()
     hello_interval: float = 300.0  # seconds between this node's hellos to the mesh
+    gift_wrap: bool = False  # NIP-59: relays see neither sender nor time (costs ~2-3x bytes)
 
     @property
     def enabled(self) -> bool:
@@ -53,7 +55,11 @@ def _interval(value: Any) -> str | None:
     return None if ok else "expected seconds, 10..86400"
 
 
-_NOSTR = {"relays": _relays, "hello_interval": _interval}
+def _bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "expected true or false"
+
+
+_NOSTR = {"relays": _relays, "hello_interval": _interval, "gift_wrap": _bool}
 
 
 def parse_nostr(path: Path, table: Any) -> NostrSettings:
@@ -73,6 +79,7 @@ def parse_nostr(path: Path, table: Any) -> NostrSettings:
     return NostrSettings(
         relays=tuple(table.get("relays", ())),
         hello_interval=float(table.get("hello_interval", 300.0)),
+        gift_wrap=bool(table.get("gift_wrap", False)),
     )
 
 

@@ -45,6 +45,8 @@ carries `["fresh", "1"]`, and members answer it with their own hello at once.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import os
 import time
@@ -54,10 +56,10 @@ from typing import Any
 
 import trio
 
-from kai_mesh.core.codec import digest, pack, unpack_exact
+from kai_mesh.core.codec import digest, pack
 from kai_mesh.core.errors import Malformed, ProtocolError, TransportError, Untrusted
 from kai_mesh.core.mesh.identity import MemberRecord, admit_member
-from kai_mesh.core.nostr import chunks, nip44
+from kai_mesh.core.nostr import chunks, giftwrap, nip44
 from kai_mesh.core.nostr.event import (
     Event,
     check_fresh,
@@ -82,6 +84,7 @@ from transports.base import (
 from transports.nostr import _policy
 from transports.nostr._pool import RelayPool
 from transports.nostr._relay import DEFAULT_MAX_MESSAGE, Published, Relay
+from transports.nostr._wire import decode_digests, is_event_id, relay_state
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +97,8 @@ KIND_STORED_CHUNK = 4932  # regular, NIP-40 expiring: one chunk of a stored fram
 KIND_AUTH = 22242  # NIP-42
 FRAME_KINDS = frozenset({KIND_FRAME, KIND_STORED, KIND_CHUNK, KIND_STORED_CHUNK})
 CHUNK_KINDS = frozenset({KIND_CHUNK, KIND_STORED_CHUNK})
-KINDS = frozenset({KIND_HELLO, KIND_DIGESTS}) | FRAME_KINDS
+WRAP_KINDS = frozenset({giftwrap.KIND_WRAP, giftwrap.KIND_EPHEMERAL_WRAP})
+KINDS = frozenset({KIND_HELLO, KIND_DIGESTS}) | FRAME_KINDS | WRAP_KINDS
 #: Largest frame: chunked past one event (a bus envelope is at most 64 KiB by default).
 MAX_PAYLOAD = 256 * 1024
 EVENT_BUFFER = 1024
@@ -133,6 +137,7 @@ class NostrTransport(TransportBase):
         catch_up: int = 24 * 3600,
         hello_interval: float = 300.0,
         digest_interval: float = 30.0,
+        gift_wrap: bool = False,
         randbytes: Callable[[int], bytes] = os.urandom,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -159,9 +164,11 @@ class NostrTransport(TransportBase):
         self._peers: dict[bytes, PeerInfo] = {}
         self._conversations: dict[str, bytes] = {}
         self._answered: dict[bytes, float] = {}  # node id -> when we last answered its hello
-        self._held: OrderedDict[str, Event] = OrderedDict()  # event id -> frame, unbound key
+        # event id -> (sender's key, frame or gift wrap) from a key no hello has bound yet
+        self._held: OrderedDict[str, tuple[str, Event]] = OrderedDict()
         self._chunks = chunks.Reassembler(max_payload=MAX_PAYLOAD, ttl=max(60.0, frame_ttl * 2))
         self._hellos_sent = 0
+        self.gift_wrap = gift_wrap
         self._beacon = Beacon(min_gap=1.0, keepalive=digest_interval)  # on trio's clock
         self._beacon_moved = trio.Event()
         self._our_digests: Callable[[], dict[int, bytes]] | None = None
@@ -180,7 +187,8 @@ class NostrTransport(TransportBase):
                 "kai-hello", {"kinds": [KIND_HELLO, KIND_DIGESTS], "#m": [self.tag]}
             )
             since = max(0, int(self._clock()) - self.catch_up)
-            inbound = {"kinds": sorted(FRAME_KINDS), "#p": [self.pubkey], "since": since}
+            kinds = sorted(FRAME_KINDS | WRAP_KINDS)
+            inbound = {"kinds": kinds, "#p": [self.pubkey], "since": since}
             await self.pool.subscribe("kai-in", inbound)
             nursery.start_soon(self._hello_loop)
             nursery.start_soon(self._digest_loop)
@@ -316,7 +324,8 @@ class NostrTransport(TransportBase):
         limits = [r.max_message_length for r in self.pool.connected] or [
             r.max_message_length for r in self.pool.relays
         ]
-        return chunks.max_plaintext(min(limits, default=DEFAULT_MAX_MESSAGE))
+        limit = min(limits, default=DEFAULT_MAX_MESSAGE)
+        return giftwrap.max_plaintext(limit) if self.gift_wrap else chunks.max_plaintext(limit)
 
     async def _publish_frame(self, node_id: bytes, data: bytes, *, stored: bool) -> list[Published]:
         """Publish `data` for `node_id`: one event, or chunks when it does not fit one. The
@@ -328,7 +337,7 @@ class NostrTransport(TransportBase):
             raise TransportError(f"a Nostr frame is 1..{MAX_PAYLOAD} bytes, not {len(data)}")
         ttl = self.stored_ttl if stored else self.frame_ttl
         request = REPLYING_TO.get()
-        extra = [["e", request]] if request is not None and _is_event_id(request) else []
+        extra = [["e", request]] if request is not None and is_event_id(request) else []
         single = self.event_plaintext()
         if len(data) <= single:
             answers = await self._publish_one(
@@ -350,12 +359,37 @@ class NostrTransport(TransportBase):
     async def _publish_one(
         self, pubkey: str, plaintext: bytes, kind: int, ttl: int, extra: list[list[str]]
     ) -> list[Published]:
-        content = nip44.encrypt(plaintext, self._conversation(pubkey), self._randbytes(32))
         expires = str(int(self._clock()) + ttl)
-        tags = [["p", pubkey], ["m", self.tag], ["expiration", expires], *extra]
-        event = self._sign(kind, tags, content)
+        if self.gift_wrap:
+            event = self._wrap(
+                pubkey, plaintext, kind, [["m", self.tag], ["expiration", expires], *extra]
+            )
+        else:
+            content = nip44.encrypt(plaintext, self._conversation(pubkey), self._randbytes(32))
+            tags = [["p", pubkey], ["m", self.tag], ["expiration", expires], *extra]
+            event = self._sign(kind, tags, content)
         self._remember(event.id)  # our own event, echoed by a relay, is not news
         return await self.pool.publish(event)
+
+    def _wrap(self, pubkey: str, plaintext: bytes, kind: int, tags: list[list[str]]) -> Event:
+        """NIP-59: the frame event as a rumor (its content the plaintext in base64), sealed by
+        us, wrapped by a one-time key; only `p` and `expiration` stay public. An ephemeral
+        wrap is set back at most 30 s (strfry refuses ephemeral events 60 s old), a stored one
+        at most half the catch-up window (the inbound subscription's `since`)."""
+        ephemeral = kind in (KIND_FRAME, KIND_CHUNK)
+        now = int(self._clock())
+        return giftwrap.wrap(
+            sender_secret=self.secret,
+            recipient=pubkey,
+            kind=kind,
+            tags=tags,
+            content=base64.b64encode(plaintext).decode(),
+            now=now,
+            randbytes=self._randbytes,
+            wrap_kind=giftwrap.KIND_EPHEMERAL_WRAP if ephemeral else giftwrap.KIND_WRAP,
+            backdate=30 if ephemeral else min(giftwrap.TWO_DAYS, self.catch_up // 2),
+            public_tags=[t for t in tags if t[0] == "expiration"],
+        )
 
     async def _publish_hello(self) -> None:
         content = nip44.encrypt(self.member.to_bytes(), self._hello_key, self._randbytes(32))
@@ -418,7 +452,9 @@ class NostrTransport(TransportBase):
         except ProtocolError as exc:
             self._count(exc.reason)
             return
-        if event.tag_values("m") != [self.tag]:
+        if event.kind in WRAP_KINDS:
+            self._on_wrap(event)  # its mesh tag is inside
+        elif event.tag_values("m") != [self.tag]:
             self._count("other_mesh")
         elif event.kind == KIND_HELLO:
             self._on_hello(event)
@@ -455,8 +491,9 @@ class NostrTransport(TransportBase):
         )
         self._peers[node_id] = peer
         self._emit(PeerSeen(peer=peer))
-        for held_id in [i for i, e in self._held.items() if e.pubkey == event.pubkey]:
-            self._on_frame(self._held.pop(held_id))
+        for held_id in [i for i, (key, _) in self._held.items() if key == event.pubkey]:
+            _, held = self._held.pop(held_id)
+            self._on_wrap(held) if held.kind in WRAP_KINDS else self._on_frame(held)
         now = trio.current_time()
         fresh = event.tag_values("fresh") == ["1"]
         # A restart's hello (fresh: sent once per start, and a replay of it is a duplicate id)
@@ -487,80 +524,77 @@ class NostrTransport(TransportBase):
         if expiration(event) is None:
             self._count("malformed")  # we always set one: without it a replay never dies
             return
-        node_id = self._nodes.get(event.pubkey)
+        node_id = self._bound(event.pubkey, event)
         if node_id is None:
-            # Stored frames arrive as soon as we subscribe, before their sender's next hello
-            # (hellos are ephemeral): hold a bounded number until one binds the key.
-            self._count("held_unknown_key")
-            self._held[event.id] = event
-            if len(self._held) > HELD_FRAMES:
-                self._held.popitem(last=False)
-                self._count("unknown_key")
             return
         try:
             data = nip44.decrypt(event.content, self._conversation(event.pubkey))
-            if event.kind in CHUNK_KINDS:
-                whole = self._chunks.add(event.pubkey, data, self._clock())
-                if whole is None:
-                    return
-                data = whole
         except ProtocolError as exc:
             self._count(exc.reason)
             return
+        self._deliver(node_id, event.pubkey, event.kind, data, event.id)
+
+    def _bound(self, sender: str, event: Event) -> bytes | None:
+        """The node id a hello bound `sender` to; else None, and `event` is held (bounded):
+        stored frames arrive as soon as we subscribe, before their sender's next hello."""
+        node_id = self._nodes.get(sender)
+        if node_id is None:
+            self._count("held_unknown_key")
+            self._held[event.id] = (sender, event)
+            if len(self._held) > HELD_FRAMES:
+                self._held.popitem(last=False)
+                self._count("unknown_key")
+        return node_id
+
+    def _on_wrap(self, event: Event) -> None:
+        """A NIP-59 gift wrap (its own signature checked): the sender is the seal's signer,
+        and the rumor's tags are checked as a frame's are."""
+        if event.tag_values("p") != [self.pubkey]:
+            self._count("not_for_us")
+            return
+        try:
+            sender, rumor = giftwrap.unwrap(event, self.secret)
+            if rumor.kind not in FRAME_KINDS:
+                raise Malformed(f"a wrapped frame of kind {rumor.kind}")
+            inner = Event(
+                id=rumor.id, pubkey=sender, created_at=rumor.created_at, kind=rumor.kind,
+                tags=rumor.tags, content="", sig="",
+            )  # fmt: skip
+            check_fresh(inner, self._clock())
+            if inner.tag_values("m") != [self.tag]:
+                self._count("other_mesh")
+                return
+            if expiration(inner) is None:
+                raise Malformed("a wrapped frame without an expiration")
+            data = base64.b64decode(rumor.content.encode("ascii"), validate=True)
+        except ProtocolError as exc:
+            self._count(exc.reason)
+            return
+        except (ValueError, binascii.Error):
+            self._count("malformed")
+            return
+        node_id = self._bound(sender, event)
+        if node_id is not None:
+            self._deliver(node_id, sender, rumor.kind, data, event.id)
+
+    def _deliver(self, node_id: bytes, sender: str, kind: int, data: bytes, ref: str) -> None:
+        if kind in CHUNK_KINDS:
+            try:
+                whole = self._chunks.add(sender, data, self._clock())
+            except ProtocolError as exc:
+                self._count(exc.reason)
+                return
+            if whole is None:
+                return
+            data = whole
         if len(data) > MAX_PAYLOAD:
             self._count("oversize")
             return
         # A chunked frame is named by its last chunk's event: any one of them names the request.
-        self._emit(MessageReceived(node_id=node_id, data=data, interface=INTERFACE, ref=event.id))
+        self._emit(MessageReceived(node_id=node_id, data=data, interface=INTERFACE, ref=ref))
 
     def _emit(self, event: TransportEvent) -> None:
         try:
             self._send_events.send_nowait(event)
         except trio.WouldBlock:
             self._count("dropped_events")
-
-
-def _is_event_id(ref: str) -> bool:
-    return len(ref) == 64 and all(c in "0123456789abcdef" for c in ref)
-
-
-MAX_DIGESTS = 8  # slots a digest event may carry (state and governance use two)
-
-
-def decode_digests(body: bytes) -> dict[int, bytes]:
-    """A digest event's plaintext: msgpack {slot: digest}, small ints to short bytes.
-
-    Raises:
-        ProtocolError: anything else.
-    """
-    value = unpack_exact(body, 512)
-    if not isinstance(value, dict) or len(value) > MAX_DIGESTS:
-        raise Malformed("digests: expected a small map")
-    out: dict[int, bytes] = {}
-    for slot, value_digest in value.items():
-        if type(slot) is not int or not 0 <= slot < 256:
-            raise Malformed("digests: a slot is a small int")
-        if not isinstance(value_digest, bytes) or not 1 <= len(value_digest) <= 32:
-            raise Malformed("digests: a digest is 1..32 bytes")
-        out[slot] = value_digest
-    return out
-
-
-def relay_state(relay: Relay) -> dict[str, Any]:
-    """One relay's state for `kai-mesh status` and the bench."""
-    stats = relay.stats
-    return {
-        "url": relay.url,
-        "connected": relay.is_connected,
-        "demoted": relay.demoted,
-        "attempts": stats.attempts,
-        "successes": stats.successes,
-        "latency": stats.latency,
-        "max_message_length": relay.max_message_length,
-        "sent": stats.sent,
-        "accepted": stats.accepted,
-        "received": stats.received,
-        "bytes_sent": stats.bytes_sent,
-        "bytes_received": stats.bytes_received,
-        "refused": dict(stats.refused),
-    }

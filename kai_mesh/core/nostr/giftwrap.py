@@ -31,6 +31,7 @@ from typing import Any
 
 from kai_mesh.core.errors import Malformed, ProtocolError
 from kai_mesh.core.nostr import nip44
+from kai_mesh.core.nostr.chunks import EVENT_OVERHEAD, nip44_chars
 from kai_mesh.core.nostr.event import (
     Event,
     event_id,
@@ -169,6 +170,33 @@ def unwrap(event: Event, recipient_secret: bytes) -> tuple[str, Rumor]:
         content=shaped.content,
     )
     return seal.pubkey, rumor
+
+
+#: A rumor's or seal's JSON around its content: id, pubkey, sig, kind, times, a few short
+#: tags and punctuation come to ~420 bytes; the rest is room.
+LAYER_OVERHEAD = 600
+
+
+def wrapped_chars(plaintext_len: int) -> int:
+    """Characters of a wrap's content for a frame of `plaintext_len` bytes (base64 in the
+    rumor, the rumor's JSON in a NIP-44 seal, the seal's JSON in the NIP-44 wrap)."""
+    rumor = 4 * ((plaintext_len + 2) // 3) + LAYER_OVERHEAD
+    seal = nip44_chars(rumor) + LAYER_OVERHEAD
+    return nip44_chars(seal) if seal <= nip44.MAX_PLAINTEXT else 1 << 30
+
+
+def max_plaintext(message_limit: int) -> int:
+    """The largest frame whose gift wrap fits a relay message of `message_limit` bytes (the
+    bisection `chunks.max_plaintext` does for a plain event)."""
+    room = message_limit - EVENT_OVERHEAD
+    low, high = 0, nip44.MAX_PLAINTEXT
+    while low < high:
+        mid = (low + high + 1) // 2
+        if wrapped_chars(mid) <= room:
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 def _loads(data: bytes) -> Any:

@@ -4,11 +4,13 @@ that was away, NIP-42 relays are answered. Real time: each test is bounded by `f
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
 import trio
+from trio_websocket import open_websocket_url
 
 from kai_mesh.core.errors import TransportError
 from tests.transports.nostr.conftest import MESH, Member, member, trusted
@@ -16,7 +18,9 @@ from transports.base import MessageReceived, PeerSeen, Transport, TransportEvent
 from transports.nostr import NostrTransport
 
 
-def transport(m: Member, urls: list[str], keys: dict[bytes, bytes]) -> NostrTransport:
+def transport(
+    m: Member, urls: list[str], keys: dict[bytes, bytes], *, gift_wrap: bool = False
+) -> NostrTransport:
     return NostrTransport(
         relays=urls,
         nostr_secret=m.secrets.nostr_secret,
@@ -24,6 +28,7 @@ def transport(m: Member, urls: list[str], keys: dict[bytes, bytes]) -> NostrTran
         node_id=m.node_id,
         member=m.record,
         trusted_keys=keys,
+        gift_wrap=gift_wrap,
     )
 
 
@@ -157,3 +162,35 @@ async def test_a_dead_relay_costs_only_itself(relay_url: str) -> None:
             states = {r["url"]: r for r in ta.describe()["relays"]}
             assert not states[dead]["connected"] and states[dead]["demoted"]
             assert states[relay_url]["connected"] and not states[relay_url]["demoted"]
+
+
+async def test_gift_wrapped_frames_hide_their_sender_from_the_relay(relay_url: str) -> None:
+    """With gift_wrap, frames (small, chunked, stored) arrive as before, and what the relay
+    carries for them is kind 21059/1059 from one-time keys, with no mesh tag."""
+    a, b = member(1), member(2)
+    keys = trusted(a, b)
+    ta = transport(a, [relay_url], keys, gift_wrap=True)
+    tb = transport(b, [relay_url], keys, gift_wrap=True)
+    ta.pool.relays[0].max_message_length = 8000  # chunks, as a relay's NIP-11 might ask
+    with trio.fail_after(30):
+        async with open_websocket_url(relay_url) as watcher, running(ta, tb):
+            await watcher.send_message(json.dumps(["REQ", "w", {"kinds": [21059, 1059]}]))
+            await meet(ta, tb)
+            payloads = [b"small", bytes(range(256)) * 40]
+            for data in payloads:
+                await ta.send(b.node_id, data)
+            got = [await next_of(tb, MessageReceived) for _ in payloads]
+            assert sorted(g.data for g in got if isinstance(g, MessageReceived)) == sorted(payloads)
+            assert all(isinstance(g, MessageReceived) and g.node_id == a.node_id for g in got)
+            assert await ta.store_and_forward(b.node_id, b"kept")
+            stored = await next_of(tb, MessageReceived)
+            assert isinstance(stored, MessageReceived) and stored.data == b"kept"
+            seen = []
+            while len(seen) < 4:
+                msg = json.loads(await watcher.get_message())
+                if msg[0] == "EVENT":
+                    seen.append(msg[2])
+    senders = {e["pubkey"] for e in seen}
+    assert not senders & {ta.pubkey, tb.pubkey}
+    assert all(not any(t[0] == "m" for t in e["tags"]) for e in seen)
+    assert ta.counters()["chunked"] == 1
