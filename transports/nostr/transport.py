@@ -192,6 +192,7 @@ class NostrTransport(TransportBase):
             await self.pool.subscribe("kai-in", inbound)
             nursery.start_soon(self._hello_loop)
             nursery.start_soon(self._digest_loop)
+            nursery.start_soon(self._reconnect_loop)
             task_status.started()
             await trio.sleep_forever()
 
@@ -215,6 +216,17 @@ class NostrTransport(TransportBase):
             self._beacon_moved = trio.Event()
             if self._our_digests is not None and self._beacon.handle_timer(self._now()):
                 await self._publish_digests()
+
+    async def _reconnect_loop(self) -> None:
+        """A relay (back) after a drop gets our digests at once, not at the next keepalive: a
+        gateway that was away is asked for what it lacks as soon as it is there."""
+        before = len(self.pool.connected)
+        while True:
+            await self.pool.next_change()
+            after = len(self.pool.connected)
+            if after > before and self._our_digests is not None:
+                self.sync_changed()
+            before = after
 
     def _now(self) -> float:
         return trio.current_time()

@@ -194,3 +194,34 @@ async def test_gift_wrapped_frames_hide_their_sender_from_the_relay(relay_url: s
     assert not senders & {ta.pubkey, tb.pubkey}
     assert all(not any(t[0] == "m" for t in e["tags"]) for e in seen)
     assert ta.counters()["chunked"] == 1
+
+
+async def test_a_relay_back_after_a_drop_gets_our_digests_at_once(relay_url: str) -> None:
+    """Not at the next keepalive (an hour here): the other side hears at once that a gateway
+    that was away is back, and what it lacks."""
+    a, b = member(1), member(2)
+    keys = trusted(a, b)
+    ta = NostrTransport(
+        relays=[relay_url],
+        nostr_secret=a.secrets.nostr_secret,
+        mesh_id=MESH,
+        node_id=a.node_id,
+        member=a.record,
+        trusted_keys=keys,
+        digest_interval=3600,
+    )
+    tb = transport(b, [relay_url], keys)
+    heard: list[dict[int, bytes]] = []
+    ta.set_sync_digests(lambda: {1: b"a" * 8}, lambda node_id, d: None)
+    tb.set_sync_digests(lambda: {1: b"b" * 8}, lambda node_id, d: heard.append(d))
+    with trio.fail_after(40):
+        async with running(ta, tb):
+            await meet(ta, tb)
+            while not heard:  # noqa: ASYNC110 - the first publication, at start
+                await trio.sleep(0.05)
+            sent = ta.counters()["digests_sent"]
+            relay = ta.pool.relays[0]
+            await relay._ws.aclose()  # the connection drops; the pool reconnects (~10 s)
+            while ta.counters()["digests_sent"] == sent:  # noqa: ASYNC110
+                await trio.sleep(0.1)
+            assert relay.stats.attempts == 2 and relay.is_connected
