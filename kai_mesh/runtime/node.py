@@ -73,6 +73,20 @@ REFUSALS = frozenset(
         "guest_busy",
         "unknown_source",
         "join_refused",
+        # Nostr (transports/nostr): what relays handed us that was dropped, by reason
+        "duplicate",
+        "bad_id",
+        "expired",
+        "wrong_kind",
+        "not_for_us",
+        "unknown_key",
+        "key_mismatch",
+        "undecryptable",
+        "bad_chunk",
+        "chunk_mismatch",
+        "chunks_evicted",
+        "chunks_expired",
+        "bad_seal",
     }
 )
 
