@@ -6,7 +6,7 @@ Run from the repository root (needs the dev extra, for nostr-sdk's LocalRelay)::
     .venv/bin/python bench/nostr.py --json     # one JSON object
     .venv/bin/python bench/nostr.py --count 300
 
-One LocalRelay in its own process on loopback (tests/transports/nostr/local_relay.py), in the
+One LocalRelay in its own process on loopback (kai_mesh/harness/relay.py), in the
 same run:
 
 - raw: one bare websocket client subscribed to a kind, publishing a pre-signed ephemeral event of

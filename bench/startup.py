@@ -6,7 +6,7 @@ transport on). RSS is read after the node has been idle for a few seconds.
 
 Profiles: `local` (no Reticulum, `init --local-only`), `udp` (Reticulum with a UDP and a TCP server
 interface on loopback, no LXMF), `full` (`udp` plus LXMF and one Nostr relay: a local relay in its
-own process, tests/transports/nostr/local_relay.py).
+own process, kai_mesh/harness/relay.py).
 
     .venv/bin/python bench/startup.py [--profile local|udp|full] [--runs N] [--json]
 """

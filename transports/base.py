@@ -19,6 +19,7 @@ and the runtime calls an action only where the abilities say it may.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -75,6 +76,16 @@ class MessageReceived:
     node_id: bytes
     data: bytes
     interface: str | None = None
+    #: The carrier's own id of what brought it (a Nostr event id), for `REPLYING_TO`; None
+    #: where the carrier has none worth naming.
+    ref: str | None = None
+
+
+#: While the runtime sends a reply, the `ref` of the request it answers (None otherwise): a
+#: transport that can name the request on the wire does (Nostr: an `e` tag on the reply, as
+#: NIP-46 and ContextVM do, so a client may subscribe to the replies of one request). The
+#: runtime sets it around the reply's send only; it never decides where anything goes.
+REPLYING_TO: ContextVar[str | None] = ContextVar("REPLYING_TO", default=None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,6 +208,20 @@ class Transport(Protocol):
         claim), and `admit(claim)`, which decides a joiner's claim."""
         ...
 
+    def set_sync_digests(
+        self,
+        ours: Callable[[], dict[int, bytes]],
+        heard: Callable[[bytes, dict[int, bytes]], None],
+    ) -> None:
+        """`abilities.sync_digests`: the transport publishes `ours()` (the state and governance
+        digests by slot, as heartbeats carry them) to its peers, and hands each peer's to
+        `heard(node_id, digests)`."""
+        ...
+
+    def sync_changed(self) -> None:
+        """`abilities.sync_digests`: `ours()` changed; publish it soon."""
+        ...
+
     def bind_local(self, local: LocalHandler) -> None:
         """`abilities.guests`: the local bus, which serves guests' requests."""
         ...
@@ -232,6 +257,9 @@ class Abilities:
     announce_digest: bool = False  # `set_announce_digest()`: announces carry 8 bytes of sync
     admits_claims: bool = False  # `set_claim_admission()`: invite claims arrive on JOIN
     guests: bool = False  # `bind_local()`, `set_guest_intents()`: non-members call intents
+    #: `set_sync_digests()`, `sync_changed()`: the transport carries the sync digests to its
+    #: peers itself (no heartbeat reaches them: Nostr), and state and governance sync with them.
+    sync_digests: bool = False
 
 
 class TransportBase:
@@ -275,6 +303,16 @@ class TransportBase:
     def set_claim_admission(
         self, claim: bytes | None, admit: Callable[[bytes], Awaitable[bool]]
     ) -> None:
+        return None
+
+    def set_sync_digests(
+        self,
+        ours: Callable[[], dict[int, bytes]],
+        heard: Callable[[bytes, dict[int, bytes]], None],
+    ) -> None:
+        return None
+
+    def sync_changed(self) -> None:
         return None
 
     def bind_local(self, local: LocalHandler) -> None:

@@ -90,7 +90,8 @@ def _print_invite(args: argparse.Namespace, result: dict[str, Any]) -> ExitCode:
         return ExitCode.TIMEOUT if waited_out else ExitCode.OK
     if token is not None:
         print(token)
-        where = ", ".join(result.get("reach") or []) or "the LAN only (no TCP address)"
+        ways = [*(result.get("reach") or []), *(f"relay {r}" for r in result.get("relays") or [])]
+        where = ", ".join(ways) or "the LAN only (no TCP address or relay)"
         print(
             f"# invite {pid[:16]} ({result['role']}): on the new node run `kai-mesh join TOKEN`; "
             f"it admits one node, reaching the mesh via {where}; keep it secret",
@@ -144,7 +145,8 @@ def cmd_join(args: argparse.Namespace) -> ExitCode:
     print(f"node {name} ({result['node_id']}) made for mesh {genesis.mesh_name!r}")
     if archive is not None:
         print(f"the old node's data: {archive}")
-    via = ", ".join(token.tcp) if token.tcp else "the interfaces in its config (no TCP address)"
+    ways = [*token.tcp, *(f"relay {r}" for r in token.relays)]
+    via = ", ".join(ways) if ways else "the interfaces in its config (no TCP address)"
     print(f"it reaches the mesh via {via}")
     home = f" --home {args.home}" if args.home else ""
     print(f"start it with: kai-mesh{home} run — the mesh admits it when it first reaches a node")
@@ -198,6 +200,7 @@ def make_joined_node(paths: NodePaths, token: InviteToken, name: str, now: int) 
     if not paths.config_file.exists():
         write_private(paths.config_file, default_config_text(name).encode())
     added = add_tcp_clients(paths.config_file, token.tcp)
+    relays = add_relays(paths.config_file, token.relays)
     claim = Governance(genesis).redeem(token.secret, secrets, now)
     write_private(claim_path(paths), claim)
     NodeFiles(secrets, genesis, member).write(paths)
@@ -208,9 +211,21 @@ def make_joined_node(paths: NodePaths, token: InviteToken, name: str, now: int) 
         "mesh_id": genesis.mesh_id.hex(),
         "reach": list(token.tcp),
         "interfaces_added": added,
+        "relays": relays,
         "config": str(paths.config_file),
         "data": str(paths.data_dir),
     }
+
+
+def add_relays(config_file: Path, relays: tuple[str, ...]) -> list[str]:
+    """Add the token's Nostr relays to `[nostr] relays` (those the config lacks); the list now."""
+    from kai_mesh.config.nostr import MAX_RELAYS, write_relays
+
+    have = list(load_config(config_file).nostr.relays)
+    want = list(dict.fromkeys([*have, *relays]))[:MAX_RELAYS]
+    if want != have:
+        write_relays(config_file, want)
+    return want
 
 
 def add_tcp_clients(config_file: Path, addresses: tuple[str, ...]) -> list[str]:

@@ -24,6 +24,7 @@ from kai_mesh.cli.common import CliError, ExitCode, _client, _paths, load_json, 
 from kai_mesh.cli.genesis import add_genesis_parser
 from kai_mesh.cli.governance import add_governance_parser
 from kai_mesh.cli.invite import add_invite_parser
+from kai_mesh.cli.relays import add_relays_parser
 from kai_mesh.cli.services import add_services_parser
 from kai_mesh.cli.state import add_state_parser
 from kai_mesh.cli.views import cmd_agents, cmd_outbox, cmd_peers, cmd_status
@@ -309,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_governance_parser(sub, common)
     add_genesis_parser(sub, common)
     add_invite_parser(sub, common)
+    add_relays_parser(sub, common)
     add_harness_parser(sub, common)
     return parser
 

@@ -3,12 +3,15 @@
     [nostr]
     relays = ["wss://relay.example", "ws://127.0.0.1:7777"]
     hello_interval = 300
+    gift_wrap = false
 
 No relays (the default) means no Nostr transport at all.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,7 @@ class NostrSettings:
 
     relays: tuple[str, ...] = ()
     hello_interval: float = 300.0  # seconds between this node's hellos to the mesh
+    gift_wrap: bool = False  # NIP-59: relays see neither sender nor time (costs ~2-3x bytes)
 
     @property
     def enabled(self) -> bool:
@@ -51,7 +55,11 @@ def _interval(value: Any) -> str | None:
     return None if ok else "expected seconds, 10..86400"
 
 
-_NOSTR = {"relays": _relays, "hello_interval": _interval}
+def _bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "expected true or false"
+
+
+_NOSTR = {"relays": _relays, "hello_interval": _interval, "gift_wrap": _bool}
 
 
 def parse_nostr(path: Path, table: Any) -> NostrSettings:
@@ -71,4 +79,70 @@ def parse_nostr(path: Path, table: Any) -> NostrSettings:
     return NostrSettings(
         relays=tuple(table.get("relays", ())),
         hello_interval=float(table.get("hello_interval", 300.0)),
+        gift_wrap=bool(table.get("gift_wrap", False)),
     )
+
+
+def check_relay_url(url: str) -> str:
+    """One relay URL, as `[nostr] relays` takes it.
+
+    Raises:
+        ConfigError: not a ws:// or wss:// URL with a host.
+    """
+    problem = _relays([url])
+    if problem:
+        raise ConfigError(problem)
+    return url
+
+
+def _toml_list(urls: list[str]) -> str:
+    # URLs passed `check_relay_url`: no quotes or backslashes survive urlsplit's host check,
+    # but escape anyway so the file is always valid TOML.
+    return "[" + ", ".join(json.dumps(u) for u in urls) + "]"
+
+
+_SECTION = re.compile(r"^\[nostr\][ \t]*(#.*)?$", re.M)
+_NEXT_SECTION = re.compile(r"^\[", re.M)
+_RELAYS = re.compile(r"^relays[ \t]*=[ \t]*\[.*?\][ \t]*(#.*)?$", re.M | re.S)
+
+
+def write_relays(config_file: Path, urls: list[str]) -> None:
+    """Set `[nostr] relays` in `config_file` to `urls`, keeping the rest of the file (comments
+    included): the `relays = [...]` line is replaced, or added under `[nostr]`, or a `[nostr]`
+    table is appended. The file is checked after writing; a file this kai-mesh would refuse is
+    put back as it was.
+
+    Raises:
+        ConfigError: the file cannot be read or written, or would not load.
+    """
+    from kai_mesh.config.nodefiles import write_private
+    from kai_mesh.config.settings import load_config
+
+    for url in urls:
+        check_relay_url(url)
+    if len(urls) > MAX_RELAYS:
+        raise ConfigError(f"at most {MAX_RELAYS} relays")
+    try:
+        text = config_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{config_file}: cannot read: {exc.strerror}") from None
+    line = f"relays = {_toml_list(urls)}"
+    section = _SECTION.search(text)
+    if section is None:
+        new = text.rstrip("\n") + f"\n\n[nostr]\n{line}\n"
+    else:
+        start = section.end()
+        after = _NEXT_SECTION.search(text, start + 1)
+        end = after.start() if after else len(text)
+        body = text[start:end]
+        if _RELAYS.search(body):
+            body = _RELAYS.sub(lambda m: line, body, count=1)
+        else:
+            body = f"\n{line}" + body
+        new = text[:start] + body + text[end:]
+    write_private(config_file, new.encode())
+    try:
+        load_config(config_file)
+    except ConfigError:
+        write_private(config_file, text.encode())
+        raise

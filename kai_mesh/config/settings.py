@@ -376,6 +376,9 @@ guest_intents = ["echo", "sysinfo"]
 relays = []
 # Seconds between this node's hellos (its encrypted member record) to the mesh on the relays.
 hello_interval = 300
+# NIP-59 gift wrap: relays see neither which member sends a frame nor quite when, at about two
+# to three times the bytes and four times the CPU per frame (bench/giftwrap.py).
+gift_wrap = false
 
 # The links Reticulum uses, one [[interfaces]] entry each. Names: 1-32 characters a-z 0-9 - _.
 # Keys every interface takes:

@@ -31,9 +31,29 @@ def _print(args: argparse.Namespace, data: Any, text: str) -> None:
     print(json.dumps(data, ensure_ascii=False) if args.json else text)
 
 
+def _islands(text: str | None, n: int | None) -> tuple[int, list[int]]:
+    """(-n, island sizes) from `--islands` ("3,3"; or "2": two islands sharing -n evenly)."""
+    if not text:
+        if n is None:
+            raise UsageError("give -n (how many nodes), or --islands")
+        return n, []
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--islands {text!r}: sizes such as 3,3, or a count with -n") from None
+    if len(sizes) == 1:
+        if n is None or sizes[0] < 2 or n < sizes[0]:
+            raise UsageError(f"--islands {text}: a count of 2 or more needs -n at least as large")
+        count = sizes[0]
+        sizes = [n // count + (1 if k < n % count else 0) for k in range(count)]
+    return (n if n is not None else sum(sizes)), sizes
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from kai_mesh.harness import cluster
     from kai_mesh.harness.radio import harness as radio_harness
+
+    args.n, islands = _islands(args.islands, args.n)
 
     radio = radio_harness.plan(
         [f"node{k}" for k in range(1, args.n + 1)],
@@ -60,9 +80,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         fresh=_names(args.fresh) or (),
         radio=radio,
+        islands=islands,
+        relay=args.relay,
     )
     names = ", ".join(f"{nd.name} (pid {nd.pid})" for nd in state.nodes)
-    _print(args, cluster.status(state), f"up: {state.topology} of {names}; {_governance(state)}")
+    text = f"up: {state.topology} of {names}; {_governance(state)}"
+    if state.islands:
+        text += "; islands " + " | ".join(",".join(g) for g in state.islands)
+    if state.relay:
+        text += f"; relay {state.relay} for {','.join(cluster.gateways(state))}"
+    _print(args, cluster.status(state), text)
     return 0
 
 
@@ -232,7 +259,18 @@ def _fill(harness: argparse.ArgumentParser) -> None:
         return p
 
     p = add("up", cmd_up, "create the namespaces and node homes, start the nodes", as_json)
-    p.add_argument("-n", type=int, required=True, help="how many nodes")
+    p.add_argument("-n", type=int, help="how many nodes (with --islands SIZES: their sum)")
+    p.add_argument(
+        "--islands",
+        metavar="SIZES",
+        help="cut the nodes into islands with no Reticulum path between them: sizes (3,3) or a "
+        "count (2) sharing -n; with --relay each island's first node is its gateway",
+    )
+    p.add_argument(
+        "--relay",
+        action="store_true",
+        help="run a Nostr relay (nostr-sdk's LocalRelay, the dev extra) the gateways reach",
+    )
     p.add_argument("--link", choices=netns.LINKS, default="lan", help="lora: 20kbit, 1%% loss")
     p.add_argument(
         "--bitrate",

@@ -49,6 +49,7 @@ STATE_FILE = "state.json"
 GENESIS_FILE = "genesis"
 LORA_RATE, LORA_LOSS, LORA_BITRATE = "20kbit", 1.0, 20_000
 MAX_NODES = 250
+RELAY_ADDRESS, RELAY_PORT = "10.77.0.254", 7447  # the hub's own address on the bridge
 READY_TIMEOUT = 30.0
 _PREFIX = re.compile(r"^[A-Za-z0-9_]{1,20}$")
 
@@ -83,6 +84,11 @@ class HarnessState:
     fresh: list[str] = field(default_factory=list)
     #: The emulated LoRa channels (`radio.harness.RadioPlan` as JSON), or None: LAN only.
     radio: dict[str, Any] | None = None
+    #: `up --islands`: groups of nodes with no Reticulum path between them, ever (`heal` keeps
+    #: them apart); the first node of each is its gateway when there is a relay.
+    islands: list[list[str]] = field(default_factory=list)
+    #: `up --relay`: the URL of the Nostr relay in the hub namespace the gateways reach.
+    relay: str | None = None
 
     @property
     def hub(self) -> str:
@@ -153,8 +159,14 @@ def up(
     threshold: int | None = None,
     fresh: Sequence[str] = (),
     radio: RadioPlan | None = None,
+    islands: Sequence[int] = (),
+    relay: bool = False,
 ) -> HarnessState:
     """Build the network, write the homes, start the nodes and wait until each answers.
+
+    `islands` (sizes adding up to `n`) cut the nodes into groups with no Reticulum path between
+    them; `relay` runs a Nostr relay (nostr-sdk's LocalRelay, a dev extra) in the hub namespace
+    and gives it to each island's first node, its gateway (to node1 alone without islands).
 
     `admins` (node names; default node1) sign the genesis and govern with `threshold` (default:
     a majority, the smallest M with 2M > admins).
@@ -173,6 +185,9 @@ def up(
     if not _PREFIX.match(prefix):
         raise UsageError(f"prefix {prefix!r}: use 1-20 letters, digits or _")
     chosen, m = homes.check_admins([f"node{k}" for k in range(1, n + 1)], admins, threshold)
+    groups = island_groups(n, islands)
+    if relay:
+        _check_relay_available()
     _check_fresh(n, fresh, chosen, propagation)
     netns.require_privileges()
     directory = directory.absolute()
@@ -191,6 +206,7 @@ def up(
     directory.mkdir(parents=True, exist_ok=True)
     state = HarnessState(str(directory), prefix, topology, link, [], admins=chosen, threshold=m)
     state.fresh = list(fresh)
+    state.islands = groups
     for k in range(1, n + 1):
         state.nodes.append(
             NodeState(
@@ -206,6 +222,9 @@ def up(
         )
     try:
         _build_network(state)
+        if relay:
+            state.relay = _start_relay(state)
+            state.save()
         if radio is not None:
             radio_harness.start(directory, radio)
             state.radio = radio.to_json()
@@ -226,6 +245,64 @@ def up(
     return state
 
 
+def island_groups(n: int, sizes: Sequence[int]) -> list[list[str]]:
+    """node1..nodeN cut into islands of `sizes` (in order); [] for none.
+
+    Raises:
+        UsageError: a size below 1, fewer than two islands, or sizes not adding up to `n`.
+    """
+    if not sizes:
+        return []
+    if len(sizes) < 2 or any(size < 1 for size in sizes) or sum(sizes) != n:
+        raise UsageError(
+            f"--islands {','.join(map(str, sizes))}: two or more sizes of at least 1 that add "
+            f"up to -n {n}"
+        )
+    groups, k = [], 1
+    for size in sizes:
+        groups.append([f"node{i}" for i in range(k, k + size)])
+        k += size
+    return groups
+
+
+def gateways(state: HarnessState) -> list[str]:
+    """The nodes that reach the relay: each island's first, or node1 without islands."""
+    if state.relay is None:
+        return []
+    return [group[0] for group in state.islands] or [state.nodes[0].name]
+
+
+def _check_relay_available() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("nostr_sdk") is None:
+        raise UsageError("--relay needs nostr-sdk (the dev extra): pip install -e '.[dev]'")
+
+
+def _start_relay(state: HarnessState) -> str:
+    """A LocalRelay in the hub namespace on the bridge's own address (reachable from every
+    node, whatever islands or partitions the bridge's forward rules make); its URL."""
+    netns.run(["ip", "-n", state.hub, "addr", "add", f"{RELAY_ADDRESS}/24", "dev", netns.BRIDGE])
+    log_path = Path(state.dir) / "relay.log"
+    argv = [sys.executable, "-m", "kai_mesh.harness.relay", "--forever"]
+    argv += ["--host", RELAY_ADDRESS, "--port", str(RELAY_PORT)]
+    with open(log_path, "ab") as log:
+        subprocess.Popen(
+            netns.ns_argv(state.hub, argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # `down` kills what runs in the hub namespace
+        )
+    url = f"ws://{RELAY_ADDRESS}:{RELAY_PORT}"
+    _poll(
+        lambda: url in log_path.read_text(errors="replace"),
+        time.monotonic() + 15,
+        f"the relay did not start: see {log_path}",
+    )
+    return url
+
+
 def _build_network(state: HarnessState) -> None:
     netns.add_namespace(state.hub)
     netns.add_bridge(state.hub)
@@ -242,8 +319,20 @@ def _apply_bridge_rules(state: HarnessState) -> None:
         allowed = []
         for a, b in neighbours(state.topology, len(state.nodes)):
             allowed += [(ports[a], ports[b]), (ports[b], ports[a])]
-    groups = [[state.node(name).port for name in group] for group in state.partition]
+    groups = [[state.node(name).port for name in group] for group in _cut(state)]
     netns.apply_nft(state.hub, netns.bridge_rules_script(allowed, groups))
+
+
+def _cut(state: HarnessState) -> list[list[str]]:
+    """The groups the bridge keeps apart: the islands, each split further by a partition."""
+    if not state.islands:
+        return state.partition
+    if not state.partition:
+        return state.islands
+    cut = [
+        [n for n in island if n in group] for island in state.islands for group in state.partition
+    ]
+    return [group for group in cut if group]
 
 
 def _write_homes(
@@ -275,6 +364,7 @@ def _write_homes(
             bitrate=bitrate,
             duty_cycle=duty_cycle,
             propagation=node.name in propagation,
+            relays=[state.relay] if state.relay and node.name in gateways(state) else [],
             **_radio_config(state, radio, node.name, duty_cycle),
         )
 
@@ -580,6 +670,9 @@ def status(state: HarnessState) -> dict[str, Any]:
         "threshold": state.threshold,
         "genesis": str(Path(state.dir) / GENESIS_FILE),
         "radio": state.radio,
+        "islands": state.islands,
+        "relay": state.relay,
+        "gateways": gateways(state),
         "nodes": [
             {
                 "name": nd.name,

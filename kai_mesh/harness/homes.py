@@ -123,6 +123,7 @@ def node_config_text(
     duty_cycle: float | None = None,
     lan: bool = True,
     radio_lines: Sequence[str] = (),
+    relays: Sequence[str] = (),
 ) -> str:
     """A node's config.toml: its name, `[reticulum]`, `[lxmf]` (a propagation node when
     `propagation`; announced after 1 s, not LXMF's 20), one UDP broadcast interface (unless
@@ -160,6 +161,8 @@ def node_config_text(
             lines.append(f"bitrate = {bitrate}")
         if duty_cycle is not None:
             lines.append(f"duty_cycle = {duty_cycle}")
+    if relays:
+        lines += ["", "[nostr]", "relays = [" + ", ".join(f'"{r}"' for r in relays) + "]"]
     lines += radio_lines
     return "\n".join(lines) + "\n"
 
@@ -174,6 +177,7 @@ def write_config(
     duty_cycle: float | None = None,
     lan: bool = True,
     radio_lines: Sequence[str] = (),
+    relays: Sequence[str] = (),
 ) -> None:
     """Write the node's config.toml and read it back, so a bad one fails `up`, not the node.
 
@@ -188,6 +192,7 @@ def write_config(
         duty_cycle=duty_cycle,
         lan=lan,
         radio_lines=radio_lines,
+        relays=relays,
     )
     write_private(paths.config_file, text.encode())
     load_config(paths.config_file)

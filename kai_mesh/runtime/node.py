@@ -52,7 +52,7 @@ from kai_mesh.runtime.orchestration.service import Orchestrator
 from kai_mesh.runtime.state.control import WithStateAgent, state_method
 from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import OutboxRow, Store
-from kai_mesh.runtime.wiring import alive_peers, wire_delivery
+from kai_mesh.runtime.wiring import alive_peers, sync_peers, wire_delivery
 from transports.base import Transport
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,20 @@ REFUSALS = frozenset(
         "guest_busy",
         "unknown_source",
         "join_refused",
+        # Nostr (transports/nostr): what relays handed us that was dropped, by reason
+        "duplicate",
+        "bad_id",
+        "expired",
+        "wrong_kind",
+        "not_for_us",
+        "unknown_key",
+        "key_mismatch",
+        "undecryptable",
+        "bad_chunk",
+        "chunk_mismatch",
+        "chunks_evicted",
+        "chunks_expired",
+        "bad_seal",
     }
 )
 
@@ -165,14 +179,14 @@ class Node:
             mesh_id=files.genesis.mesh_id,
             keys=files.members,
             send=self._send_state,
-            peers=lambda: alive_peers(self.remote),
+            peers=lambda: sync_peers(self.remote),
             emit=self.hub.publish,
         )
         self.governance = GovernanceService(
             secrets=files.secrets,
             genesis=files.genesis,
             send=self._send_governance,
-            peers=lambda: alive_peers(self.remote),
+            peers=lambda: sync_peers(self.remote),
             emit=self.hub.publish,
         )
         self.bus = Bus(
@@ -239,6 +253,7 @@ class Node:
             "agents": lambda params: self.agents.info(),
             "agent_restart": self._agent_restart,
             "peers": self._peers,
+            "relays": self._relays,
             "shutdown": self._shutdown,
         }
 
@@ -500,6 +515,14 @@ class Node:
                     "since": None if state is None else state["since"],
                 }
             )
+        return out
+
+    def _relays(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each Nostr relay's state (`kai-mesh relays status`)."""
+        out: list[dict[str, Any]] = []
+        for transport in self.remote.transports:
+            if transport.name == "nostr":
+                out += transport.describe().get("relays", [])
         return out
 
     def _outbox_summary(self) -> dict[str, Any] | None:

@@ -87,6 +87,7 @@ def _nostr(paths: NodePaths, config: Config, files: NodeFiles) -> Built:
         member=files.member,
         trusted_keys=files.members,
         hello_interval=config.nostr.hello_interval,
+        gift_wrap=config.nostr.gift_wrap,
     )
     return Built(transport, lambda: None)
 

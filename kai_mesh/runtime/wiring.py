@@ -42,6 +42,18 @@ def alive_peers(remote: RemoteRouter) -> list[bytes]:
     ]
 
 
+def sync_peers(remote: RemoteRouter) -> list[bytes]:
+    """The peers the replicated state and governance sync with: those the detector holds alive,
+    and those of transports that carry the sync digests themselves (Nostr relays: no liveness
+    watches them, their digests say when a round is due)."""
+    peers = dict.fromkeys(alive_peers(remote))
+    for transport in remote.transports:
+        if transport.abilities.sync_digests:
+            peers.update(dict.fromkeys(p.node_id for p in transport.peers()))
+    peers.pop(remote.node_id, None)
+    return list(peers)
+
+
 def wire_delivery(
     remote: RemoteRouter,
     store: Store,
@@ -125,6 +137,7 @@ def wire_delivery(
         if governance is not None:
             governance.on_digests(node_id, heard)
 
+    _digests_over_transports(remote, digests, on_digests, state, governance)
     liveness = Liveness(
         secrets=secrets,
         mesh_id=mesh_id,
@@ -150,6 +163,25 @@ def wire_delivery(
     remote.services.append(liveness.run)
     remote.liveness = liveness
     return liveness
+
+
+def _digests_over_transports(
+    remote: RemoteRouter,
+    digests: Callable[[], dict[int, bytes]],
+    on_digests: Callable[[bytes, Mapping[int, bytes]], None],
+    state: StateService | None,
+    governance: GovernanceService | None,
+) -> None:
+    """Transports that carry the sync digests themselves (Nostr) get ours, hear theirs, and are
+    told when ours changed: a state entry or a governance record kept, from anywhere."""
+    for transport in remote.transports:
+        if not transport.abilities.sync_digests:
+            continue
+        transport.set_sync_digests(digests, on_digests)
+        if state is not None:
+            state.watchers.append(transport.sync_changed)
+        if governance is not None:
+            governance.on_records.append(transport.sync_changed)
 
 
 def _announce_governance(remote: RemoteRouter, governance: GovernanceService) -> None:

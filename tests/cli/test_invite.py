@@ -109,7 +109,9 @@ def _service(secrets: NodeSecrets, genesis: Genesis) -> GovernanceService:
 async def test_an_invite_certified_at_once_admits_its_first_claimant_only(tmp_path: Path) -> None:
     paths = NodePaths.resolve(tmp_path / "admin")
     paths.data_dir.mkdir(parents=True)
-    config = load_config(tmp_path / "missing.toml")
+    config_file = tmp_path / "admin.toml"
+    config_file.write_text('[nostr]\nrelays = ["wss://relay.example"]\n')
+    config = load_config(config_file)
     gov = _service(ADMIN, GENESIS)
     members = Members({ADMIN.node_id: ADMIN.verify_key})
     gov.watch(members.update)
@@ -121,6 +123,7 @@ async def test_an_invite_certified_at_once_admits_its_first_claimant_only(tmp_pa
     assert stat.S_IMODE(seed_file.stat().st_mode) == 0o600
     tok = decode_token(made["token"])
     assert tok.tcp == ("10.0.0.1:4242",) and tok.genesis.mesh_id == GENESIS.mesh_id
+    assert tok.relays == ("wss://relay.example",)  # a peer anywhere reaches the mesh by it
 
     for home in ("j1", "j2"):
         joined = main(["--home", str(tmp_path / home), "join", made["token"], "--name", home])

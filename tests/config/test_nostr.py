@@ -54,3 +54,11 @@ def test_bad_relays_name_the_key(tmp_path: Path, relays: str, problem: str) -> N
 def test_unknown_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[nostr\] relay: unknown key"):
         load(tmp_path, "[nostr]\nrelay = []\n")
+
+
+def test_gift_wrap_is_off_by_default_and_a_boolean(tmp_path: Path) -> None:
+    assert not load(tmp_path, default_config_text("n")).nostr.gift_wrap
+    text = default_config_text("n").replace("gift_wrap = false", "gift_wrap = true")
+    assert load(tmp_path, text).nostr.gift_wrap
+    with pytest.raises(ConfigError, match=r"\[nostr\] gift_wrap: expected true or false"):
+        load(tmp_path, "[nostr]\ngift_wrap = 1\n")

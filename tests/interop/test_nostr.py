@@ -107,3 +107,40 @@ def test_we_accept_nostr_tools(node: str, tmp_path: Path) -> None:
         assert event.content == text
         assert event.pubkey == public_key(ALICE)
     assert [nip44.decrypt(p, conv).decode() for p in out["ciphers"]] == CONTENTS
+
+
+def test_gift_wraps_both_ways(node: str, tmp_path: Path) -> None:
+    """NIP-59: nostr-tools unwraps our gift wraps (sender and rumor intact), we unwrap its."""
+    import os
+
+    from kai_mesh.core.nostr.giftwrap import unwrap, wrap
+
+    bob_pub, alice_pub = public_key(BOB), public_key(ALICE)
+    ours = [
+        wrap(
+            sender_secret=ALICE,
+            recipient=bob_pub,
+            kind=14,
+            tags=[["m", "mesh"]],
+            content=text,
+            now=1_700_000_000,
+            randbytes=os.urandom,
+        )
+        for text in CONTENTS[:4]
+    ]
+    job = {
+        "wraps": [w.to_json() for w in ours],
+        "recipient_sec": BOB.hex(),
+        "contents": CONTENTS[:4],
+        "sender_sec": BOB.hex(),
+        "our_pub": alice_pub,
+    }
+    out = run(node, "giftwrap", job, tmp_path)
+    assert [u["pubkey"] for u in out["unwrapped"]] == [alice_pub] * 4
+    assert [u["content"] for u in out["unwrapped"]] == CONTENTS[:4]
+    assert all(u["kind"] == 14 and u["tags"] == [["m", "mesh"]] for u in out["unwrapped"])
+    for text, theirs in zip(CONTENTS[:4], out["wraps"], strict=True):
+        event = parse_event(theirs)
+        verify_event(event)
+        sender, rumor = unwrap(event, ALICE)
+        assert sender == bob_pub and rumor.content == text and rumor.kind == 14

@@ -95,6 +95,7 @@ def test_every_transport_declares_what_it_overrides() -> None:
     """A transport that overrides an action's method declares the ability, so the runtime,
     which reads only the declaration, uses it."""
     from transports.lxmf import LxmfTransport
+    from transports.nostr import NostrTransport
     from transports.reticulum.transport import ReticulumTransport
 
     actions = {
@@ -102,8 +103,10 @@ def test_every_transport_declares_what_it_overrides() -> None:
         "reset_link": "link_reset",
         "store_and_forward": "store_and_forward",
         "confirm_name": "names",
+        "set_sync_digests": "sync_digests",
+        "sync_changed": "sync_digests",
     }
-    for cls in (MemoryTransport, ReticulumTransport, LxmfTransport):
+    for cls in (MemoryTransport, ReticulumTransport, LxmfTransport, NostrTransport):
         for method, ability in actions.items():
             overridden = getattr(cls, method) is not getattr(TransportBase, method)
             assert overridden == getattr(cls.abilities, ability), (cls.__name__, method)

@@ -68,6 +68,10 @@ class RelayPool:
         while len(self.connected) < count:
             await self._changed.wait()
 
+    async def next_change(self) -> None:
+        """Return at the next connect or disconnect of any relay."""
+        await self._changed.wait()
+
     def _on_change(self) -> None:
         self._changed.set()
         self._changed = trio.Event()

@@ -6,6 +6,14 @@ the default), sends every subscription the pool holds (so subscriptions are rest
 reconnect, as nostr-tools does), pings every 55 s, reads until the connection drops, then waits
 `_policy.retry_interval` and tries again — forever, until cancelled.
 
+Subscribe before publishing, per connection: a publish waits (bounded) until every REQ sent on
+this connection has settled — its EOSE, or a CLOSED for a reason other than AUTH. A relay that
+wants NIP-42 closes REQs sent before AUTH with `auth-required:`; those are re-sent once the AUTH
+is accepted, and stay unsettled until their EOSE. Without this, a hello published right after
+AUTH reached the relay before our subscriptions were back, the other member's hello (ephemeral,
+never stored) found no subscription, and two nodes on an AUTH relay did not meet until the next
+hello interval (the NIP-42 test failed one run in two).
+
 Publishing waits for the relay's `OK` (bounded: nostr-rs-relay never answers one for an ephemeral
 event, so a timeout means "sent, unconfirmed", not failure). `auth-required:` is answered by
 waiting for the NIP-42 AUTH this relay asked for and retrying once (nostr-tools' rule);
@@ -67,6 +75,8 @@ class RelayStats:
     received: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     latency: float | None = None  # seconds, the last websocket ping's round trip
+    bytes_sent: int = 0  # UTF-8 bytes of every message we sent (EVENT, REQ, AUTH …)
+    bytes_received: int = 0  # UTF-8 bytes of every text message the relay sent
 
 
 class Relay:
@@ -99,6 +109,9 @@ class Relay:
         self._nursery: trio.Nursery | None = None
         self._pending: dict[str, tuple[trio.Event, list[tuple[bool, str]]]] = {}
         self._authed = trio.Event()
+        self._unsettled: set[str] = set()  # REQs sent on this connection, no EOSE/CLOSED yet
+        self._auth_closed: set[str] = set()  # REQs the relay closed with auth-required
+        self._settled = trio.Event()
         self.connected = trio.Event()
 
     @property
@@ -141,9 +154,12 @@ class Relay:
         ) as ws:
             self.stats.successes += 1
             self._ws, self._authed = ws, trio.Event()
+            self._unsettled, self._auth_closed = set(), set()
+            self._settled = trio.Event()
             try:
                 for sub_id, flt in list(self._subscriptions.items()):
-                    await self._send(["REQ", sub_id, flt])
+                    await self.subscribe(sub_id, flt)
+                self._check_settled()
                 self.connected.set()
                 self._on_change()
                 async with trio.open_nursery() as nursery:
@@ -182,6 +198,7 @@ class Relay:
             if isinstance(text, bytes):
                 self._refused("relay_malformed")
                 continue
+            self.stats.bytes_received += len(text.encode())
             try:
                 msg = json.loads(text)
             except (ValueError, TypeError):
@@ -206,11 +223,21 @@ class Relay:
         elif kind == "AUTH" and len(msg) == 2 and isinstance(msg[1], str):
             if self._nursery is not None:
                 self._nursery.start_soon(self._authenticate, msg[1])
-        elif kind == "CLOSED" and len(msg) >= 2:
-            reason = msg[2] if len(msg) > 2 and isinstance(msg[2], str) else ""
-            self._refused("closed:" + _prefix(reason))
+        elif kind == "EOSE" and len(msg) == 2 and isinstance(msg[1], str):
+            self._unsettled.discard(msg[1])
+            self._check_settled()
+        elif kind == "CLOSED" and len(msg) >= 2 and isinstance(msg[1], str):
+            reason = _prefix(msg[2] if len(msg) > 2 and isinstance(msg[2], str) else "")
+            self._refused("closed:" + reason)
+            if reason == "auth-required" and msg[1] in self._subscriptions:
+                self._auth_closed.add(msg[1])  # re-sent after AUTH: stays unsettled
+            else:
+                self._unsettled.discard(msg[1])
+                self._check_settled()
         elif kind == "NOTICE":
             log.debug("relay %s notice: %s", self.url, msg[1:])
+        elif kind not in ("COUNT", "NEG-MSG", "NEG-ERR"):  # answers to what we never ask
+            self._refused("relay_malformed")  # an unknown message, or a known one misshapen
 
     async def _authenticate(self, challenge: str) -> None:
         """NIP-42: sign the challenge; once the relay accepts, restore the subscriptions (a
@@ -221,17 +248,36 @@ class Relay:
         if not ok:
             self._refused("auth_failed")
             return
-        # Subscriptions first, then the publishes that waited for AUTH: the relay handles one
-        # connection's messages in order, so our REQs are in place before our events land.
-        for sub_id, flt in list(self._subscriptions.items()):
-            await self.subscribe(sub_id, flt)
+        # Only the REQs the relay closed for want of AUTH are re-sent (a relay sends a new
+        # challenge with each closure: re-sending all on each AUTH would replace live ones).
+        # Publishes wait for their EOSE (`_wait_settled`).
+        closed, self._auth_closed = self._auth_closed, set()
+        for sub_id in closed:
+            flt = self._subscriptions.get(sub_id)
+            if flt is not None:
+                await self.subscribe(sub_id, flt)
         self._authed.set()
+
+    def _check_settled(self) -> None:
+        if not self._unsettled:
+            self._settled.set()
+        elif self._settled.is_set():
+            self._settled = trio.Event()
+
+    async def _wait_settled(self) -> None:
+        """Until this connection's REQs are in place (bounded by the OK timeout: a relay that
+        never answers a REQ does not stop us publishing)."""
+        with trio.move_on_after(self._ok_timeout):
+            while not self._settled.is_set():
+                await self._settled.wait()
 
     async def _send(self, msg: list[Any]) -> None:
         ws = self._ws
         if ws is None:
             raise ConnectionClosed(None)
-        await ws.send_message(json.dumps(msg, separators=(",", ":"), ensure_ascii=False))
+        text = json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
+        self.stats.bytes_sent += len(text.encode())
+        await ws.send_message(text)
 
     async def _send_and_wait(self, msg: list[Any], event_id: str) -> tuple[bool, str]:
         done, result = trio.Event(), list[tuple[bool, str]]()
@@ -253,6 +299,8 @@ class Relay:
     async def subscribe(self, sub_id: str, flt: dict[str, Any]) -> None:
         """Send a REQ now if connected (the pool's map restores it on every reconnect)."""
         if self._ws is not None:
+            self._unsettled.add(sub_id)
+            self._check_settled()
             with contextlib.suppress(ConnectionClosed):
                 await self._send(["REQ", sub_id, flt])
 
@@ -263,6 +311,7 @@ class Relay:
         if text_length > self.max_message_length:
             self._refused("too_large_for_relay")
             return Published(self.url, False, "too_large_for_relay")
+        await self._wait_settled()
         await trio.sleep(self.backoff.wait(trio.current_time()))
         result = await self._publish_once(event)
         if not result.accepted and result.reason == "auth-required":

@@ -185,8 +185,10 @@ async def _report(
         result["redeemed_by"] = node_id_of(taken).hex()
     elif status.status == "certified":
         tcp = reach if reach is not None else tcp_reach(config)
-        result["token"] = encode_token(genesis, seed, tcp)
+        relays = list(config.nostr.relays)  # a peer anywhere joins through a relay alone
+        result["token"] = encode_token(genesis, seed, tcp, relays)
         result["reach"] = tcp
+        result["relays"] = relays
     return result
 
 

@@ -118,6 +118,9 @@ class GovernanceService:
         #: Hops to a peer (1: a neighbour that hears our broadcasts), None when unknown.
         self.hops: Callable[[bytes], int | None] = lambda node_id: None
         self._seen: GovernanceState | None = None
+        #: Called (no arguments) whenever a record is newly kept, local or from a peer, even
+        #: when the fold did not move (an open proposal, a vote): the sync digest changed.
+        self.on_records: list[Callable[[], None]] = []
         self.counters = {"local_records": 0, "peer_records": 0, "asks_sent": 0, "frames_sent": 0}
         self.counters.update({"frames_received": 0, "send_failed": 0, "frames_refused": 0})
         self.counters.update({"broadcasts_sent": 0, "broadcasts_failed": 0})
@@ -206,8 +209,16 @@ class GovernanceService:
         for watcher in self._watchers:
             _call(watcher, state)
 
+    def _records_kept(self) -> None:
+        for hook in self.on_records:
+            try:
+                hook()
+            except Exception:
+                log.exception("governance records hook failed")
+
     def _after_local(self, data: bytes) -> None:
         self._changed()
+        self._records_kept()
         self.counters["local_records"] += 1
         self._emit("governance", {"event": "changed", "origin": "local", "head": self.head_hex()})
         self._push(data, exclude=None)
@@ -229,6 +240,7 @@ class GovernanceService:
                 await self._persist(new)
         if new:
             self._changed()
+            self._records_kept()
             self.counters["peer_records" if origin or broadcast else "local_records"] += len(new)
             changed = any(o.changed for o in outcomes)
             self._emit(

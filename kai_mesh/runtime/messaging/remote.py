@@ -50,6 +50,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -92,6 +93,7 @@ from kai_mesh.runtime.messaging.lost_replies import LostReplies, Waiter, asks_ov
 from kai_mesh.runtime.messaging.outbox import Outbox
 from kai_mesh.runtime.store import OutboxRow, Store
 from transports.base import (
+    REPLYING_TO,
     BroadcastReceived,
     LocalHandler,
     MessageReceived,
@@ -102,6 +104,10 @@ from transports.base import (
 )
 
 log = logging.getLogger(__name__)
+
+#: The carrier ref of the frame whose dispatch started this task (tasks inherit it from the
+#: pump at dispatch): what `_serve` names in `REPLYING_TO` when it sends the reply.
+_REQUEST_REF: ContextVar[str | None] = ContextVar("_REQUEST_REF", default=None)
 
 ErrorReply = Callable[[StandardMessage, str, str], StandardMessage]
 StoreAndForward = Callable[[bytes, bytes], Awaitable[bool]]
@@ -466,7 +472,12 @@ class RemoteRouter:
         if kind != FRAME_HEARTBEAT:  # the link proved who sent it (a heartbeat: its signature)
             for heard in self.frames.contact:
                 heard(event.node_id)
-        self.frames.dispatch(transport, event.node_id, kind, event.data)
+        # Set for the dispatch alone: the tasks it starts inherit it, the next frame sets its own.
+        token = _REQUEST_REF.set(event.ref)
+        try:
+            self.frames.dispatch(transport, event.node_id, kind, event.data)
+        finally:
+            _REQUEST_REF.reset(token)
 
     async def _on_ask(self, transport: Transport, node_id: bytes, data: bytes) -> None:
         await self.lost.on_ask(transport, node_id, data, self._waiting)
@@ -608,12 +619,15 @@ class RemoteRouter:
 
     async def _serve(self, transport: Transport, node_id: bytes, message: StandardMessage) -> None:
         reply = await self._answer(node_id, message)
+        token = REPLYING_TO.set(_REQUEST_REF.get())  # the request's event, for Nostr's e tag
         try:
             ends = LinkEnds(sender=self.node_id, receiver=node_id)
             data = encode(reply, link=ends)
             await self.lost.send_reply(transport, node_id, message.message_id, data, reply.priority)
         except (TransportError, UsageError) as exc:
             log.info("could not send the reply to %s: %s", node_id.hex(), exc)
+        finally:
+            REPLYING_TO.reset(token)
 
     def status(self) -> list[dict[str, Any]]:
         out = []

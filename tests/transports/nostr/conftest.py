@@ -1,4 +1,4 @@
-"""A real relay (nostr-sdk's LocalRelay, tests/transports/nostr/local_relay.py) in its own
+"""A real relay (nostr-sdk's LocalRelay, kai_mesh/harness/relay.py) in its own
 process on loopback, and members of one mesh to put on it."""
 
 from __future__ import annotations
@@ -7,18 +7,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from kai_mesh.core.mesh.identity import MemberRecord, NodeSecrets
 
-RELAY_SCRIPT = Path(__file__).with_name("local_relay.py")
-
 
 def start_relay(*args: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, str(RELAY_SCRIPT), *args],
+        [sys.executable, "-m", "kai_mesh.harness.relay", *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -9,12 +9,19 @@ from typing import Any
 
 import trio
 
-from kai_mesh.core.nostr import nip44
+from kai_mesh.core.codec import pack
+from kai_mesh.core.nostr import chunks, nip44
 from kai_mesh.core.nostr.event import Event, sign_event
 from tests.transports.nostr.conftest import MESH, member, trusted
 from transports.base import MessageReceived, PeerSeen
 from transports.nostr import KIND_FRAME, KIND_HELLO, NostrTransport
-from transports.nostr.transport import HELD_FRAMES, hello_key, mesh_tag
+from transports.nostr.transport import (
+    HELD_FRAMES,
+    KIND_CHUNK,
+    KIND_DIGESTS,
+    hello_key,
+    mesh_tag,
+)
 
 A, B, OUTSIDER = member(1), member(2), member(3)
 NOW = 1_800_000_000
@@ -144,3 +151,59 @@ async def test_the_held_frames_are_bounded() -> None:
     assert tb.counters()["unknown_key"] == 10
     feed(tb, hello(A))
     assert len([e for e in drain(tb) if isinstance(e, MessageReceived)]) == HELD_FRAMES
+
+
+async def test_chunks_reordered_duplicated_or_forged_give_one_payload_or_nothing() -> None:
+    tb = make(B, trusted(A, B))
+    feed(tb, hello(A))
+    drain(tb)
+    data = bytes(range(256)) * 20
+    pieces = [frame(A, B, p, kind=KIND_CHUNK) for p in chunks.split(data, 1000)]
+    for event in [*reversed(pieces), pieces[0], pieces[3]]:  # reordered, replayed
+        feed(tb, event)
+    # A chunk whose bytes are not a chunk; a whole set joined from two payloads.
+    feed(tb, frame(A, B, b"short", kind=KIND_CHUNK))
+    # Pieces of another payload under this payload's digest (a member's bug, or a forgery):
+    # the join does not hash to the digest it claims.
+    real = chunks.split(data, 1000)
+    other = chunks.split(b"q" * len(data), 1000)
+    forged = [
+        r[: chunks.HEADER_BYTES] + o[chunks.HEADER_BYTES :]
+        for r, o in zip(real, other, strict=True)
+    ]
+    for plaintext in forged:
+        feed(tb, frame(A, B, plaintext, kind=KIND_CHUNK))
+    got = [e for e in drain(tb) if isinstance(e, MessageReceived)]
+    assert [e.data for e in got] == [data]
+    c = tb.counters()
+    assert c["duplicate"] == 2 and c["bad_chunk"] == 1 and c["chunk_mismatch"] == 1
+
+
+def digests_event(m: Any, body: bytes, mesh: bytes = MESH) -> Event:
+    content = nip44.encrypt(body, hello_key(mesh), os.urandom(32))
+    tags = [["m", mesh_tag(mesh)], ["expiration", str(NOW + 60)]]
+    return sign_event(
+        m.secrets.nostr_secret,
+        created_at=NOW,
+        kind=KIND_DIGESTS,
+        tags=tags,
+        content=content,
+        aux=bytes(32),
+    )
+
+
+async def test_digests_are_heard_only_from_bound_members_and_well_formed() -> None:
+    tb = make(B, trusted(A, B))
+    heard: list[tuple[bytes, dict[int, bytes]]] = []
+    tb.set_sync_digests(dict, lambda node_id, d: heard.append((node_id, d)))
+    good = pack({1: b"s" * 8, 2: b"g" * 8})
+    feed(tb, digests_event(A, good))  # before a's hello: not bound
+    feed(tb, hello(A))
+    feed(tb, digests_event(A, good))
+    feed(tb, digests_event(A, pack({1: "text"})))
+    feed(tb, digests_event(A, pack(list(range(3)))))
+    feed(tb, digests_event(A, good, b"another mesh".ljust(32, b"\0")))
+    feed(tb, digests_event(OUTSIDER, good))
+    assert heard == [(A.node_id, {1: b"s" * 8, 2: b"g" * 8})]
+    c = tb.counters()
+    assert (c["unknown_key"], c["malformed"], c["other_mesh"]) == (2, 2, 1)
