@@ -209,6 +209,11 @@ class Transport(Protocol):
         """Extra fields for `kai-mesh status` (e.g. an LXMF address); may be empty."""
         ...
 
+    def packet_room(self, node_id: bytes) -> int:
+        """`abilities.packets`: bytes of `data` that one packet to the peer carries now (on
+        Reticulum, the link's MDU less our type byte; before a link exists, the smallest)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Abilities:
@@ -232,6 +237,10 @@ class Abilities:
     announce_digest: bool = False  # `set_announce_digest()`: announces carry 8 bytes of sync
     admits_claims: bool = False  # `set_claim_admission()`: invite claims arrive on JOIN
     guests: bool = False  # `bind_local()`, `set_guest_intents()`: non-members call intents
+    #: `packet_room()`: `send` of up to that many bytes is one packet, and a packet has a cost
+    #: worth sharing, so the runtime packs frames that queue for a peer into BATCH frames
+    #: (`core.messaging.batch`); the peer's runtime unpacks them.
+    packets: bool = False
 
 
 class TransportBase:
@@ -285,3 +294,6 @@ class TransportBase:
 
     def describe(self) -> dict[str, Any]:
         return {}
+
+    def packet_room(self, node_id: bytes) -> int:
+        raise self._unable("say what one packet carries")

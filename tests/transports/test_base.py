@@ -23,6 +23,8 @@ async def test_an_undeclared_action_raises_and_an_unused_hook_is_ignored() -> No
         await base.store_and_forward(b"n" * 16, b"x")
     with pytest.raises(TransportError, match="cannot reset a link"):
         base.reset_link(b"n" * 16)
+    with pytest.raises(TransportError, match="cannot say what one packet carries"):
+        base.packet_room(b"n" * 16)
     assert base.resolve_name("pi1") is None
     base.forget(b"n" * 16)
     base.set_run_number(3)
@@ -102,6 +104,7 @@ def test_every_transport_declares_what_it_overrides() -> None:
         "reset_link": "link_reset",
         "store_and_forward": "store_and_forward",
         "confirm_name": "names",
+        "packet_room": "packets",
     }
     for cls in (MemoryTransport, ReticulumTransport, LxmfTransport):
         for method, ability in actions.items():
