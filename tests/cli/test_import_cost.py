@@ -27,6 +27,7 @@ HEAVY = (
     "sqlite3",
     "trio_websocket",
     "kai_mesh.runtime",
+    "kai_mesh.core.orchestration",
     "kai_mesh.harness.cluster",
     "transports",
     "tui",
