@@ -89,7 +89,7 @@ def recv(args: argparse.Namespace) -> None:
         identity, RNS.Destination.IN, RNS.Destination.SINGLE, "rawbench", "sink"
     )
     lock = threading.Lock()
-    state = {"count": 0, "first": 0.0, "last": 0.0}
+    state = {"count": 0, "first": 0.0, "last": 0.0, "cpu0": 0.0, "cpu1": 0.0}
     linked = threading.Event()
 
     def on_packet(message: bytes, packet: Any) -> None:
@@ -97,8 +97,10 @@ def recv(args: argparse.Namespace) -> None:
         with lock:
             if state["count"] == 0:
                 state["first"] = now
+                state["cpu0"] = time.process_time()
             state["count"] += 1
             state["last"] = now
+            state["cpu1"] = time.process_time()
 
     def on_message(message: Any) -> bool:
         on_packet(message.data, None)
@@ -131,7 +133,13 @@ def recv(args: argparse.Namespace) -> None:
             )
         if idle:
             break
-    emit({"received": state["count"], "seconds": state["last"] - state["first"]})
+    emit(
+        {
+            "received": state["count"],
+            "seconds": state["last"] - state["first"],
+            "cpu_s": state["cpu1"] - state["cpu0"],
+        }
+    )
 
 
 def counters() -> tuple[int, int]:
