@@ -16,13 +16,14 @@ sender task draining a queue (`_send_in_order`), so a frame never overtakes an e
 priority while the first waits for a link; different peers still go in parallel, so one slow link
 holds up no other peer.
 
-Coalescing: on a transport that declares `packets`, every frame to a peer goes through that
-peer's sender, lane or not, and what queued while the previous packet was being sent (or its
-link opened) leaves in one BATCH frame up to `packet_room` (`core.messaging.batch`: highest
-priority first; a lone frame leaves at once, as itself, at the next turn of the scheduler). The
-sender yields once after each packet, so the frames other tasks produce meanwhile join the next
-one: under load many frames share a packet, and the receiver's per-packet costs (RNS decrypts
-and hands over each packet) are paid once for all of them. A lane packs too, when it releases
+Coalescing: on a transport that declares `packets`, frames to a peer that queue while a packet
+to it is being sent (its link opened, a transfer, a slow transport's send) leave together in one
+BATCH frame up to `packet_room` (`core.messaging.batch`: highest priority first). A lone frame
+leaves at once, as itself, from its caller's own task (no hop through another task). After each
+packet the peer stays busy for one pass of the scheduler (a Reticulum send returns at once, so
+this is the "in flight" that lets a queue form on a LAN): the frames other tasks produce in it
+join the next packet, and the receiver's per-packet costs (RNS decrypts and hands over each
+packet) are paid once for all of them. A lane packs too, when it releases
 (`InterfaceQueue.pop_packets`), and charges the packet once. A frame whose sender stopped
 waiting (cancelled) is left out; when a send fails, the frames in it and those queued behind it
 fail with the same error at once, rather than each waiting out its own link attempt.
@@ -143,6 +144,13 @@ def _peer_of(frame: _Frame) -> bytes:
     return frame.node_id
 
 
+def _fail_all(queue: _PeerQueue, error: str) -> None:
+    for frame in [q.item for q in queue.waiting]:
+        frame.error = error
+        frame.done.set()
+    queue.waiting.clear()
+
+
 def _fail(shed: list[Shed[_Frame]]) -> None:
     for item in shed:
         waited = item.shed_at - item.queued_at
@@ -192,9 +200,7 @@ class Egress:
             if not transport.abilities.packets or self._nursery is None:
                 await transport.send(node_id, data)
                 return
-            frame = _Frame(transport, node_id, data, priority)
-            self._send_in_order(frame)
-            await frame.wait()
+            await self._send_now(_Frame(transport, node_id, data, priority))
             return
         if len(data) > PACKET_BYTES:
             await self._send_transfer(lane, node_id, data, priority, background)
@@ -331,10 +337,6 @@ class Egress:
 
     def _send_in_order(self, frame: _Frame) -> None:
         """Queue `frame` for its peer's sender, starting one if none runs (see the docstring)."""
-        if self._nursery is None:
-            frame.error = "the node is stopping"
-            frame.done.set()
-            return
         key = (frame.transport.name, frame.node_id)
         waiting = self._to_peer.get(key)
         if waiting is not None:  # the peer's sender is running: it takes this one in turn
@@ -342,12 +344,43 @@ class Egress:
             return
         self._to_peer[key] = queue = _PeerQueue()
         queue.add(frame)
+        self._start_drain(key, frame.transport, frame.node_id)
+
+    async def _send_now(self, frame: _Frame) -> None:
+        """No lane: a frame for a peer with nothing queued or being sent leaves at once, from
+        the caller's own task (no hop through another); while it is being sent (a link being
+        opened, a transfer), frames for that peer queue, and a sender then takes them packed.
+        Raises `TransportError` when the send failed."""
+        key = (frame.transport.name, frame.node_id)
+        if key in self._to_peer:
+            self._send_in_order(frame)
+            await frame.wait()
+            return
+        self._to_peer[key] = queue = _PeerQueue()
         try:
-            self._nursery.start_soon(self._drain, key, frame.transport, frame.node_id)
+            if await self._send(frame.transport, frame.node_id, [frame]):
+                # Ours is on its way. Hold the peer for one pass of the scheduler, so the frames
+                # other tasks make in it queue and leave packed (a Reticulum send returns at
+                # once: without this, nothing would ever queue on a LAN). Shielded: ours went.
+                await trio.lowlevel.cancel_shielded_checkpoint()
+        finally:
+            if not queue.waiting:
+                del self._to_peer[key]
+            elif frame.error is not None:  # the peer is unreachable now: they fail with it
+                _fail_all(queue, frame.error)
+                del self._to_peer[key]
+            else:  # sent, or its sender gave up: the frames that queued go on without it
+                self._start_drain(key, frame.transport, frame.node_id)
+        if frame.error is not None:
+            raise TransportError(frame.error)
+
+    def _start_drain(self, key: tuple[str, bytes], transport: Transport, node_id: bytes) -> None:
+        try:
+            if self._nursery is None:
+                raise RuntimeError("not running")
+            self._nursery.start_soon(self._drain, key, transport, node_id)
         except RuntimeError:  # the node is stopping: its nursery takes no new task
-            del self._to_peer[key]
-            frame.error = "the node is stopping"
-            frame.done.set()
+            _fail_all(self._to_peer.pop(key), "the node is stopping")
 
     async def _drain(self, key: tuple[str, bytes], transport: Transport, node_id: bytes) -> None:
         queue = self._to_peer[key]
@@ -360,11 +393,7 @@ class Egress:
                 packet = [q.item for q in take_packet(queue.waiting, room)]
                 if not await self._send(transport, node_id, packet):
                     # The peer is unreachable now: those queued behind fail with it.
-                    error = packet[0].error
-                    for frame in [q.item for q in queue.waiting]:
-                        frame.error = error
-                        frame.done.set()
-                    queue.waiting.clear()
+                    _fail_all(queue, packet[0].error or "not sent")
                 # Let the frames other tasks make now queue up, to leave in one packet.
                 await trio.lowlevel.checkpoint()
         finally:

@@ -88,7 +88,7 @@ async def test_what_queues_behind_a_packet_leaves_packed_critical_first(
     assert all(len(p) <= wire.room for p in wire.sent)
 
 
-async def test_a_failed_send_fails_what_queued_behind_it_and_a_cancelled_frame_is_dropped(
+async def test_a_failed_send_fails_what_queued_behind_it_and_a_given_up_frame_is_dropped(
     autojump_clock: object,
 ) -> None:
     wire = _Wire()
@@ -112,11 +112,27 @@ async def test_a_failed_send_fails_what_queued_behind_it_and_a_cancelled_frame_i
         assert outcomes == ["no link"] * 4
         assert trio.current_time() < 1.5  # one attempt, not four in a row
         wire.fail = False
-        with trio.move_on_after(0.5):  # gives up while the first packet is on its way
-            await send_all(egress, wire, [(frame(20), Priority.NORMAL)] * 1)  # type: ignore[arg-type]
-        await send_all(egress, wire, [(frame(21), Priority.NORMAL)])  # type: ignore[arg-type]
+
+        async def give_up(data: bytes) -> None:
+            with trio.move_on_after(0.5):
+                await egress.send(wire, PEER, data, Priority.NORMAL)  # type: ignore[arg-type]
+
+        async with trio.open_nursery() as senders:
+            # A gives up while its own frame is being sent: it is not sent, but B's frame,
+            # queued behind it, still goes.
+            senders.start_soon(give_up, frame(20))
+            await trio.testing.wait_all_tasks_blocked()
+            senders.start_soon(one, frame(21))
+        assert wire.sent == [frame(21)]
+        async with trio.open_nursery() as senders:
+            # C's frame is on its way; D queues behind it and gives up: D's is left out.
+            senders.start_soon(one, frame(30))
+            await trio.testing.wait_all_tasks_blocked()
+            senders.start_soon(give_up, frame(31))
+            await trio.testing.wait_all_tasks_blocked()
+            senders.start_soon(one, frame(32))
         nursery.cancel_scope.cancel()
-    assert wire.sent == [frame(20), frame(21)]  # the one given up had already left
+    assert wire.sent == [frame(21), frame(30), frame(32)]
 
 
 async def test_echoes_over_a_memory_link_share_packets_and_all_arrive(
@@ -158,3 +174,26 @@ async def test_a_batch_is_unpacked_with_the_refusals_of_single_frames(
         assert router.counters["batches_received"] == 1
         router.frames.dispatch(transport, a.node_id, FRAME_BATCH, bytes([FRAME_BATCH, 5, 1]))
         assert router.refused["batch.truncated"] == 1  # refused whole
+
+
+class _Instant(_Wire):
+    """Sends without ever yielding, as a Reticulum packet on an open link does."""
+
+    async def send(self, node_id: bytes, data: bytes) -> None:
+        self.sent.append(data)
+
+
+async def test_frames_made_in_one_scheduler_pass_share_a_packet_even_if_sends_never_block(
+    autojump_clock: object,
+) -> None:
+    wire = _Instant()
+    egress = Egress([wire], lambda interface: None)  # type: ignore[list-item]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(egress.run)
+        async with trio.open_nursery() as senders:
+            for k in range(5):  # all runnable in the same pass
+                senders.start_soon(egress.send, wire, PEER, frame(k), Priority.NORMAL)
+        nursery.cancel_scope.cancel()
+    # Whichever trio ran first went alone, at once; the four made in that pass, in one packet.
+    assert len(wire.sent) == 2 and wire.sent[0][0] != FRAME_BATCH
+    assert sorted([wire.sent[0], *decode_batch(wire.sent[1])]) == [frame(k) for k in range(5)]
