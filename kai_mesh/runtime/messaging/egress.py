@@ -197,7 +197,13 @@ class Egress:
         shed (waited too long for airtime, or the queue overflowed) or the send failed."""
         lane = self._lane_for(transport, node_id)
         if lane is None:
-            if not transport.abilities.packets or self._nursery is None:
+            # A frame larger than a packet is a transfer (an RNS Resource) that may take long:
+            # it goes from its caller's task, beside the peer's queue, never blocking it.
+            if (
+                not transport.abilities.packets
+                or self._nursery is None
+                or len(data) > transport.packet_room(node_id)
+            ):
                 await transport.send(node_id, data)
                 return
             await self._send_now(_Frame(transport, node_id, data, priority))

@@ -113,7 +113,8 @@ MAX_NAMES = 4096
 # Tasks one peer may have running at once, by what started them (frame_registry: full means
 # the frame is dropped and counted; its sender repeats it).
 REQUESTS_PER_PEER = 32  # agents serving a peer's requests; the bus bounds each agent besides.
-# 32, not 16: one coalesced packet brings up to ~7 small requests at once, so a client with 32
+# 32, not 16: one coalesced packet brings several requests at once (three ~130-byte ones in a
+# 431-byte link packet, more on a link with a larger MTU), so a client with 32
 # in flight (the control socket runs up to 64) would otherwise see requests dropped as busy.
 DELIVERIES_PER_PEER = 8  # must-arrive messages being committed and served
 ACKS_PER_PEER = 4  # outbox commits of a peer's acks

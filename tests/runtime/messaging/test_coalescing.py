@@ -197,3 +197,24 @@ async def test_frames_made_in_one_scheduler_pass_share_a_packet_even_if_sends_ne
     # Whichever trio ran first went alone, at once; the four made in that pass, in one packet.
     assert len(wire.sent) == 2 and wire.sent[0][0] != FRAME_BATCH
     assert sorted([wire.sent[0], *decode_batch(wire.sent[1])]) == [frame(k) for k in range(5)]
+
+
+async def test_a_transfer_larger_than_a_packet_does_not_hold_up_small_frames(
+    autojump_clock: object,
+) -> None:
+    wire = _Wire(room=430, delay=0.0)
+
+    async def slow_send(node_id: bytes, data: bytes) -> None:
+        await trio.sleep(60 if len(data) > wire.room else 0.01)  # a Resource on a slow link
+        wire.sent.append(data)
+
+    wire.send = slow_send  # type: ignore[method-assign]
+    egress = Egress([wire], lambda interface: None)  # type: ignore[list-item]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(egress.run)
+        nursery.start_soon(egress.send, wire, PEER, frame(1, 2000), Priority.NORMAL)
+        await trio.testing.wait_all_tasks_blocked()
+        started = trio.current_time()
+        await egress.send(wire, PEER, frame(2), Priority.HIGH)  # type: ignore[arg-type]
+        assert trio.current_time() - started < 1  # not behind the minute-long transfer
+        nursery.cancel_scope.cancel()
