@@ -101,6 +101,22 @@ def main() -> None:
                     env=env,
                 )
                 script_ms.append((time.perf_counter() - t0) * 1000)
+        help_ms = []
+        helper = [str(script), "--help"] if script.exists() else [*KAI_MESH, "--help"]
+        for _ in range(args.commands):
+            t0 = time.perf_counter()
+            subprocess.run(
+                helper,
+                check=True,
+                capture_output=True,
+                env=env,
+            )
+            help_ms.append((time.perf_counter() - t0) * 1000)
+        bare_ms = []  # the interpreter alone, for scale on a loaded machine
+        for _ in range(args.commands):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], check=True, env=env)
+            bare_ms.append((time.perf_counter() - t0) * 1000)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
@@ -113,6 +129,8 @@ def main() -> None:
         "socket_requests_per_s": round(1000 / statistics.fmean(socket_ms)),
         "send_command_p50_ms": round(percentile(command_ms, 0.5), 1),
         "send_command_script_p50_ms": round(percentile(script_ms, 0.5), 1) if script_ms else None,
+        "help_p50_ms": round(percentile(help_ms, 0.5), 1),
+        "python_startup_p50_ms": round(percentile(bare_ms, 0.5), 1),
     }
     if args.json:
         print(json.dumps(result))
@@ -128,6 +146,8 @@ def main() -> None:
             f"`kai-mesh send` (console script) end to end: p50 "
             f"{result['send_command_script_p50_ms']} ms"
         )
+    print(f"`kai-mesh --help` end to end: p50 {result['help_p50_ms']} ms (goal <= 60)")
+    print(f"`python -c pass` (the interpreter alone): p50 {result['python_startup_p50_ms']} ms")
 
 
 if __name__ == "__main__":

@@ -168,7 +168,49 @@ def _echo(state: cluster.HarnessState, size: int) -> float:
     return float("nan")
 
 
-PARTS = ("idle", "echo", "state", "vote", "detect")
+def _burst(state: cluster.HarnessState, n: int = 10) -> dict[str, Any]:
+    """`n` ~100-byte echoes from node1 to node2 at once (pipelined on one control connection):
+    seconds until every reply is back, and what node1 and node2 put on the channel meanwhile
+    (bytes, air time): messages (requests and replies) per second of air time."""
+    from kai_mesh.core.control.frames import Request, encode_frame
+
+    payload = {"text": "x" * 88}
+    _call(state, "node1", "send", {"to": "kai://node2/echo", "intent": "echo", "payload": "w"})
+    time.sleep(5)
+    before = _channel(state)
+    ok = 0
+    with ControlClient(NodePaths.resolve(state.node("node1").home).socket, 300) as c:
+        t0 = time.perf_counter()
+        for i in range(n):
+            params = {"to": "kai://node2/echo", "intent": "echo", "payload": payload}
+            params["timeout"] = 280
+            c._send(encode_frame(Request(id=i, method="send", params=params).to_wire()), None)
+        for _ in range(n):
+            reply = c._receive(time.perf_counter() + 300)
+            result = getattr(reply, "result", None)
+            ok += int(isinstance(result, dict) and result.get("payload") == payload)
+        seconds = time.perf_counter() - t0
+    time.sleep(2)
+    after = _channel(state)
+    sent = {
+        k: {
+            "bytes": after["nodes"][k]["bytes_sent"] - before["nodes"][k]["bytes_sent"],
+            "air_s": round(after["nodes"][k]["airtime_s"] - before["nodes"][k]["airtime_s"], 3),
+        }
+        for k in ("node1", "node2")
+    }
+    air = sum(v["air_s"] for v in sent.values())
+    return {
+        "messages": n,
+        "replies_ok": ok,
+        "seconds": round(seconds, 2),
+        "sent": sent,
+        "messages_per_air_s": round(2 * ok / air, 2) if air else None,
+        "bytes_per_message": round(sum(v["bytes"] for v in sent.values()) / (2 * n), 1),
+    }
+
+
+PARTS = ("idle", "echo", "burst", "state", "vote", "detect")
 
 
 def netns(
@@ -249,6 +291,8 @@ def _netns(
     if "echo" in parts:
         note("echo_200B_s", round(_echo(state, 200), 2))
         note("echo_20KB_s", round(_echo(state, 20_000), 2))
+    if "burst" in parts:
+        note("burst", _burst(state))
     if "state" in parts:
         note("state_change_s", _state_change(state, trials))
     if "vote" in parts:

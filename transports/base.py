@@ -234,6 +234,11 @@ class Transport(Protocol):
         """Extra fields for `kai-mesh status` (e.g. an LXMF address); may be empty."""
         ...
 
+    def packet_room(self, node_id: bytes) -> int:
+        """`abilities.packets`: bytes of `data` that one packet to the peer carries now (on
+        Reticulum, the link's MDU less our type byte; before a link exists, the smallest)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Abilities:
@@ -260,6 +265,10 @@ class Abilities:
     #: `set_sync_digests()`, `sync_changed()`: the transport carries the sync digests to its
     #: peers itself (no heartbeat reaches them: Nostr), and state and governance sync with them.
     sync_digests: bool = False
+    #: `packet_room()`: `send` of up to that many bytes is one packet, and a packet has a cost
+    #: worth sharing, so the runtime packs frames that queue for a peer into BATCH frames
+    #: (`core.messaging.batch`); the peer's runtime unpacks them.
+    packets: bool = False
 
 
 class TransportBase:
@@ -323,3 +332,6 @@ class TransportBase:
 
     def describe(self) -> dict[str, Any]:
         return {}
+
+    def packet_room(self, node_id: bytes) -> int:
+        raise self._unable("say what one packet carries")

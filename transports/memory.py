@@ -355,7 +355,7 @@ class MemoryTransport(TransportBase):
     """
 
     #: Live links and broadcast, as a LAN or a radio; no link state to reset, nothing stored.
-    abilities = Abilities(live_links=True, broadcast=True)
+    abilities = Abilities(live_links=True, broadcast=True, packets=True)
 
     def __init__(
         self,
@@ -468,6 +468,11 @@ class MemoryTransport(TransportBase):
     def events(self) -> trio.MemoryReceiveChannel[TransportEvent]:
         """Link changes, announces and messages, in order. Full: the newest event is dropped."""
         return self._events
+
+    def packet_room(self, node_id: bytes) -> int:
+        """The MTU of the link to `node_id` (the default MTU when there is none)."""
+        profile = self.network._links.get(_edge(self.node_id, node_id))
+        return DEFAULT_MTU if profile is None else profile.mtu
 
     @property
     def max_payload(self) -> int:

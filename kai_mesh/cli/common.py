@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kai_mesh.client import ControlClient
-from kai_mesh.config.settings import NodePaths
+from kai_mesh.config.paths import NodePaths
 from kai_mesh.core.control.errors import ControlError, NodeNotRunning
 from kai_mesh.core.errors import UsageError
 

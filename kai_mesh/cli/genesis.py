@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kai_mesh.cli.common import CliError, ExitCode, _paths, add_verb, print_json
-from kai_mesh.config.settings import NodePaths, default_config_text, load_config
+from kai_mesh.config.paths import NodePaths
 from kai_mesh.core.errors import BadSignature, KaiMeshError, ProtocolError, StoreError, UsageError
 from kai_mesh.core.mesh.address import check_name
 
@@ -310,6 +310,8 @@ def init_from_genesis(args: argparse.Namespace, paths: NodePaths) -> ExitCode:
     archive = _archive(paths, old) if leaving else None
     member = MemberRecord.create(secrets, name, genesis.mesh_id)
     if not paths.config_file.exists():
+        from kai_mesh.config.settings import default_config_text
+
         paths.config_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         text = default_config_text(name, local_only=args.local_only)
         write_private(paths.config_file, text.encode())
@@ -358,6 +360,8 @@ def _name(args: argparse.Namespace, paths: NodePaths) -> str:
     except (OSError, KaiMeshError, ValueError):
         pass
     if paths.config_file.exists():
+        from kai_mesh.config.settings import load_config
+
         return load_config(paths.config_file).name
     raise UsageError("this node's name is unknown: give one with --name")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kai_mesh.cli.common import CliError, ExitCode, _paths, call_node, print_json, seconds
-from kai_mesh.config.settings import NodePaths, default_config_text, load_config
+from kai_mesh.config.paths import NodePaths
 from kai_mesh.core.errors import KaiMeshError, ProtocolError, UsageError
 from kai_mesh.core.mesh.address import check_name
 
@@ -179,6 +179,8 @@ def _join_name(args: argparse.Namespace, paths: NodePaths) -> str:
     if args.name:
         return check_name("node", args.name)
     if paths.config_file.exists():
+        from kai_mesh.config.settings import load_config
+
         return load_config(paths.config_file).name
     from kai_mesh.cli.main import _default_name
 
@@ -189,6 +191,7 @@ def make_joined_node(paths: NodePaths, token: InviteToken, name: str, now: int) 
     """New keys for the token's mesh, a config that reaches it, and the claim in `join.kai`
     (written before the secrets: a home with secrets always has its claim)."""
     from kai_mesh.config.nodefiles import NodeFiles, claim_path, write_private
+    from kai_mesh.config.settings import default_config_text
     from kai_mesh.core.governance.machine import Governance
     from kai_mesh.core.mesh.identity import MemberRecord, NodeSecrets
 
@@ -232,6 +235,7 @@ def add_tcp_clients(config_file: Path, addresses: tuple[str, ...]) -> list[str]:
     """Append a Reticulum TCP client interface for each address the config lacks; a file that
     relied on the default interface gets it written out, so it keeps it. Returns the names."""
     from kai_mesh.config.nodefiles import write_private
+    from kai_mesh.config.settings import load_config
     from kai_mesh.core.governance.invite_token import split_host_port
 
     if not addresses:

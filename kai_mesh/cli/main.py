@@ -28,7 +28,6 @@ from kai_mesh.cli.relays import add_relays_parser
 from kai_mesh.cli.services import add_services_parser
 from kai_mesh.cli.state import add_state_parser
 from kai_mesh.cli.views import cmd_agents, cmd_outbox, cmd_peers, cmd_status
-from kai_mesh.config.settings import default_config_text, load_config
 from kai_mesh.core.control.errors import ControlError
 from kai_mesh.core.errors import ConfigError, KaiMeshError, StoreError, UsageError
 from kai_mesh.core.mesh.address import check_name, parse_address
@@ -36,7 +35,7 @@ from kai_mesh.core.messaging.priority import Priority
 from kai_mesh.harness.cli import add_harness_parser
 
 if TYPE_CHECKING:
-    from kai_mesh.config.settings import NodePaths
+    from kai_mesh.config.paths import NodePaths
 
 
 def _default_name() -> str:
@@ -51,6 +50,7 @@ def _default_name() -> str:
 def cmd_init(args: argparse.Namespace) -> ExitCode:
     from kai_mesh.cli.genesis import init_from_genesis
     from kai_mesh.config.nodefiles import NodeFiles, write_private
+    from kai_mesh.config.settings import default_config_text, load_config
     from kai_mesh.core.mesh.genesis import Genesis
     from kai_mesh.core.mesh.identity import MemberRecord, NodeSecrets
 
@@ -112,6 +112,7 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
     import trio
 
     from kai_mesh.config.nodefiles import NodeFiles
+    from kai_mesh.config.settings import load_config
     from kai_mesh.runtime.node import AlreadyRunning, Node, take_lock
     from kai_mesh.runtime.transports import open_transports
 

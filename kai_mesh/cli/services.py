@@ -13,10 +13,13 @@ from typing import Any
 
 from kai_mesh.cli.common import ExitCode, add_verb, call_node, print_json
 from kai_mesh.core.errors import UsageError
-from kai_mesh.core.orchestration.manifest import ManifestError, parse_manifest
 
 
 def cmd_deploy(args: argparse.Namespace) -> ExitCode:
+    # Here, not at the top: the manifest parser (and the autoscaler it checks against) is the
+    # heaviest module `kai-mesh --help` would otherwise load (issue 17).
+    from kai_mesh.core.orchestration.manifest import ManifestError, parse_manifest
+
     try:
         text = Path(args.file).read_text(encoding="utf-8")
         parse_manifest(text, args.file)

@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
 from kai_mesh.config.interfaces import (
     DEFAULT_INTERFACES,
     InterfaceConfig,
@@ -31,63 +29,16 @@ from kai_mesh.config.interfaces import (
     parse_reticulum,
 )
 from kai_mesh.config.nostr import NostrSettings, parse_nostr
+
+# Re-exported: the paths were here before they had a module of their own.
+from kai_mesh.config.paths import APP as APP
+from kai_mesh.config.paths import CONFIG_NAME as CONFIG_NAME
+from kai_mesh.config.paths import NodePaths as NodePaths
 from kai_mesh.core.control.frames import HEADER_SIZE, MAX_FRAME_LIMIT
 from kai_mesh.core.errors import AddressError, ConfigError
 from kai_mesh.core.mesh.address import check_name
 
-APP = "kai-mesh"
-CONFIG_NAME = "config.toml"
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-@dataclass(frozen=True)
-class NodePaths:
-    """The files of one node. `home` set: all under it; unset: XDG locations."""
-
-    config_file: Path
-    data_dir: Path
-    runtime_dir: Path
-
-    @classmethod
-    def resolve(cls, home: str | os.PathLike[str] | None = None) -> NodePaths:
-        home = home or os.environ.get("KAI_MESH_HOME") or None
-        if home is not None:
-            root = Path(home).expanduser().absolute()
-            return cls(root / CONFIG_NAME, root / "data", root / "run")
-        xdg_runtime = os.environ.get("XDG_RUNTIME_DIR")
-        if xdg_runtime and Path(xdg_runtime).is_dir():
-            runtime = Path(platformdirs.user_runtime_dir(APP))
-        else:  # no per-user runtime dir (containers, cron, root over SSH): not a shared /tmp
-            runtime = Path(platformdirs.user_data_dir(APP)) / "run"
-        return cls(
-            Path(platformdirs.user_config_dir(APP)) / CONFIG_NAME,
-            Path(platformdirs.user_data_dir(APP)),
-            runtime,
-        )
-
-    @property
-    def socket(self) -> Path:
-        return self.runtime_dir / "control.sock"
-
-    @property
-    def lock(self) -> Path:
-        return self.runtime_dir / "node.lock"
-
-    @property
-    def secrets(self) -> Path:
-        return self.data_dir / "node.key"
-
-    @property
-    def genesis(self) -> Path:
-        return self.data_dir / "genesis.kai"
-
-    @property
-    def member(self) -> Path:
-        return self.data_dir / "member.kai"
-
-    @property
-    def database(self) -> Path:
-        return self.data_dir / "node.db"
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,9 @@ HEAVY = (
     "sqlite3",
     "trio_websocket",
     "kai_mesh.runtime",
+    "kai_mesh.core.orchestration",
+    "kai_mesh.config.settings",  # the config's parsing: `run` and `init` only
+    "kai_mesh.config.interfaces",
     "kai_mesh.harness.cluster",
     "transports",
     "tui",

@@ -23,6 +23,8 @@ async def test_an_undeclared_action_raises_and_an_unused_hook_is_ignored() -> No
         await base.store_and_forward(b"n" * 16, b"x")
     with pytest.raises(TransportError, match="cannot reset a link"):
         base.reset_link(b"n" * 16)
+    with pytest.raises(TransportError, match="cannot say what one packet carries"):
+        base.packet_room(b"n" * 16)
     assert base.resolve_name("pi1") is None
     base.forget(b"n" * 16)
     base.set_run_number(3)
@@ -105,6 +107,7 @@ def test_every_transport_declares_what_it_overrides() -> None:
         "confirm_name": "names",
         "set_sync_digests": "sync_digests",
         "sync_changed": "sync_digests",
+        "packet_room": "packets",
     }
     for cls in (MemoryTransport, ReticulumTransport, LxmfTransport, NostrTransport):
         for method, ability in actions.items():

@@ -1,7 +1,9 @@
 """What RNS calls on its threads, and the trio-side handlers those calls are handed to.
 
 Every `_rns_*` method runs on an RNS thread: it reads what it needs from RNS's objects and
-`_post`s a handler to the trio thread, and never raises. Only two things happen on the RNS
+`_post`s a handler to the trio thread, and never raises. A link's packet callback runs on RNS's
+reader thread itself, not on a thread RNS starts for each packet (`_inline`: why, and what RNS
+does): posting never blocks. Only two things happen on the RNS
 thread itself: `_rns_inbound_link` wires a new link's callbacks at once, so a packet that beats
 the trio handler is not lost, and `_rns_resource_offered` answers RNS's question (take this
 resource?) there. The `_on_*` handlers then run on the trio thread,
@@ -22,6 +24,7 @@ import RNS
 import trio
 
 from transports.base import BroadcastReceived, MessageReceived
+from transports.reticulum._inline import inline
 from transports.reticulum._join import MAX_JOIN, _RnsAdmission
 from transports.reticulum._state import (
     HELLO,
@@ -41,7 +44,7 @@ class _RnsCallbacks(_RnsAdmission):
     # ---- from RNS threads: hand over to trio, never raise -----------------------------------
 
     def _wire_link(self, link: Any) -> None:
-        link.set_packet_callback(self._rns_packet)
+        link.set_packet_callback(inline(self._rns_packet))
         link.set_link_closed_callback(self._rns_link_closed)
         link.set_remote_identified_callback(self._rns_identified)
         link.set_resource_strategy(RNS.Link.ACCEPT_APP)

@@ -81,6 +81,7 @@ from transports.base import (
     TransportEvent,
 )
 from transports.reticulum._boot import start_reticulum
+from transports.reticulum._inline import install as run_packet_callbacks_inline
 from transports.reticulum._join import MAX_JOIN
 from transports.reticulum._links import _RnsLinks
 from transports.reticulum._retry import (
@@ -148,6 +149,7 @@ class ReticulumTransport(_RnsLinks):
         run_number=True,
         announce_digest=True,
         admits_claims=True,
+        packets=True,
     )
 
     def __init__(
@@ -215,6 +217,7 @@ class ReticulumTransport(_RnsLinks):
     def start_rns(self) -> None:
         """Start Reticulum. Main thread, before `trio.run`. Raises `TransportError`."""
         self._rns = start_reticulum(self.configdir, self.config_text)
+        run_packet_callbacks_inline()
         self._identity = RNS.Identity(create_keys=False)
         self._identity.load_private_key(self.rns_private)
         self._destination = RNS.Destination(
@@ -373,6 +376,13 @@ class ReticulumTransport(_RnsLinks):
             self._count("resource_failed")
             state = await self._link_to(node_id)
         raise TransportError(f"{len(data)} bytes did not get through to {node_id.hex()}")
+
+    def packet_room(self, node_id: bytes) -> int:
+        """The peer's link MDU less our type byte (RNS's smallest before a link is up)."""
+        peer = self._peers.get(node_id)
+        state = None if peer is None else peer.link
+        mdu = RNS.Link.MDU if state is None or state.closed else state.link.mdu
+        return int(mdu) - 1
 
     async def ping(self, node_id: bytes) -> PingResult:
         state = await self._link_to(node_id)

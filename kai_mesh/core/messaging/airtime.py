@@ -16,6 +16,12 @@ is shed, as is the newest lowest-priority frame when the queue overflows; the ca
 `Shed` into an error to the sender. `critical` is never shed and never waits: it goes out at once,
 over budget if it must, and what it spends beyond the budget is counted as overdraft.
 
+`pop_packets` releases the same frames packed into packets: beside each frame it releases it puts
+every other queued frame for the same peer that fits the packet (highest priority first, then
+oldest) and that the budget allows now, and charges the packet once (`core.messaging.batch`
+sizes, one header). Packing only takes what is already waiting, so it delays nothing; a
+non-critical frame never rides a packet that would overdraw the budget.
+
 The machine reads no clock: every entry point takes `now` (monotonic seconds, never going back);
 `get_timer()` says when to call `handle_timer(now)` and `pop_ready(now)` again.
 """
@@ -25,11 +31,12 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
-from collections.abc import Mapping, Sized
+from collections.abc import Callable, Hashable, Mapping, Sized
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from kai_mesh.core.errors import UsageError
+from kai_mesh.core.messaging.batch import batch_size
 from kai_mesh.core.messaging.envelope import Priority
 
 #: EU 868 MHz (ETSI EN 300 220): 1 % duty cycle in the common LoRa sub-bands, counted per hour.
@@ -389,6 +396,44 @@ class InterfaceQueue(Generic[F]):
             self._sent[entry.priority] += 1
             out.append(entry.frame)
         return out
+
+    def pop_packets(
+        self, now: float, peer: Callable[[F], Hashable], room: Callable[[F], int]
+    ) -> list[list[F]]:
+        """As `pop_ready`, with frames for one peer packed into packets (see the module
+        docstring): each list is one packet, its first frame the one the budget released.
+        `peer(frame)` names a frame's peer; `room(frame)` is what one packet to it carries."""
+        self._advance(now)
+        out: list[list[F]] = []
+        while (head := self._scan()[0]) is not None:
+            self._queues[head.priority, head.background].popleft()
+            group, key, limit = [head], peer(head.frame), room(head.frame)
+            for entry in self._release_order():
+                if peer(entry.frame) != key:
+                    continue
+                grown = batch_size([e.size for e in group] + [entry.size])
+                background = entry.background and all(e.background for e in group)
+                if grown > limit or (
+                    entry.priority is not Priority.CRITICAL
+                    and self.budget.next_allowed(grown, self._now, background) > self._now
+                ):
+                    continue
+                self._queues[entry.priority, entry.background].remove(entry)
+                group.append(entry)
+            self._len -= len(group)
+            before = self.budget.overdraft_bits
+            size = batch_size([e.size for e in group])
+            self.budget.spend(size, self._now, all(e.background for e in group))
+            self._overdraft_bits += self.budget.overdraft_bits - before
+            for entry in group:
+                self._sent[entry.priority] += 1
+            out.append([e.frame for e in group])
+        return out
+
+    def _release_order(self) -> list[_Entry[F]]:
+        """Every queued frame, highest priority first, then oldest."""
+        entries = [e for queue in self._queues.values() for e in queue]
+        return sorted(entries, key=lambda e: (-e.priority, e.seq))
 
     def handle_timer(self, now: float) -> list[Shed[F]]:
         """Shed every frame that has waited its `max_delay`; each is reported exactly once."""

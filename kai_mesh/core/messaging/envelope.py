@@ -270,6 +270,11 @@ class ReplayGuard:
             if self._expiry.pop((sender, mid), None) is not None:
                 self.evicted += 1
 
+    def forget(self, message: StandardMessage) -> None:
+        """Take back an `admit`: the message was refused after decoding (its peer's requests
+        were full), so the copy its sender sends again must not be taken for a replay."""
+        self._expiry.pop((message.sender, message.message_id), None)
+
     def prune(self, now: int) -> None:
         while self._heap and self._heap[0][0] < now:
             expiry, _, sender, mid = heapq.heappop(self._heap)

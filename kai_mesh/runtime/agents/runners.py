@@ -31,6 +31,12 @@ from kai_mesh.core.errors import KaiMeshError
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "kai_mesh.agents"
+#: This package's own agents, as its entry points name them (pyproject.toml; a test keeps the two
+#: alike): found without scanning every installed distribution at start-up.
+BUILTIN_AGENTS = {
+    "echo": "kai_mesh.agents.echo:EchoAgent",
+    "sysinfo": "kai_mesh.agents.sysinfo:SysinfoAgent",
+}
 #: A worker line longer than this is the worker misbehaving.
 MAX_LINE = 4 * 1024 * 1024
 #: Cap on the concurrency a worker may claim in its hello.

@@ -12,9 +12,21 @@ hour's budget, and charged whole. `critical` is never held or shed; lower
 priorities wait up to their `MAX_DELAY`, then fail with an error the sender sees.
 
 Frames a lane releases to one peer leave in the order it released them: each peer has one
-sender task draining a FIFO (`_send_in_order`), so a frame never overtakes an earlier one while
-the first waits for a link; different peers still go in parallel, so one slow link holds up no
-other peer.
+sender task draining a queue (`_send_in_order`), so a frame never overtakes an earlier one of its
+priority while the first waits for a link; different peers still go in parallel, so one slow link
+holds up no other peer.
+
+Coalescing: on a transport that declares `packets`, frames to a peer that queue while a packet
+to it is being sent (its link opened, a transfer, a slow transport's send) leave together in one
+BATCH frame up to `packet_room` (`core.messaging.batch`: highest priority first). A lone frame
+leaves at once, as itself, from its caller's own task (no hop through another task). After each
+packet the peer stays busy for one pass of the scheduler (a Reticulum send returns at once, so
+this is the "in flight" that lets a queue form on a LAN): the frames other tasks produce in it
+join the next packet, and the receiver's per-packet costs (RNS decrypts and hands over each
+packet) are paid once for all of them. A lane packs too, when it releases
+(`InterfaceQueue.pop_packets`), and charges the packet once. A frame whose sender stopped
+waiting (cancelled) is left out; when a send fails, the frames in it and those queued behind it
+fail with the same error at once, rather than each waiting out its own link attempt.
 
 What the lane does not send itself (Reticulum's announces, link setup, keepalives, proofs, and
 frames relayed for others) is charged too: every few seconds the interface's transmit counter is
@@ -25,7 +37,6 @@ the budget tracks what the radio really sent.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +45,7 @@ import trio
 
 from kai_mesh.core.errors import TransportError
 from kai_mesh.core.messaging.airtime import AirtimeBudget, InterfaceQueue, Shed
+from kai_mesh.core.messaging.batch import Queued, batch_size, encode_batch, take_packet
 from kai_mesh.core.messaging.envelope import Priority
 from kai_mesh.runtime.timers import TimerDriver
 from transports.base import InterfaceInfo, Transport
@@ -64,12 +76,38 @@ class _Frame:
     transport: Transport
     node_id: bytes
     data: bytes
+    priority: Priority = Priority.NORMAL
     done: trio.Event = field(default_factory=trio.Event)
     error: str | None = None
     shed: bool = False
+    abandoned: bool = False  # its sender stopped waiting: not worth a byte any more
 
     def __len__(self) -> int:
         return len(self.data)
+
+    async def wait(self) -> None:
+        """Wait until sent; raises `AirtimeShed` or `TransportError` when it was not."""
+        try:
+            await self.done.wait()
+        finally:
+            if not self.done.is_set():
+                self.abandoned = True
+        if self.shed:
+            raise AirtimeShed(self.error or "shed")
+        if self.error is not None:
+            raise TransportError(self.error)
+
+
+@dataclass(eq=False)
+class _PeerQueue:
+    """Frames released to one peer, not yet handed to the transport."""
+
+    waiting: list[Queued[_Frame]] = field(default_factory=list)
+    seq: int = 0
+
+    def add(self, frame: _Frame) -> None:
+        self.waiting.append(Queued(frame, len(frame.data), frame.priority, self.seq))
+        self.seq += 1
 
 
 @dataclass(eq=False)
@@ -82,6 +120,7 @@ class _Lane:
     interface: str
     queue: InterfaceQueue[_Frame]
     start_send: Callable[[_Frame], None]
+    room: Callable[[_Frame], int]
     tx_seen: int | None = None  # the interface's tx counter at the last sync
     lane_bytes: int = 0  # bytes (with overhead) the lane sent since the last sync
     charged_extra: int = 0  # bytes charged for traffic the lane did not send
@@ -95,9 +134,21 @@ class _Lane:
 
     def handle_timer(self, now: float) -> None:
         _fail(self.queue.handle_timer(now))
-        for frame in self.queue.pop_ready(now):
-            self.lane_bytes += len(frame.data) + LINK_OVERHEAD
-            self.start_send(frame)
+        for packet in self.queue.pop_packets(now, _peer_of, self.room):
+            self.lane_bytes += batch_size([len(f.data) for f in packet]) + LINK_OVERHEAD
+            for frame in packet:
+                self.start_send(frame)
+
+
+def _peer_of(frame: _Frame) -> bytes:
+    return frame.node_id
+
+
+def _fail_all(queue: _PeerQueue, error: str) -> None:
+    for frame in [q.item for q in queue.waiting]:
+        frame.error = error
+        frame.done.set()
+    queue.waiting.clear()
 
 
 def _fail(shed: list[Shed[_Frame]]) -> None:
@@ -121,14 +172,17 @@ class Egress:
         self.background_share = background_share
         self._lanes: dict[tuple[str, str], _Lane | None] = {}
         self._nursery: trio.Nursery | None = None
-        # (transport name, node id) -> frames released by a lane, not yet handed over
-        self._to_peer: dict[tuple[str, bytes], deque[_Frame]] = {}
+        # (transport name, node id) -> frames released to the peer, not yet handed over
+        self._to_peer: dict[tuple[str, bytes], _PeerQueue] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self._sync_loop)
-            task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._sync_loop)
+                task_status.started()
+        finally:
+            self._nursery = None
 
     async def send(
         self,
@@ -143,20 +197,25 @@ class Egress:
         shed (waited too long for airtime, or the queue overflowed) or the send failed."""
         lane = self._lane_for(transport, node_id)
         if lane is None:
-            await transport.send(node_id, data)
+            # A frame larger than a packet is a transfer (an RNS Resource) that may take long:
+            # it goes from its caller's task, beside the peer's queue, never blocking it.
+            if (
+                not transport.abilities.packets
+                or self._nursery is None
+                or len(data) > transport.packet_room(node_id)
+            ):
+                await transport.send(node_id, data)
+                return
+            await self._send_now(_Frame(transport, node_id, data, priority))
             return
         if len(data) > PACKET_BYTES:
             await self._send_transfer(lane, node_id, data, priority, background)
             return
-        frame = _Frame(transport, node_id, data)
+        frame = _Frame(transport, node_id, data, priority)
         shed = lane.queue.push(frame, priority, background, trio.current_time())
         _fail(shed)
         lane.timer.moved()
-        await frame.done.wait()
-        if frame.shed:
-            raise AirtimeShed(frame.error or "shed")
-        if frame.error is not None:
-            raise TransportError(frame.error)
+        await frame.wait()
 
     async def _send_transfer(
         self, lane: _Lane, node_id: bytes, data: bytes, priority: Priority, background: bool
@@ -270,39 +329,95 @@ class Egress:
         )
         nursery = self._nursery
         queue = InterfaceQueue[_Frame](budget, CAPACITY, MAX_DELAY)
-        lane = _Lane(transport, interface.name, queue, self._send_in_order)
+        lane = _Lane(transport, interface.name, queue, self._send_in_order, self._room)
         lane.tx_seen = interface.tx_bytes
         nursery.start_soon(lane.timer.run)
         return lane
 
+    @staticmethod
+    def _room(frame: _Frame) -> int:
+        """Bytes one packet to the frame's peer carries (no packing: the frame alone)."""
+        if not frame.transport.abilities.packets:
+            return 0
+        return min(PACKET_BYTES, frame.transport.packet_room(frame.node_id))
+
     def _send_in_order(self, frame: _Frame) -> None:
-        """Queue `frame` behind the frames already released to its peer (see the docstring)."""
-        assert self._nursery is not None
+        """Queue `frame` for its peer's sender, starting one if none runs (see the docstring)."""
         key = (frame.transport.name, frame.node_id)
         waiting = self._to_peer.get(key)
         if waiting is not None:  # the peer's sender is running: it takes this one in turn
-            waiting.append(frame)
+            waiting.add(frame)
             return
-        self._to_peer[key] = deque([frame])
-        self._nursery.start_soon(self._drain, key)
+        self._to_peer[key] = queue = _PeerQueue()
+        queue.add(frame)
+        self._start_drain(key, frame.transport, frame.node_id)
 
-    async def _drain(self, key: tuple[str, bytes]) -> None:
-        waiting = self._to_peer[key]
+    async def _send_now(self, frame: _Frame) -> None:
+        """No lane: a frame for a peer with nothing queued or being sent leaves at once, from
+        the caller's own task (no hop through another); while it is being sent (a link being
+        opened, a transfer), frames for that peer queue, and a sender then takes them packed.
+        Raises `TransportError` when the send failed."""
+        key = (frame.transport.name, frame.node_id)
+        if key in self._to_peer:
+            self._send_in_order(frame)
+            await frame.wait()
+            return
+        self._to_peer[key] = queue = _PeerQueue()
         try:
-            while waiting:
-                await self._send(waiting[0])
-                waiting.popleft()
+            if await self._send(frame.transport, frame.node_id, [frame]):
+                # Ours is on its way. Hold the peer for one pass of the scheduler, so the frames
+                # other tasks make in it queue and leave packed (a Reticulum send returns at
+                # once: without this, nothing would ever queue on a LAN). Shielded: ours went.
+                await trio.lowlevel.cancel_shielded_checkpoint()
+        finally:
+            if not queue.waiting:
+                del self._to_peer[key]
+            elif frame.error is not None:  # the peer is unreachable now: they fail with it
+                _fail_all(queue, frame.error)
+                del self._to_peer[key]
+            else:  # sent, or its sender gave up: the frames that queued go on without it
+                self._start_drain(key, frame.transport, frame.node_id)
+        if frame.error is not None:
+            raise TransportError(frame.error)
+
+    def _start_drain(self, key: tuple[str, bytes], transport: Transport, node_id: bytes) -> None:
+        try:
+            if self._nursery is None:
+                raise RuntimeError("not running")
+            self._nursery.start_soon(self._drain, key, transport, node_id)
+        except RuntimeError:  # the node is stopping: its nursery takes no new task
+            _fail_all(self._to_peer.pop(key), "the node is stopping")
+
+    async def _drain(self, key: tuple[str, bytes], transport: Transport, node_id: bytes) -> None:
+        queue = self._to_peer[key]
+        try:
+            while True:
+                queue.waiting[:] = [q for q in queue.waiting if not q.item.abandoned]
+                if not queue.waiting:
+                    return
+                room = transport.packet_room(node_id) if transport.abilities.packets else 0
+                packet = [q.item for q in take_packet(queue.waiting, room)]
+                if not await self._send(transport, node_id, packet):
+                    # The peer is unreachable now: those queued behind fail with it.
+                    _fail_all(queue, packet[0].error or "not sent")
+                # Let the frames other tasks make now queue up, to leave in one packet.
+                await trio.lowlevel.checkpoint()
         finally:
             del self._to_peer[key]
 
     @staticmethod
-    async def _send(frame: _Frame) -> None:
+    async def _send(transport: Transport, node_id: bytes, packet: list[_Frame]) -> bool:
+        data = packet[0].data if len(packet) == 1 else encode_batch([f.data for f in packet])
         try:
-            await frame.transport.send(frame.node_id, frame.data)
+            await transport.send(node_id, data)
         except TransportError as exc:
-            frame.error = str(exc)
+            for frame in packet:
+                frame.error = str(exc)
+            return False
         finally:
-            frame.done.set()
+            for frame in packet:
+                frame.done.set()
+        return True
 
     async def _sync_loop(self) -> None:
         """Charge what the interface sent beyond the lane's own frames (see the docstring)."""

@@ -67,6 +67,7 @@ from kai_mesh.core.errors import (
     UsageError,
 )
 from kai_mesh.core.mesh.address import AgentAddress
+from kai_mesh.core.messaging.batch import decode_batch
 from kai_mesh.core.messaging.envelope import (
     EnvelopeDecoder,
     LinkEnds,
@@ -77,6 +78,7 @@ from kai_mesh.core.messaging.envelope import (
 from kai_mesh.core.messaging.frames import (
     FRAME_ACKS,
     FRAME_ASK,
+    FRAME_BATCH,
     FRAME_DELIVER,
     FRAME_ENVELOPE,
     FRAME_HEARTBEAT,
@@ -116,7 +118,10 @@ MAX_NAMES = 4096
 
 # Tasks one peer may have running at once, by what started them (frame_registry: full means
 # the frame is dropped and counted; its sender repeats it).
-REQUESTS_PER_PEER = 16  # agents serving a peer's requests; the bus bounds each agent besides
+REQUESTS_PER_PEER = 32  # agents serving a peer's requests; the bus bounds each agent besides.
+# 32, not 16: one coalesced packet brings several requests at once (three ~130-byte ones in a
+# 431-byte link packet, more on a link with a larger MTU), so a client with 32
+# in flight (the control socket runs up to 64) would otherwise see requests dropped as busy.
 DELIVERIES_PER_PEER = 8  # must-arrive messages being committed and served
 ACKS_PER_PEER = 4  # outbox commits of a peer's acks
 OUTBOX_REPLIES_PER_PEER = 8  # outbox commits of replies to must-arrive messages
@@ -176,6 +181,7 @@ class RemoteRouter:
         self.frames.on(FRAME_DELIVER, self._on_deliver)
         self.frames.on(FRAME_ACKS, self._on_acks)
         self.frames.on_task(FRAME_ASK, self._on_ask, per_peer=ASKS_PER_PEER)
+        self.frames.on(FRAME_BATCH, self._on_batch)
         #: Called for each peer a live-link transport announces: (node id, rtt, bitrate).
         self.peer_seen: list[Callable[[bytes, float | None, int | None], None]] = []
         #: Services that run inside the router's nursery, after its transports (the outbox,
@@ -479,6 +485,24 @@ class RemoteRouter:
         finally:
             _REQUEST_REF.reset(token)
 
+    def _on_batch(self, transport: Transport, node_id: bytes, frame: bytes) -> None:
+        """Frames the peer packed into one packet (`core.messaging.batch`): each is handled as
+        if it had come alone, with the same refusals; a batch that is not well formed is
+        refused whole (`batch.<reason>`), since nothing in it can be told apart."""
+        try:
+            frames = decode_batch(frame)
+        except ProtocolError as exc:
+            self._refuse(f"batch.{exc.reason}")
+            return
+        self._count("batches_received")
+        for data in frames:
+            try:
+                kind = frame_kind(data)
+            except ProtocolError as exc:
+                self._refuse(f"frame.{exc.reason}")
+                continue
+            self.frames.dispatch(transport, node_id, kind, data)
+
     async def _on_ask(self, transport: Transport, node_id: bytes, data: bytes) -> None:
         await self.lost.on_ask(transport, node_id, data, self._waiting)
 
@@ -555,14 +579,17 @@ class RemoteRouter:
         if message.reply_to is not None:
             self._on_reply(node_id, message, message.reply_to)
             return
-        # When the peer's requests are full this one is not served, nor remembered as served:
-        # an ask for it is answered "never got it", and the requester sends it again.
-        self.tasks.start(
+        # When the peer's requests are full this one is not served, nor remembered as served
+        # (nor as seen: the replay guard forgets it): an ask for it is answered "never got
+        # it", and the requester sends it again. Coalescing makes this common: a packet can
+        # bring more requests at once than `REQUESTS_PER_PEER`.
+        if not self.tasks.start(
             node_id,
             "request",
             REQUESTS_PER_PEER,
             lambda: self._serve_request(transport, node_id, message),
-        )
+        ):
+            self.decoder.replays.forget(message)
 
     async def _serve_request(
         self, transport: Transport, node_id: bytes, message: StandardMessage

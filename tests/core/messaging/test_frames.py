@@ -218,7 +218,8 @@ def test_frame_kind_refusals() -> None:
     assert frame_kind(b"\x16") == 0x16  # asking for a lost reply (core.reply_asks)
     with pytest.raises(Truncated):
         frame_kind(b"")
-    for first in (0x00, 0x02, 0x0F, 0x17, 0xFF):
+    assert frame_kind(b"\x17") == 0x17  # several frames in one packet (core.batch)
+    for first in (0x00, 0x02, 0x0F, 0x18, 0xFF):
         with pytest.raises(UnknownVersion):
             frame_kind(bytes([first]))
 

@@ -318,3 +318,18 @@ def test_echo_digest_is_size_and_sha256_of_canonical_json() -> None:
     }
     with pytest.raises(AgentRejected, match="JSON"):
         payload_digest(b"raw bytes")
+
+
+def test_builtin_agents_are_the_entry_points_this_package_declares() -> None:
+    """The host finds its own agents without scanning every distribution; the table must say
+    what pyproject.toml's entry points say."""
+    import importlib.metadata
+
+    from kai_mesh.runtime.agents.runners import BUILTIN_AGENTS, ENTRY_POINT_GROUP
+
+    ours = {
+        ep.name: ep.value
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        if ep.value.startswith("kai_mesh.")
+    }
+    assert ours == BUILTIN_AGENTS
