@@ -223,6 +223,7 @@ def make_joined_node(paths: NodePaths, token: InviteToken, name: str, now: int) 
 def add_relays(config_file: Path, relays: tuple[str, ...]) -> list[str]:
     """Add the token's Nostr relays to `[nostr] relays` (those the config lacks); the list now."""
     from kai_mesh.config.nostr import MAX_RELAYS, write_relays
+    from kai_mesh.config.settings import load_config
 
     have = list(load_config(config_file).nostr.relays)
     want = list(dict.fromkeys([*have, *relays]))[:MAX_RELAYS]

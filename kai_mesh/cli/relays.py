@@ -13,12 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 from kai_mesh.cli.common import ExitCode, _paths, add_verb, call_node, print_json
-from kai_mesh.config.nostr import check_relay_url, write_relays
-from kai_mesh.config.settings import load_config
 from kai_mesh.core.errors import ConfigError, UsageError
+
+# The config's parsers load only when a relays command runs: every other command's start-up
+# stays light (tests/cli/test_import_cost.py).
 
 
 def _configured(args: argparse.Namespace) -> list[str]:
+    from kai_mesh.config.settings import load_config
+
     return list(load_config(_paths(args).config_file).nostr.relays)
 
 
@@ -34,6 +37,8 @@ def cmd_list(args: argparse.Namespace) -> ExitCode:
 
 
 def _edit(args: argparse.Namespace, change: Callable[[list[str], str], list[str]]) -> ExitCode:
+    from kai_mesh.config.nostr import check_relay_url, write_relays
+
     try:
         url = check_relay_url(args.url)
     except ConfigError as exc:
