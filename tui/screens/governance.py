@@ -1,8 +1,9 @@
 """Governance: proposals with their m-of-n progress and why a vote was not counted, the certified
-log; `v` votes for the selected proposal, `n` proposes (`KIND {json body}`).
+log; `v` votes for the selected proposal, `n` proposes (`KIND {json body}`), `i` makes an
+invite and shows it as a QR code (tui/screens/invite.py).
 
 On a mesh of one (threshold 1/1) a proposal is certified by its proposer's own vote, so it goes
-straight to the log. The invite QR code of the issue is not drawn yet (see docs/tui.md).
+straight to the log.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from tui.client import ControlError, ControlTimeout
 from tui.link import NotConnected
 from tui.model import NodeView, bar, short
 from tui.screens.base import MeshScreen
-from tui.widgets import KeyInput, cell
+from tui.screens.invite import InviteScreen
+from tui.widgets import KeyInput, cell, show, sync_rows
 
 PROPOSAL_COLUMNS = ("id", "kind", "status", "votes", "why")
 LOG_COLUMNS = ("height", "id", "kind", "body")
@@ -29,10 +31,14 @@ LOG_COLUMNS = ("height", "id", "kind", "body")
 class GovernanceScreen(MeshScreen):
     MODE = "governance"
     AUTO_FOCUS = "#gov-proposals"
-    HELP = "v: vote for the selected proposal. n: propose, as KIND {json body}. Escape: cancel."
+    HELP = (
+        "v: vote for the selected proposal. n: propose, as KIND {json body}. i: invite a node "
+        "(QR code and token). Escape: cancel."
+    )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("v", "vote", "Vote", id="gov.vote"),
         Binding("n", "propose", "Propose", id="gov.propose"),
+        Binding("i", "invite", "Invite", id="gov.invite"),
     ]
 
     def compose_body(self) -> ComposeResult:
@@ -53,27 +59,20 @@ class GovernanceScreen(MeshScreen):
 
     def paint(self, view: NodeView) -> None:
         gov = view.status.get("governance") or {}
-        self.query_one("#gov-head", Static).update(
+        show(
+            self.query_one("#gov-head", Static),
             f"head [b]{str(gov.get('head', ''))[:12]}[/b]  height {gov.get('height', 0)}  "
             f"admins {len(gov.get('admins') or [])} threshold {gov.get('threshold', '?')}  "
-            f"members {gov.get('members', '?')}  open {gov.get('open_proposals', 0)}"
+            f"members {gov.get('members', '?')}  open {gov.get('open_proposals', 0)}",
         )
-        table = self.query_one("#gov-proposals", DataTable)
-        table.clear()
-        for p in reversed(view.proposals):
-            counted, needed = int(p.get("votes_counted", 0)), int(p.get("threshold", 1))
-            table.add_row(
-                cell(str(p.get("id", ""))[:10]),
-                cell(p.get("kind")),
-                cell(p.get("status")),
-                cell(f"{bar(counted / max(needed, 1), 5)} {counted}/{needed}"),
-                cell(short(p.get("why") or "", 30)),
-                key=str(p.get("id")),
-            )
-        log = self.query_one("#gov-log", DataTable)
-        log.clear()
-        for entry in reversed(view.gov_log):
-            log.add_row(*_log_cells(entry))
+        sync_rows(
+            self.query_one("#gov-proposals", DataTable),
+            [(str(p.get("id")), _proposal_cells(p)) for p in reversed(view.proposals)],
+        )
+        sync_rows(
+            self.query_one("#gov-log", DataTable),
+            [(f"{e.get('height')}:{e.get('id')}", _log_cells(e)) for e in reversed(view.gov_log)],
+        )
 
     def action_vote(self) -> None:
         table = self.query_one("#gov-proposals", DataTable)
@@ -82,6 +81,9 @@ class GovernanceScreen(MeshScreen):
             return
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         self._call("gov_vote", {"id": key}, "voted")
+
+    def action_invite(self) -> None:
+        self.app.push_screen(InviteScreen())
 
     def action_propose(self) -> None:
         box = self.query_one("#gov-new", KeyInput)
@@ -115,6 +117,17 @@ class GovernanceScreen(MeshScreen):
             return
         self.query_one("#gov-new", KeyInput).display = False
         self.notify(f"{done}: {str(result.get('id', ''))[:10]} {result.get('status', '')}")
+
+
+def _proposal_cells(p: dict[str, Any]) -> tuple[Text, ...]:
+    counted, needed = int(p.get("votes_counted", 0)), int(p.get("threshold", 1))
+    return (
+        cell(str(p.get("id", ""))[:10]),
+        cell(p.get("kind")),
+        cell(p.get("status")),
+        cell(f"{bar(counted / max(needed, 1), 5)} {counted}/{needed}"),
+        cell(short(p.get("why") or "", 30)),
+    )
 
 
 def _log_cells(entry: dict[str, Any]) -> tuple[Text, ...]:
