@@ -69,7 +69,9 @@ KeyInput:focus { background: $boost; }
 #gov-log { height: 1fr; }
 .dialog { width: 76; max-width: 100%; height: auto; max-height: 90%; border: thick $primary;
           background: $surface; padding: 0 1; }
-PeerDetail, ServiceDetail, InviteScreen, HelpScreen { align: center middle; }
+PeerDetail, ServiceDetail, ProposalDetail, InviteScreen, HelpScreen {
+    align: center middle;
+}
 #invite-dialog { width: auto; min-width: 60; }
 #invite-qr { width: auto; text-wrap: nowrap; }
 """

@@ -151,6 +151,12 @@ def fixture_view() -> NodeView:
             "votes_counted": 1,
             "threshold": 2,
             "why": "",
+            "proposer": "aa" * 16,
+            "body": {"motd": "pump at 6"},
+            "votes": [
+                {"voter": "aa" * 16, "signed_time": T0, "counted": True, "why": ""},
+                {"voter": "11" * 16, "signed_time": T0, "counted": False, "why": "not an admin"},
+            ],
         },
     ]
     view.gov_log = [

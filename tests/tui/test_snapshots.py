@@ -92,5 +92,14 @@ async def test_service_detail_snapshot() -> None:
         check("service_detail_80x24", app.export_screenshot())
 
 
+@on_asyncio
+async def test_proposal_votes_snapshot() -> None:
+    app = MeshApp(None, view=fixture_view())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("7", "enter")
+        await pilot.pause()
+        check("proposal_votes_80x24", app.export_screenshot())
+
+
 #: The shape of a real invite token (tests/tui/test_live.py makes real ones), fixed here.
 TOKEN = "kaimesh1:" + "Az09-_" * 70

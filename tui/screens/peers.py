@@ -1,8 +1,10 @@
-"""Peers: one table across every transport, a last-heard filter, a hops histogram, a detail with
-ping.
+"""Peers: one table across every transport, a last-heard filter, a hops histogram, a
+link-quality trend, a detail with the link's last hour and ping.
 
-The table is keyed by node id: a poll updates cells in place (`update_cell`, no relayout, LAB.md)
-and adds or removes only rows that came or went. `f` cycles the last-heard filter (all, 1 h,
+The table is keyed by node id and transport (a node heard on two is two rows): a poll updates
+only the cells that changed, in place (`sync_rows`, no relayout, LAB.md), and adds or removes
+only rows that came or went. The trend is the round trip, one sample a minute (`NodeView.
+set_peers`). `f` cycles the last-heard filter (all, 1 h,
 8 h, 24 h), `t` the transport filter (reticulum, nostr, … as `peers` names them), `i` the
 interface filter; Enter opens the selected peer, where `p` pings it.
 """
