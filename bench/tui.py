@@ -148,7 +148,7 @@ def drain(master: int) -> None:
 PTY_KEYS = ((b"2", b"(f t i)"), (b"4", b" kept, "))
 
 
-def pty_key_latency(home: Path, presses: int = 60) -> tuple[list[float], int]:
+def pty_key_latency(home: Path, presses: int = 200) -> tuple[list[float], int]:
     """Key → repaint on a real pseudo-terminal under 100 events/s. Each press is written once
     everything before it was read, and timed until its screen's own text is in the output (a
     stale repaint of the other screen cannot match), so it is what the operator would see."""
@@ -175,13 +175,17 @@ def pty_key_latency(home: Path, presses: int = 60) -> tuple[list[float], int]:
             else:
                 missed += 1
             time.sleep(0.05)
+        cpu = psutil.Process(proc.pid).cpu_times()
     finally:
         stop.set()
         thread.join(5)
         proc.terminate()
         proc.wait(10)
         os.close(master)
-    print(f"pty storm: {sent[0]} messages sent in the run")
+    print(
+        f"pty storm: {sent[0]} messages sent in the run; TUI CPU {cpu.user + cpu.system:.1f} s; "
+        f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     return out, missed
 
 
@@ -240,6 +244,7 @@ def report(what: str, lat: list[float], missed: int) -> None:
 
 
 def main() -> None:
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     home = Path(tempfile.mkdtemp(prefix="kmb-", dir="/tmp"))
     node = start_node(home)
     try:

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -42,13 +43,16 @@ _STALE_BY_TOPIC: Final[dict[str, set[str]]] = {
     "outbox": {"outbox"},
     "messages": {"outbox"},
     "agents": {"agents"},
-    "state": {"doc"},
+    "state": {"doc", "services"},
     "governance": {"governance"},
     "logs": set(),
 }
-ALL_PARTS: Final = frozenset({"status", "peers", "agents", "outbox", "doc", "governance"})
-#: Refetched every poll: they move without events (uptime, last heard, airtime, counters).
-POLLED: Final = frozenset({"status", "peers", "agents"})
+ALL_PARTS: Final = frozenset(
+    {"status", "peers", "agents", "outbox", "doc", "governance", "services"}
+)
+#: Refetched every poll: they move without events (uptime, last heard, airtime, counters, a
+#: replica's health, which a node reports into the document it may not have synced yet).
+POLLED: Final = frozenset({"status", "peers", "agents", "services"})
 #: More paths than this in pending `state` pushes: refetch the whole document instead.
 MAX_DOC_PATHS: Final = 16
 #: Shown in the outbox: the newest rows, finished ones included.
@@ -143,10 +147,12 @@ class NodeLink:
         self.view.record_event(topic, data)
         if topic == "lagged":  # the node dropped pushes we were too slow for: refetch everything
             self._stale.update(ALL_PARTS)
-        elif topic == "state" and _paths_of(data) is not None:
-            self._doc_paths.update(_paths_of(data) or ())
+        elif topic == "state" and (paths := _paths_of(data)) is not None:
+            self._doc_paths.update(paths)
             if len(self._doc_paths) > MAX_DOC_PATHS:
                 self._stale.add("doc")
+            if any(p.split("/", 1)[0] == "services" for p in paths):
+                self._stale.add("services")
         else:
             self._stale.update(_STALE_BY_TOPIC.get(topic, set()))
         if self._stale or self._doc_paths:
@@ -219,7 +225,7 @@ class NodeLink:
         if "status" in ready:
             view.set_status(await client.call("status"))
         if "peers" in ready:
-            view.peers = await _quiet(client, "peers", default=[])
+            view.set_peers(await _quiet(client, "peers", default=[]), now=time.time())
         if "agents" in ready:
             view.agents = await _quiet(client, "agents", default=[])
         if "outbox" in ready and view.status.get("outbox") is not None:
@@ -228,6 +234,9 @@ class NodeLink:
         if "doc" in ready:
             paths, self._doc_paths = self._doc_paths, set()
             await self._fetch_doc(client, None if whole_doc else paths)
+        if "services" in ready:
+            listed = await _quiet(client, "services_list", default={})
+            view.services = list(listed.get("services") or []) if isinstance(listed, dict) else []
         if "governance" in ready:
             view.proposals = await _quiet(client, "gov_proposals", default=[])
             view.gov_log = await _quiet(client, "gov_log", default=[])

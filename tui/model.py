@@ -22,6 +22,10 @@ from typing import Any, Final
 LOG_LIMIT: Final = 2000
 #: Samples of airtime use kept per interface for its sparkline (one per status poll).
 SPARK_LIMIT: Final = 30
+#: Link-quality history per peer: one sample every `LINK_EVERY` seconds, the last `LINK_LIMIT`
+#: kept (an hour), so the trend shows minutes, not the last few one-second polls.
+LINK_EVERY: Final = 60.0
+LINK_LIMIT: Final = 60
 #: Airtime use, as a fraction of the budget, from which the Overview warns.
 AIRTIME_WARN: Final = 0.8
 #: One Reticulum packet: the MTU every interface must carry (500 bytes), the size a message
@@ -72,6 +76,11 @@ class NodeView:
     #: Count of lines ever added: screens append what is new since the count they last saw.
     lines_added: int = 0
     airtime_history: dict[str, deque[float]] = field(default_factory=dict)
+    #: Per peer row (`peer_key`): round trips in ms, None where the peer was not alive.
+    link_history: dict[str, deque[float | None]] = field(default_factory=dict)
+    link_sampled_at: float | None = None
+    #: Mesh services (`services_list`): replicas, owner, health; empty on a node without them.
+    services: list[dict[str, Any]] = field(default_factory=list)
     events_seen: int = 0
     version: int = 0
 
@@ -109,6 +118,18 @@ class NodeView:
             history.append(float(lane.get("used_fraction") or 0.0))
         self.touch()
 
+    def set_peers(self, peers: list[dict[str, Any]], now: float) -> None:
+        """New `peers` rows; every `LINK_EVERY` seconds also a link-quality sample per peer."""
+        self.peers = peers
+        if self.link_sampled_at is not None and now - self.link_sampled_at < LINK_EVERY:
+            return
+        self.link_sampled_at = now
+        for peer in peers:
+            history = self.link_history.setdefault(peer_key(peer), deque(maxlen=LINK_LIMIT))
+            rtt = peer.get("rtt_ms")
+            alive = (peer.get("status") or "alive") == "alive"
+            history.append(float(rtt) if alive and isinstance(rtt, int | float) else None)
+
     def peer_counts(self) -> dict[str, int]:
         counts = {"alive": 0, "suspect": 0, "failed": 0, "heard": 0}
         for peer in self.peers:
@@ -126,6 +147,23 @@ class NodeView:
                     "background traffic is held back, only high priority leaves soon"
                 )
         return out
+
+
+def peer_key(peer: dict[str, Any]) -> str:
+    """One row of `peers`: a node heard on two transports is two rows."""
+    return f"{peer.get('node_id')}/{peer.get('transport')}"
+
+
+def link_trend(samples: list[float | None] | deque[float | None], width: int = 8) -> str:
+    """Round trips as a sparkline, newest last: a taller bar is a slower link, scaled to the
+    slowest in view; `✗` where the peer was not alive. Empty while nothing was sampled."""
+    tail = list(samples)[-width:]
+    known = [s for s in tail if s is not None]
+    top = max(known, default=0.0) or 1.0
+    return "".join(
+        "✗" if s is None else _SPARKS[min(int(s / top * (len(_SPARKS) - 1)), len(_SPARKS) - 1)]
+        for s in tail
+    )
 
 
 def describe_event(data: Any) -> str:

@@ -3,7 +3,9 @@ budget, three peers, one agent restarting, an open proposal. No clock, no ids th
 
 from __future__ import annotations
 
-from tui.model import LogLine, NodeView
+from collections import deque
+
+from tui.model import LINK_LIMIT, LogLine, NodeView, peer_key
 
 T0 = 1_780_000_000.0  # every time in the fixture is fixed: snapshots are stable
 
@@ -67,6 +69,45 @@ def fixture_view() -> NodeView:
         _peer("barn", "22", 2, "suspect", 95.0, None),
         _peer("mill", "33", 3, "failed", 7200.0, None),
     ]
+    # An hour of link samples for ridge (slower lately) and barn (gone quiet).
+    view.link_history[peer_key(view.peers[0])] = deque(
+        [600.0, 640.0, 700.0, 650.0, 720.0, 900.0, 1100.0, 812.0], maxlen=LINK_LIMIT
+    )
+    view.link_history[peer_key(view.peers[1])] = deque(
+        [300.0, 350.0, 420.0, None, None], maxlen=LINK_LIMIT
+    )
+    view.services = [
+        {
+            "name": "vision",
+            "status": "active",
+            "version": "2.1",
+            "manifest": "9e" * 16,
+            "spec": {"strategy": "least_connections"},
+            "wanted": 3,
+            "owner": "gateway",
+            "epoch": 4,
+            "ready": 2,
+            "refused": None,
+            "replicas": [
+                _replica(0, "gateway", "ready", 2),
+                _replica(1, "ridge", "ready", 1),
+                _replica(2, "barn", "pending", 0, "node suspect"),
+            ],
+        },
+        {
+            "name": "echo2",
+            "status": "active",
+            "version": "1",
+            "manifest": "7d" * 16,
+            "spec": {"strategy": "round_robin"},
+            "wanted": 1,
+            "owner": "ridge",
+            "epoch": 1,
+            "ready": 0,
+            "refused": None,
+            "replicas": [_replica(0, "mill", "failed", 0, "exited 1")],
+        },
+    ]
     view.agents = [
         {
             "name": "echo",
@@ -110,6 +151,12 @@ def fixture_view() -> NodeView:
             "votes_counted": 1,
             "threshold": 2,
             "why": "",
+            "proposer": "aa" * 16,
+            "body": {"motd": "pump at 6"},
+            "votes": [
+                {"voter": "aa" * 16, "signed_time": T0, "counted": True, "why": ""},
+                {"voter": "11" * 16, "signed_time": T0, "counted": False, "why": "not an admin"},
+            ],
         },
     ]
     view.gov_log = [
@@ -124,6 +171,17 @@ def fixture_view() -> NodeView:
     ):
         view.add_line(LogLine(time=T0 + i, topic=topic, level=level, text=text))
     return view
+
+
+def _replica(n: int, node: str, state: str, in_flight: int, reason: str = "") -> dict[str, object]:
+    return {
+        "replica": n,
+        "node": node,
+        "node_id": node.encode().hex(),
+        "state": state,
+        "reason": reason,
+        "in_flight": in_flight,
+    }
 
 
 def _peer(

@@ -3,13 +3,17 @@ its reply, a state change made by another client, a proposal, a node restart."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.cli.helpers import Home, stop
 from tests.tui.conftest import on_asyncio, socket_of, text_of, until
 from tui.app import MeshApp
+from tui.qr import qr_lines
 from tui.screens.agents import AgentsScreen
 from tui.screens.governance import GovernanceScreen
+from tui.screens.invite import InviteScreen
 from tui.screens.log import LogScreen
 from tui.screens.messages import MessagesScreen
 from tui.screens.overview import OverviewScreen
@@ -38,7 +42,8 @@ async def test_every_screen_by_digits_f_keys_and_help(node: Home) -> None:
     app = app_for(node)
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: app.view.connected and bool(app.view.status))
-        assert "alpha" in text_of(pilot)
+        # Drawn on the next paint tick, not with the view (it failed once, at load 17).
+        await until(pilot, lambda: "alpha" in text_of(pilot))
         for number, screen in enumerate(SCREENS, 1):
             await pilot.press(str(number))
             await until(pilot, lambda s=screen: isinstance(app.screen, s))  # type: ignore[misc]
@@ -143,3 +148,39 @@ async def test_says_the_node_is_down_and_reconnects_when_it_restarts(home: Home)
         finally:
             home.run("stop")
             stop(proc)
+
+
+@on_asyncio
+async def test_services_show_their_replicas_and_scale_from_the_keyboard(
+    node: Home, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "echo2.toml"
+    manifest.write_text('name = "echo2"\nversion = "1"\nagent = "echo"\nreplicas = 1\n')
+    assert node.run("services", "deploy", str(manifest)).returncode == 0
+    app = app_for(node)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.view.connected)
+        await pilot.press("5")
+        await until(pilot, lambda: isinstance(app.screen, AgentsScreen))
+        await until(pilot, lambda: "echo2" in text_of(pilot) and "1/1" in text_of(pilot), 30)
+        await pilot.press("tab", "enter")  # the services table, then its replicas
+        await until(pilot, lambda: "#0 on alpha" in text_of(pilot))
+        await pilot.press("escape", "plus")
+        await until(pilot, lambda: node.json("services", "show", "echo2")["wanted"] == 2)
+        await until(pilot, lambda: "/2" in text_of(pilot))
+
+
+@on_asyncio
+async def test_an_invite_is_made_and_shown_as_a_qr_code_and_its_token(node: Home) -> None:
+    app = app_for(node)
+    async with app.run_test(size=(100, 50)) as pilot:
+        await until(pilot, lambda: app.view.connected)
+        await pilot.press("7", "i", "enter")
+        await until(pilot, lambda: "kaimesh1:" in text_of(pilot))
+        screen = app.screen
+        assert isinstance(screen, InviteScreen) and screen.invite is not None
+        token = screen.invite["token"]
+        shown = node.json("invite", "show", screen.invite["id"])
+        assert shown["token"] == token  # the node's own record of it (1 of 1: certified)
+        lines = qr_lines(token)
+        assert "\n".join(lines) in text_of(pilot)  # the whole code, line for line

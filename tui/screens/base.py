@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.markup import escape
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from tui.model import NodeView
+from tui.widgets import KeyBar, show
 
 if TYPE_CHECKING:
     from tui.app import MeshApp
@@ -50,7 +52,7 @@ class MeshScreen(Screen[None]):
         yield Static(id="banner")
         with Vertical(id="body"):
             yield from self.compose_body()
-        yield Footer()
+        yield KeyBar(id="keys")
 
     def compose_body(self) -> ComposeResult:
         yield from ()
@@ -74,6 +76,14 @@ class MeshScreen(Screen[None]):
         self.composed = True
         self.mesh_app.paint_now()
 
+    def _on_screen_resume(self, event: events.ScreenResume) -> None:
+        """Runs before Textual's own handler (Screen's, further up the MRO), which re-applies
+        the CSS of every widget of a resumed screen: 6 ms a switch, a third of key → repaint.
+        Nothing here changes while the screen is hidden but what Textual tracks by itself: a
+        new theme or stylesheet (`switch_mode` applies it through `_css_update_count`) and the
+        width classes after a resize (tests/tui/test_widgets.py checks both)."""
+        event.refresh_styles = False
+
     def on_screen_resume(self) -> None:
         self.mesh_app.paint_now()
 
@@ -84,15 +94,16 @@ class MeshScreen(Screen[None]):
             tabs.append(f"[reverse b] {text} [/]" if mode == self.MODE else f" {text} ")
         name = escape(str(view.status.get("name") or "kai-mesh"))
         state = "[$success]●[/]" if view.connected else "[$error]○[/]"
-        self.query_one("#tabs", Static).update("".join(tabs) + f" {state} {name}")
+        show(self.query_one("#tabs", Static), "".join(tabs) + f" {state} {name}", layout=False)
         banner = self.query_one("#banner", Static)
         if view.connected:
             banner.display = False
         else:
             banner.display = True
-            banner.update(
+            show(
+                banner,
                 f"[b]{escape(view.problem)}[/b]\nStart it with: [b]{escape(view.start_command)}[/b]"
-                f"  (socket {escape(view.socket)}). This screen reconnects by itself."
+                f"  (socket {escape(view.socket)}). This screen reconnects by itself.",
             )
 
     def paint(self, view: NodeView) -> None:

@@ -1,8 +1,9 @@
 """Governance: proposals with their m-of-n progress and why a vote was not counted, the certified
-log; `v` votes for the selected proposal, `n` proposes (`KIND {json body}`).
+log; `v` votes for the selected proposal, `n` proposes (`KIND {json body}`), `i` makes an
+invite and shows it as a QR code (tui/screens/invite.py).
 
 On a mesh of one (threshold 1/1) a proposal is certified by its proposer's own vote, so it goes
-straight to the log. The invite QR code of the issue is not drawn yet (see docs/tui.md).
+straight to the log.
 """
 
 from __future__ import annotations
@@ -14,13 +15,17 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.markup import escape
+from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
 from tui.client import ControlError, ControlTimeout
 from tui.link import NotConnected
-from tui.model import NodeView, bar, short
+from tui.model import NodeView, bar, compact, short
 from tui.screens.base import MeshScreen
-from tui.widgets import KeyInput, cell
+from tui.screens.invite import InviteScreen
+from tui.widgets import KeyInput, cell, show, sync_rows
 
 PROPOSAL_COLUMNS = ("id", "kind", "status", "votes", "why")
 LOG_COLUMNS = ("height", "id", "kind", "body")
@@ -29,10 +34,14 @@ LOG_COLUMNS = ("height", "id", "kind", "body")
 class GovernanceScreen(MeshScreen):
     MODE = "governance"
     AUTO_FOCUS = "#gov-proposals"
-    HELP = "v: vote for the selected proposal. n: propose, as KIND {json body}. Escape: cancel."
+    HELP = (
+        "v: vote for the selected proposal, Enter: who voted and why. n: propose, as KIND "
+        "{json body}. i: invite a node (QR code and token). Escape: cancel."
+    )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("v", "vote", "Vote", id="gov.vote"),
         Binding("n", "propose", "Propose", id="gov.propose"),
+        Binding("i", "invite", "Invite", id="gov.invite"),
     ]
 
     def compose_body(self) -> ComposeResult:
@@ -53,27 +62,20 @@ class GovernanceScreen(MeshScreen):
 
     def paint(self, view: NodeView) -> None:
         gov = view.status.get("governance") or {}
-        self.query_one("#gov-head", Static).update(
+        show(
+            self.query_one("#gov-head", Static),
             f"head [b]{str(gov.get('head', ''))[:12]}[/b]  height {gov.get('height', 0)}  "
             f"admins {len(gov.get('admins') or [])} threshold {gov.get('threshold', '?')}  "
-            f"members {gov.get('members', '?')}  open {gov.get('open_proposals', 0)}"
+            f"members {gov.get('members', '?')}  open {gov.get('open_proposals', 0)}",
         )
-        table = self.query_one("#gov-proposals", DataTable)
-        table.clear()
-        for p in reversed(view.proposals):
-            counted, needed = int(p.get("votes_counted", 0)), int(p.get("threshold", 1))
-            table.add_row(
-                cell(str(p.get("id", ""))[:10]),
-                cell(p.get("kind")),
-                cell(p.get("status")),
-                cell(f"{bar(counted / max(needed, 1), 5)} {counted}/{needed}"),
-                cell(short(p.get("why") or "", 30)),
-                key=str(p.get("id")),
-            )
-        log = self.query_one("#gov-log", DataTable)
-        log.clear()
-        for entry in reversed(view.gov_log):
-            log.add_row(*_log_cells(entry))
+        sync_rows(
+            self.query_one("#gov-proposals", DataTable),
+            [(str(p.get("id")), _proposal_cells(p)) for p in reversed(view.proposals)],
+        )
+        sync_rows(
+            self.query_one("#gov-log", DataTable),
+            [(f"{e.get('height')}:{e.get('id')}", _log_cells(e)) for e in reversed(view.gov_log)],
+        )
 
     def action_vote(self) -> None:
         table = self.query_one("#gov-proposals", DataTable)
@@ -82,6 +84,16 @@ class GovernanceScreen(MeshScreen):
             return
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         self._call("gov_vote", {"id": key}, "voted")
+
+    @on(DataTable.RowSelected, "#gov-proposals")
+    def _proposal_detail(self, event: DataTable.RowSelected) -> None:
+        key = str(event.row_key.value)
+        proposal = next((p for p in self.view.proposals if str(p.get("id")) == key), None)
+        if proposal is not None:
+            self.app.push_screen(ProposalDetail(proposal, names_of(self.view)))
+
+    def action_invite(self) -> None:
+        self.app.push_screen(InviteScreen())
 
     def action_propose(self) -> None:
         box = self.query_one("#gov-new", KeyInput)
@@ -117,6 +129,17 @@ class GovernanceScreen(MeshScreen):
         self.notify(f"{done}: {str(result.get('id', ''))[:10]} {result.get('status', '')}")
 
 
+def _proposal_cells(p: dict[str, Any]) -> tuple[Text, ...]:
+    counted, needed = int(p.get("votes_counted", 0)), int(p.get("threshold", 1))
+    return (
+        cell(str(p.get("id", ""))[:10]),
+        cell(p.get("kind")),
+        cell(p.get("status")),
+        cell(f"{bar(counted / max(needed, 1), 5)} {counted}/{needed}"),
+        cell(short(p.get("why") or "", 30)),
+    )
+
+
 def _log_cells(entry: dict[str, Any]) -> tuple[Text, ...]:
     return (
         cell(entry.get("height", "")),
@@ -124,3 +147,58 @@ def _log_cells(entry: dict[str, Any]) -> tuple[Text, ...]:
         cell(entry.get("kind", "")),
         cell(short(entry.get("body"), 40)),
     )
+
+
+def names_of(view: NodeView) -> dict[str, str]:
+    """Node id (hex) → name, for the nodes this one knows: itself and every peer heard."""
+    names = {str(p.get("node_id")): str(p.get("name")) for p in view.peers if p.get("name")}
+    if view.status.get("node_id"):
+        names[str(view.status["node_id"])] = f"{view.status.get('name')} (this node)"
+    return names
+
+
+def vote_lines(proposal: dict[str, Any], names: dict[str, str]) -> list[str]:
+    """Who voted for `proposal`, whether each vote counted and why not (markup)."""
+    counted = int(proposal.get("votes_counted", 0))
+    lines = [
+        f"[b]{escape(str(proposal.get('kind')))}[/b] {str(proposal.get('id', ''))[:12]}  "
+        f"{escape(str(proposal.get('status')))}  {counted} of {proposal.get('threshold')} votes",
+        f"proposer {escape(_who(str(proposal.get('proposer', '')), names))}",
+        f"body {escape(compact(proposal.get('body')))}",
+    ]
+    if proposal.get("why"):
+        lines.append(f"[$warning]why: {escape(str(proposal['why']))}[/]")
+    lines.append("")
+    votes = proposal.get("votes") or []
+    if not votes:
+        lines.append("no vote yet")
+    for vote in votes:
+        mark = "[$success]✓ counted[/]" if vote.get("counted") else "[$error]✗ not counted[/]"
+        why = f": {escape(str(vote['why']))}" if vote.get("why") else ""
+        lines.append(f"{mark} {escape(_who(str(vote.get('voter', '')), names))}{why}")
+    return lines
+
+
+def _who(node_id: str, names: dict[str, str]) -> str:
+    return f"{names[node_id]} {node_id[:8]}" if node_id in names else node_id[:16]
+
+
+class ProposalDetail(ModalScreen[None]):
+    """One proposal: its body, who proposed it, who voted and whether each vote counted."""
+
+    HELP = "Who voted for this proposal and why a vote was not counted. Escape: back."
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.pop_screen", "Back", id="proposal.back"),
+    ]
+
+    def __init__(self, proposal: dict[str, Any], names: dict[str, str]) -> None:
+        super().__init__()
+        self.lines = vote_lines(proposal, names)
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(classes="dialog", id="proposal-dialog"):
+            yield Static("\n".join(self.lines))
+            yield Static("Escape: back")
+
+    def on_mount(self) -> None:
+        self.query_one("#proposal-dialog", VerticalScroll).focus()

@@ -18,7 +18,7 @@ from textual.widgets import Input, Log, Static
 
 from tui.model import LEVELS, LOG_LIMIT, LogLine, NodeView
 from tui.screens.base import MeshScreen
-from tui.widgets import KeyInput
+from tui.widgets import KeyInput, show
 
 
 class LogScreen(MeshScreen):
@@ -55,9 +55,11 @@ class LogScreen(MeshScreen):
 
     def paint(self, view: NodeView) -> None:
         state = "[$warning]paused[/]" if self.paused else "[$success]following[/]"
-        self.query_one("#log-state", Static).update(
+        show(
+            self.query_one("#log-state", Static),
             f"{state}  level ≥ [b]{self.level}[/b]  filter [b]{self.text or '—'}[/b]  "
-            f"{len(view.lines)} kept, {view.events_seen} events"
+            f"{len(view.lines)} kept, {view.events_seen} events",
+            layout=False,
         )
         if self.paused:
             return

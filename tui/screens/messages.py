@@ -9,7 +9,7 @@ fits leaves in one LoRa frame, what does not needs a link and several. Enter in 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -25,7 +25,7 @@ from tui.client import ControlError, ControlTimeout
 from tui.link import NotConnected
 from tui.model import RADIO_PACKET, NodeView, duration, message_bytes, payload_check, pretty
 from tui.screens.base import MeshScreen
-from tui.widgets import KeyInput, cell
+from tui.widgets import KeyInput, cell, show, sync_rows
 
 PRIORITIES = ("normal", "high", "critical", "low")
 OUTBOX_COLUMNS = ("id", "to", "intent", "state", "tries", "age")
@@ -84,22 +84,15 @@ class MessagesScreen(MeshScreen):
             if not to.value:
                 to.value = f"kai://{view.status['name']}/echo"
         self._options()
-        table = self.query_one("#msg-outbox", DataTable)
-        table.clear()
-        for row in reversed(view.outbox):
-            table.add_row(
-                cell(str(row.get("message_id", ""))[:8]),
-                cell(row.get("to", "")),
-                cell(row.get("intent", "")),
-                cell(row.get("state", "")),
-                cell(row.get("attempts", 0)),
-                cell(duration(row.get("age_s"))),
-            )
+        sync_rows(
+            self.query_one("#msg-outbox", DataTable),
+            [(str(row.get("message_id")), _outbox_cells(row)) for row in reversed(view.outbox)],
+        )
         title = self.query_one("#msg-outbox-title", Static)
         if view.status and view.status.get("outbox") is None:
-            title.update("[b]Outbox[/b]: none on a node without transports")
+            show(title, "[b]Outbox[/b]: none on a node without transports")
         else:
-            title.update(f"[b]Outbox[/b]: {len(view.outbox)} recent")
+            show(title, f"[b]Outbox[/b]: {len(view.outbox)} recent")
 
     @on(Input.Changed)
     def _changed(self) -> None:
@@ -185,3 +178,14 @@ class MessagesScreen(MeshScreen):
             f"[b]reply[/b] from {source} ({reply.get('intent')}, {elapsed:.0f} ms)\n"
             + escape(pretty(reply.get("payload")))
         )
+
+
+def _outbox_cells(row: dict[str, Any]) -> tuple[Text, ...]:
+    return (
+        cell(str(row.get("message_id", ""))[:8]),
+        cell(row.get("to", "")),
+        cell(row.get("intent", "")),
+        cell(row.get("state", "")),
+        cell(row.get("attempts", 0)),
+        cell(duration(row.get("age_s"))),
+    )

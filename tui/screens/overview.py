@@ -26,6 +26,7 @@ from tui.model import (
     sparkline,
 )
 from tui.screens.base import MeshScreen
+from tui.widgets import show
 
 
 class OverviewScreen(MeshScreen):
@@ -48,11 +49,11 @@ class OverviewScreen(MeshScreen):
             warnings.insert(0, f"emergency shutdown holds: {reason}")
         warning = self.query_one("#ov-warning", Static)
         warning.display = bool(warnings)
-        warning.update("\n".join(f"⚠ {escape(w)}" for w in warnings))
-        self.query_one("#ov-node", Static).update(_node_panel(view))
-        self.query_one("#ov-peers", Static).update(_peers_panel(view))
-        self.query_one("#ov-ifaces", Static).update(_interfaces_panel(view))
-        self.query_one("#ov-counters", Static).update(_counters_panel(s))
+        show(warning, "\n".join(f"⚠ {escape(w)}" for w in warnings))
+        show(self.query_one("#ov-node", Static), _node_panel(view))
+        show(self.query_one("#ov-peers", Static), _peers_panel(view))
+        show(self.query_one("#ov-ifaces", Static), _interfaces_panel(view))
+        show(self.query_one("#ov-counters", Static), _counters_panel(s))
 
 
 def _node_panel(view: NodeView) -> str:

@@ -1,8 +1,10 @@
-"""Peers: one table across every transport, a last-heard filter, a hops histogram, a detail with
-ping.
+"""Peers: one table across every transport, a last-heard filter, a hops histogram, a
+link-quality trend, a detail with the link's last hour and ping.
 
-The table is keyed by node id: a poll updates cells in place (`update_cell`, no relayout, LAB.md)
-and adds or removes only rows that came or went. `f` cycles the last-heard filter (all, 1 h,
+The table is keyed by node id and transport (a node heard on two is two rows): a poll updates
+only the cells that changed, in place (`sync_rows`, no relayout, LAB.md), and adds or removes
+only rows that came or went. The trend is the round trip, one sample a minute (`NodeView.
+set_peers`). `f` cycles the last-heard filter (all, 1 h,
 8 h, 24 h), `t` the transport filter (reticulum, nostr, … as `peers` names them), `i` the
 interface filter; Enter opens the selected peer, where `p` pings it.
 """
@@ -10,6 +12,7 @@ interface filter; Enter opens the selected peer, where `p` pings it.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -23,11 +26,21 @@ from textual.widgets import DataTable, Static
 
 from tui.client import ControlError, ControlTimeout
 from tui.link import NotConnected
-from tui.model import HEARD_FILTERS, NodeView, duration, heard_within, hops_histogram, pretty
+from tui.model import (
+    HEARD_FILTERS,
+    LINK_LIMIT,
+    NodeView,
+    duration,
+    heard_within,
+    hops_histogram,
+    link_trend,
+    peer_key,
+    pretty,
+)
 from tui.screens.base import MeshScreen
-from tui.widgets import cell, state_cell
+from tui.widgets import cell, show, state_cell, sync_rows
 
-COLUMNS = ("name", "state", "since", "hops", "iface", "heard", "rtt")
+COLUMNS = ("name", "state", "since", "hops", "iface", "heard", "rtt", "trend")
 
 
 class PeersScreen(MeshScreen):
@@ -70,27 +83,22 @@ class PeersScreen(MeshScreen):
     def paint(self, view: NodeView) -> None:
         rows = self.shown_peers(view)
         label, _ = HEARD_FILTERS[self.heard_index]
-        self.query_one("#peers-filter", Static).update(
+        show(
+            self.query_one("#peers-filter", Static),
             f"heard [b]{label}[/b]  via [b]{escape(self.transport or 'all')}[/b]  "
             f"iface [b]{escape(self.iface or 'all')}[/b]  "
-            f"{len(rows)} of {len(view.peers)} (f t i)"
+            f"{len(rows)} of {len(view.peers)} (f t i)",
         )
-        table = self.query_one("#peers-table", DataTable)
-        wanted = {str(p["node_id"]): p for p in rows}
-        for key in [str(k.value) for k in table.rows if str(k.value) not in wanted]:
-            table.remove_row(key)
         now = time.time()
-        for node_id, peer in wanted.items():
-            cells = _cells(peer, now)
-            if node_id in {str(k.value) for k in table.rows}:
-                for column, value in zip(COLUMNS, cells, strict=True):
-                    table.update_cell(node_id, column, value, update_width=False)
-            else:
-                table.add_row(*cells, key=node_id)
+        sync_rows(
+            self.query_one("#peers-table", DataTable),
+            [(peer_key(p), _cells(p, now, view.link_history.get(peer_key(p), ()))) for p in rows],
+        )
         hist = hops_histogram(rows, width=14)
         empty = "no peers heard" + ("" if view.status.get("transports") else " (local-only node)")
-        self.query_one("#peers-hops", Static).update(
-            "[b]Hops[/b]\n" + ("\n".join(hist) if hist else empty)
+        show(
+            self.query_one("#peers-hops", Static),
+            "[b]Hops[/b]\n" + ("\n".join(hist) if hist else empty),
         )
 
     def action_heard_filter(self) -> None:
@@ -111,9 +119,10 @@ class PeersScreen(MeshScreen):
             self.notify("no peer selected")
             return
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        peer = next((p for p in self.view.peers if p.get("node_id") == key), None)
+        peer = next((p for p in self.view.peers if peer_key(p) == key), None)
         if peer is not None:
-            self.app.push_screen(PeerDetail(peer))
+            history = list(self.view.link_history.get(peer_key(peer), ()))
+            self.app.push_screen(PeerDetail(peer, history))
 
 
 def _next_choice(peers: list[dict[str, Any]], key: str, now: str | None) -> str | None:
@@ -124,7 +133,7 @@ def _next_choice(peers: list[dict[str, Any]], key: str, now: str | None) -> str 
     return choices[(at + 1) % len(choices)]
 
 
-def _cells(peer: dict[str, Any], now: float) -> tuple[Text, ...]:
+def _cells(peer: dict[str, Any], now: float, history: Iterable[float | None]) -> tuple[Text, ...]:
     since = peer.get("since")
     rtt = peer.get("rtt_ms")
     return (
@@ -135,6 +144,20 @@ def _cells(peer: dict[str, Any], now: float) -> tuple[Text, ...]:
         cell(peer.get("interface") or "—"),
         cell(duration(peer.get("last_heard_s_ago"))),
         cell("—" if rtt is None else f"{rtt:.0f}ms"),
+        cell(link_trend(list(history)), "cyan"),
+    )
+
+
+def _history_line(history: list[float | None]) -> str:
+    """The link's round trips over the last hour, one sample a minute, and their range."""
+    known = [s for s in history if s is not None]
+    if not history:
+        return "link quality: no sample yet (one a minute)"
+    lost = len(history) - len(known)
+    span = f"{min(known):.0f}–{max(known):.0f} ms" if known else "no answer"
+    return (
+        f"link quality, last {len(history)} min: [cyan]{link_trend(history, LINK_LIMIT)}[/] "
+        f"rtt {span}, {lost} not alive"
     )
 
 
@@ -147,13 +170,15 @@ class PeerDetail(ModalScreen[None]):
         Binding("escape", "app.pop_screen", "Back", id="peer.back"),
     ]
 
-    def __init__(self, peer: dict[str, Any]) -> None:
+    def __init__(self, peer: dict[str, Any], history: list[float | None]) -> None:
         super().__init__()
         self.peer = peer
+        self.history = history
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog", id="peer-dialog"):
             yield Static(f"[b]{escape(str(self.peer.get('name')))}[/b]")
+            yield Static(_history_line(self.history), id="peer-history")
             yield Static(escape(pretty(self.peer)), id="peer-info")
             yield Static("p: ping   Escape: back", id="peer-ping")
 

@@ -22,7 +22,7 @@ from tui.client import ControlError, ControlTimeout
 from tui.link import NotConnected
 from tui.model import NodeView, compact
 from tui.screens.base import MeshScreen
-from tui.widgets import KeyInput
+from tui.widgets import KeyInput, show
 
 
 class StateScreen(MeshScreen):
@@ -58,7 +58,7 @@ class StateScreen(MeshScreen):
         tree.root.expand()
         shared = view.doc.get("shared") if isinstance(view.doc, dict) else None
         count = len(shared) if isinstance(shared, dict) else 0
-        self.query_one("#state-note", Static).update(f"shared/ has {count} keys. e: edit")
+        show(self.query_one("#state-note", Static), f"shared/ has {count} keys. e: edit")
 
     def action_edit(self) -> None:
         tree = self.query_one("#state-tree", Tree)
