@@ -3,10 +3,11 @@ and keys cannot be path parts."""
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
 import pytest
 
+from kai_mesh.core import codec
 from kai_mesh.core.codec import MAX_DEPTH, max_containers, pack, unpack_exact
 from kai_mesh.core.control.frames import FrameDecoder, FrameInvalid, FrameReceived, encode_frame
 from kai_mesh.core.errors import Malformed, UsageError
@@ -15,13 +16,30 @@ from kai_mesh.core.state import ydoc
 MIB = 1 << 20
 
 
-def test_a_million_empty_lists_are_refused_at_once() -> None:
+def _count_built(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The decoder's container counts, one per value decoded (a spy on `codec._counting`)."""
+    counts: list[list[int]] = []
+    counting = codec._counting
+
+    def spy(limit: int) -> tuple[Any, list[int]]:
+        hook, seen = counting(limit)
+        counts.append(seen)
+        return hook, seen
+
+    monkeypatch.setattr(codec, "_counting", spy)
+    return counts
+
+
+def test_a_million_empty_lists_are_refused_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused as soon as the bound is passed, not after building all million (that took
+    0.66 s and blocked the event loop): one container past the bound is the last one built."""
+    built = _count_built(monkeypatch)
     data = pack([[] for _ in range(1_000_000)])
     assert len(data) <= MIB
-    started = time.perf_counter()
     with pytest.raises(Malformed, match="arrays and maps"):
         unpack_exact(data, MIB)
-    assert time.perf_counter() - started < 0.2  # was 0.66 s (0.74 s here) to decode it whole
+    assert built == [[max_containers(MIB) + 1]]
+    assert max_containers(MIB) < 100_000
 
 
 def test_containers_within_the_bound_and_scalars_still_decode() -> None:
@@ -40,12 +58,14 @@ def test_nesting_deeper_than_the_bound_is_refused() -> None:
         unpack_exact(b"\x81\xa1k" * (MAX_DEPTH + 1) + b"\xc0", MIB)
 
 
-def test_the_control_decoder_refuses_the_flood_frame_and_reads_the_next() -> None:
+def test_the_control_decoder_refuses_the_flood_frame_and_reads_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built = _count_built(monkeypatch)
     decoder = FrameDecoder(MIB)
     flood = encode_frame([[] for _ in range(1_000_000)])
-    started = time.perf_counter()
     events = decoder.feed(flood + encode_frame({"id": 1, "method": "ping"}))
-    assert time.perf_counter() - started < 0.2
+    assert built[0][0] < 100_000  # refused at the bound, not after a million
     assert isinstance(events[0], FrameInvalid)
     assert events[1] == FrameReceived(value={"id": 1, "method": "ping"})
 
