@@ -213,6 +213,8 @@ class Manifest:
         )
         if self.autoscaling is not None:  # absent stays absent: older wire tables are unchanged
             table["autoscaling"] = _autoscaling_table(self.autoscaling)
+            if self.replicas.min != 0:  # `idle` is refused there: the table must parse again
+                del table["autoscaling"]["idle"]
         return table
 
 
