@@ -54,6 +54,7 @@ from kai_mesh.runtime.messaging.remote import RemoteRouter
 from kai_mesh.runtime.orchestration.autoscaler import ServiceAutoscaler
 from kai_mesh.runtime.orchestration.control import SERVICE_METHODS, services_method
 from kai_mesh.runtime.orchestration.load import LoadMeter
+from kai_mesh.runtime.orchestration.reactive import ReactiveRules
 from kai_mesh.runtime.orchestration.service import Orchestrator
 from kai_mesh.runtime.state.control import WithStateAgent, state_method
 from kai_mesh.runtime.state.service import StateService
@@ -233,6 +234,9 @@ class Node:
             samples=lambda: {self.node_id: self.load.sample()},
         )
         self.autoscaler.attach()
+        self.rules = ReactiveRules(
+            orch=self.services, events=self.events, autoscaler=self.autoscaler
+        )
         self.autoscaler.ticks.append(
             lambda: self.event_sources.check_queues(self.bus.queue_depths())
         )
@@ -315,6 +319,7 @@ class Node:
                     await nursery.start(self.services.run)
                     await nursery.start(self.events.run)
                     await nursery.start(self.autoscaler.run)
+                    await nursery.start(self.rules.run)
                     await nursery.start(self.control.serve)
                     self.started_at = time.time()
                     log.info(
@@ -460,6 +465,7 @@ class Node:
             "state": self.state.status(),
             "events": self.events.status(),
             "autoscaler": self.autoscaler.status(),
+            "rules": {**self.rules.counters, "recent": self.rules.fired},
             "governance": self.governance.status(),
             "liveness": None
             if liveness is None

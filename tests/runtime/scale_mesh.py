@@ -29,6 +29,7 @@ from kai_mesh.runtime.messaging.bus import Bus, new_message
 from kai_mesh.runtime.messaging.remote import RemoteRouter
 from kai_mesh.runtime.orchestration.autoscaler import ServiceAutoscaler
 from kai_mesh.runtime.orchestration.load import LoadMeter
+from kai_mesh.runtime.orchestration.reactive import ReactiveRules
 from kai_mesh.runtime.orchestration.service import Orchestrator
 from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import Store
@@ -52,6 +53,7 @@ class ScaleNode:
     events: MeshEvents
     autoscaler: ServiceAutoscaler
     load: LoadMeter
+    rules: ReactiveRules
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     @property
@@ -180,7 +182,8 @@ async def _node(
     autoscaler = ServiceAutoscaler(orch=orch, events=events, samples=mesh.samples, period=period)
     autoscaler.attach()
     load = LoadMeter(agents=host.info, queues=bus.queue_depths, hosted=autoscaler.hosted_here)
-    node = ScaleNode(secrets, name, orch, bus, host, state, router, events, autoscaler, load)
+    rules = ReactiveRules(orch=orch, events=events, autoscaler=autoscaler)
+    node = ScaleNode(secrets, name, orch, bus, host, state, router, events, autoscaler, load, rules)
 
     async def run_all(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with node.scope:
@@ -194,6 +197,7 @@ async def _node(
                     orch.run,
                     events.run,
                     autoscaler.run,
+                    rules.run,
                 ):
                     await inner.start(service)
                 task_status.started()

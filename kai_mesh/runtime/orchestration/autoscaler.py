@@ -60,6 +60,7 @@ from kai_mesh.core.orchestration.autoscale import (
     AutoscaleSpec,
     MetricTarget,
     Reading,
+    Recommendation,
     ReplicaSample,
     WakeQueue,
     is_active,
@@ -120,6 +121,7 @@ class ServiceAutoscaler:
         self._waiting: dict[str, _Waiting] = {}
         self._wake_asked: set[str] = set()  # services a waiting message asked to wake
         self._reports: dict[tuple[str, bytes, str], tuple[float, float]] = {}
+        self._forced: dict[str, int] = {}  # services without [autoscaling] a rule scaled
         self._kick = trio.Event()
         self.counters = {"decisions": 0, "scaled": 0, "woken": 0, "held": 0, "wake_timeouts": 0}
         self.last: dict[str, dict[str, Any]] = {}  # service -> its newest decision, for `show`
@@ -141,7 +143,8 @@ class ServiceAutoscaler:
         spec = view.spec
         low, high = spec.replicas.min, spec.replicas.max
         if spec.autoscaling is None:
-            return int(low)
+            forced = self._forced.get(view.name)
+            return int(low if forced is None else max(low, min(high, forced)))
         got = self._services.get(view.name)
         if got is not None and got.decided is not None:
             return int(max(low, min(high, got.decided)))
@@ -258,6 +261,35 @@ class ServiceAutoscaler:
             },
         )
         self.orch.kick()
+
+    def force(self, view: ServiceView, target: int, reason: str) -> bool:
+        """Scale `view` to `target` (bounded by its min and max) now, for a reactive rule; only
+        on the owner. The count also enters the HPA's recommendations, so the scale-down window
+        keeps it until the load says otherwise for that long. True if the count changed."""
+        infos = {n: self.orch._info(n) for n in self.orch.live()}
+        if not view.active or self.orch.owner_of(view, infos) != self.orch.node_id:
+            return False
+        write = self.orch.in_force(view, infos)
+        current = len(write.slots) if write is not None else 0
+        spec = view.spec
+        target = max(spec.replicas.min, min(spec.replicas.max, target))
+        if target == current:
+            return False
+        now = trio.current_time()
+        if spec.autoscaling is None:
+            self._forced[view.name] = target
+        else:
+            svc = self._service(view)
+            svc.decided = target
+            svc.scaler.scaled(now, current, target)
+            svc.scaler.recommendations.append(Recommendation(target, now))
+            svc.scaler.last_active = now  # KEDA: a rule's scale counts as activity
+        self.counters["scaled"] += 1
+        log.info("service %s: %d -> %d replicas (%s)", view.name, current, target, reason)
+        fields = {"service": view.name, "from": current, "to": target, "reason": reason}
+        self.events.publish("service.scaled", fields)
+        self.orch.kick()
+        return True
 
     # ---- readings ------------------------------------------------------------------------------
 
