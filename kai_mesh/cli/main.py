@@ -27,6 +27,7 @@ from kai_mesh.cli.governance import add_governance_parser
 from kai_mesh.cli.invite import add_invite_parser
 from kai_mesh.cli.services import add_services_parser
 from kai_mesh.cli.state import add_state_parser
+from kai_mesh.cli.supervise import add_supervise_parser
 from kai_mesh.cli.views import cmd_agents, cmd_outbox, cmd_peers, cmd_status
 from kai_mesh.config.settings import default_config_text, load_config
 from kai_mesh.core.control.errors import ControlError
@@ -318,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_state_parser(sub, common)
     add_services_parser(sub, common)
     add_publish_parser(sub, common)
+    add_supervise_parser(sub, common)
     add_governance_parser(sub, common)
     add_genesis_parser(sub, common)
     add_invite_parser(sub, common)

@@ -59,6 +59,7 @@ from kai_mesh.runtime.orchestration.service import Orchestrator
 from kai_mesh.runtime.state.control import WithStateAgent, state_method
 from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import OutboxRow, Store
+from kai_mesh.runtime.supervision.service import Supervised, WithSuperviseAgent
 from kai_mesh.runtime.wiring import alive_peers, wire_delivery
 from transports.base import Transport
 
@@ -193,6 +194,13 @@ class Node:
             # On a radio, interest is told every 10 minutes (24 B each), not every 30 s.
             refresh=600.0 if any(_duty_percent(i) for i in config.interfaces) else 30.0,
         )
+        self.supervised = Supervised(
+            secrets=files.secrets,
+            mesh_id=self.mesh_id,
+            gov=lambda: self.services.gov,
+            host=self.agents,
+            sync_now=self.state.sync_now,
+        )
         self.event_sources = RuntimeSources(
             self.events, live=lambda: alive_peers(self.remote), name=self.name
         )
@@ -200,10 +208,13 @@ class Node:
         self.bus = Bus(
             node_id=self.node_id,
             name=self.name,
-            agents=WithEventsAgent(
-                WithStateAgent(self.agents, self.state),
-                self.events,
-                lambda node: self.bus.is_local(node),
+            agents=WithSuperviseAgent(
+                WithEventsAgent(
+                    WithStateAgent(self.agents, self.state),
+                    self.events,
+                    lambda node: self.bus.is_local(node),
+                ),
+                self.supervised,
             ),
             queue_capacity=config.queue_capacity,
             on_event=self.hub.publish,
@@ -406,6 +417,8 @@ class Node:
             return await trio.to_thread.run_sync(self._outbox, params)
         if method.startswith("state_"):
             return await state_method(self.state, method, params, self._name_of)
+        if method == "supervise":
+            return await self._supervise(params)
         if method in EVENT_METHODS:
             return events_method(self.events, method, params)
         if method in SERVICE_METHODS:
@@ -428,6 +441,34 @@ class Node:
         if fn is None:
             raise ControlError("unknown_method", f"unknown method {method!r}")
         return fn(params)
+
+    async def _supervise(self, params: dict[str, Any]) -> Any:
+        """Sign a supervisor command and send it to the node's `supervise` agent."""
+        node, action = params.get("node"), params.get("action")
+        args = params.get("args") or {}
+        if not isinstance(node, str) or not isinstance(action, str) or not isinstance(args, dict):
+            raise ControlError("bad_request", "supervise: give node, action and args")
+        node_id = bytes.fromhex(node) if len(node) == 32 and _is_hex(node) else None
+        node_id = node_id or (self.node_id if node == self.name else self._node_named(node))
+        if node_id is None:
+            raise ControlError("unknown_node", f"no node {node!r} is known")
+        try:
+            text = self.supervised.sign(node_id, action, args)
+        except KaiMeshError as exc:
+            raise ControlError("bad_request", str(exc)) from None
+        message = new_message(
+            sender=AgentAddress(NodeRef(node_id=self.node_id), "control"),
+            to=AgentAddress(NodeRef(node_id=node_id), "supervise"),
+            intent="command",
+            payload={"command": text},
+            priority=Priority.HIGH,
+            ttl=300,
+            max_ttl=self.config.max_ttl,
+        )
+        reply = await self.bus.request(message, 30.0)
+        if reply.intent == "error":
+            raise ControlError(reply.payload["code"], reply.payload["message"])
+        return reply.payload
 
     def _status(self, params: dict[str, Any]) -> dict[str, Any]:
         refused = {f"control.{k}": v for k, v in self.control.refused.items()}
@@ -466,6 +507,7 @@ class Node:
             "events": self.events.status(),
             "autoscaler": self.autoscaler.status(),
             "rules": {**self.rules.counters, "recent": self.rules.fired},
+            "supervision": self.supervised.status(),
             "governance": self.governance.status(),
             "liveness": None
             if liveness is None
@@ -656,3 +698,11 @@ def _duty_percent(interface: InterfaceConfig) -> float | None:
     if isinstance(interface.options, RNodeOptions):
         return interface.options.airtime_limit_long
     return None
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True

@@ -33,6 +33,7 @@ from kai_mesh.runtime.orchestration.reactive import ReactiveRules
 from kai_mesh.runtime.orchestration.service import Orchestrator
 from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import Store
+from kai_mesh.runtime.supervision.service import Supervised, WithSuperviseAgent
 from kai_mesh.runtime.wiring import alive_peers, wire_delivery
 from transports.memory import LinkProfile, MemoryNetwork
 
@@ -54,6 +55,7 @@ class ScaleNode:
     autoscaler: ServiceAutoscaler
     load: LoadMeter
     rules: ReactiveRules
+    supervised: Supervised
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     @property
@@ -111,10 +113,21 @@ async def _node(
         alive=lambda: alive_peers(router_ref[0]),
         rng=random.Random(seed),
     )
+    orch_ref: list[Orchestrator] = []
+    state_ref: list[StateService] = []
+    supervised = Supervised(
+        secrets=secrets,
+        mesh_id=mesh_id,
+        gov=lambda: orch_ref[0].gov,
+        host=host,
+        sync_now=lambda: state_ref[0].sync_now(),
+    )
     bus = Bus(
         node_id=secrets.node_id,
         name=name,
-        agents=WithEventsAgent(host, events, lambda node: bus_ref[0].is_local(node)),
+        agents=WithSuperviseAgent(
+            WithEventsAgent(host, events, lambda node: bus_ref[0].is_local(node)), supervised
+        ),
         queue_capacity=16,
         on_event=_ignore,
     )
@@ -150,6 +163,7 @@ async def _node(
         peers=lambda: alive_peers(router),
         emit=_ignore,
     )
+    state_ref.append(state)
     await state.start(store)
     await gov.start(store)
     wire_delivery(
@@ -175,6 +189,7 @@ async def _node(
         name=name,
         rng=random.Random(seed),
     )
+    orch_ref.append(orch)
     orch.request, orch.error_reply = bus.request, bus.error_reply
     bus.services = orch.route
     gov.watch(state.on_governance)
@@ -183,7 +198,9 @@ async def _node(
     autoscaler.attach()
     load = LoadMeter(agents=host.info, queues=bus.queue_depths, hosted=autoscaler.hosted_here)
     rules = ReactiveRules(orch=orch, events=events, autoscaler=autoscaler)
-    node = ScaleNode(secrets, name, orch, bus, host, state, router, events, autoscaler, load, rules)
+    node = ScaleNode(
+        secrets, name, orch, bus, host, state, router, events, autoscaler, load, rules, supervised
+    )
 
     async def run_all(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with node.scope:
@@ -206,14 +223,20 @@ async def _node(
     return node
 
 
-async def build(nursery: trio.Nursery, count: int, seed: int, period: float = 15.0) -> Mesh:
+async def build(
+    nursery: trio.Nursery,
+    count: int,
+    seed: int,
+    period: float = 15.0,
+    profile: LinkProfile | None = None,
+) -> Mesh:
     net = MemoryNetwork(seed=seed)
     mesh = Mesh(net, [])
     secrets = [NodeSecrets.generate(os.urandom) for _ in range(count)]
     genesis = _genesis(secrets[0], secrets)
     for i, s in enumerate(secrets):
         mesh.nodes.append(await _node(nursery, mesh, s, genesis, i, period))
-    net.full([s.node_id for s in secrets], LinkProfile(latency=0.01, mtu=2048))
+    net.full([s.node_id for s in secrets], profile or LinkProfile(latency=0.01, mtu=2048))
     await trio.sleep(5)  # the detectors hold each other alive
     return mesh
 
