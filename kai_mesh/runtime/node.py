@@ -315,6 +315,7 @@ class Node:
             if not self.store.was_clean and self.store.runs > 1:
                 log.warning("the previous run did not shut down cleanly")
             await self.state.start(self.store)
+            self.supervised.open(self.store)
             await self.governance.start(self.store)
             await wire_invites(self.governance, self.paths, self.remote.transports, self.trusted)
             if self.remote.transports:

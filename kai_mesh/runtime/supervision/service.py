@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kai_mesh.agents.base import AgentRequest
+from kai_mesh.core.codec import pack, unpack_exact
 from kai_mesh.core.errors import KaiMeshError
 from kai_mesh.core.governance.fold import GovernanceState
 from kai_mesh.core.mesh.identity import NodeSecrets, node_id_of
@@ -34,12 +35,14 @@ from kai_mesh.core.supervision.command import Command, CommandJudge, Refusal
 from kai_mesh.runtime.agents.host import AgentError, AgentHost
 from kai_mesh.runtime.agents.runners import AgentRejectedError, UnknownIntent
 from kai_mesh.runtime.messaging.bus import AgentDirectory
+from kai_mesh.runtime.store import Store
 
 log = logging.getLogger(__name__)
 
 SUPERVISE_AGENT = "supervise"
 LOG_LEVELS = {"debug", "info", "warning", "error"}
 TOLD = 20
+SEEN_META = "supervise_seen"
 
 
 class Supervised:
@@ -61,6 +64,17 @@ class Supervised:
         self._wall = wall_clock
         self.judge = CommandJudge(secrets.node_id, mesh_id)
         self.told: list[dict[str, Any]] = []
+        self.store: Store | None = None  # set by `open`: accepted ids survive a restart
+
+    def open(self, store: Store) -> None:
+        """Reload the ids of commands accepted before, so a restart reopens no replay."""
+        self.store = store
+        raw = store.get_meta(SEEN_META)
+        try:
+            items = unpack_exact(raw, 64 * 1024) if raw is not None else []
+            self.judge.restore((bytes(k), int(t)) for k, t in items)
+        except (KaiMeshError, TypeError, ValueError):
+            log.warning("the record of accepted supervisor commands is unreadable: ignored")
 
     # ---- the supervisor's side ---------------------------------------------------------------
 
@@ -91,6 +105,8 @@ class Supervised:
             self._remember(None, outcome)
             log.warning("supervisor command refused: %s (%s)", got.reason, got.detail)
             return outcome
+        if self.store is not None:  # committed before acting: a crash cannot reopen it
+            self.store.put_meta(SEEN_META, pack([[k, t] for k, t in self.judge.seen()]))
         try:
             result = self._carry_out(got)
             outcome = {"outcome": "done", "action": got.action, "result": result}

@@ -59,3 +59,39 @@ async def test_supervisor_commands_accepted_others_refused(autojump_clock: objec
         assert [t["outcome"] for t in told["told"]] == ["done", "refused", "refused", "done"]
         assert told["told"][0]["by"] == supervisor.node_id.hex()
         nursery.cancel_scope.cancel()
+
+
+def test_accepted_commands_survive_a_restart() -> None:
+    import os
+    from pathlib import Path
+
+    from kai_mesh.core.mesh.identity import NodeSecrets
+    from kai_mesh.runtime.agents.host import AgentHost
+    from kai_mesh.runtime.blocking import inline
+    from kai_mesh.runtime.store import Store
+    from kai_mesh.runtime.supervision.service import Supervised
+    from tests.core.supervision.test_command import MESH, SUPERVISOR, _gov
+
+    node = NodeSecrets.generate(os.urandom)
+    store = Store(Path(":memory:"), run_sync=inline)
+
+    def supervised(secrets: NodeSecrets) -> Supervised:
+        return Supervised(
+            secrets=secrets,
+            mesh_id=MESH,
+            gov=lambda: _gov(SUPERVISOR),
+            host=AgentHost([], on_event=lambda topic, data: None),
+            sync_now=lambda: 1,
+        )
+
+    text = supervised(SUPERVISOR).sign(node.node_id, "data_sync", {})
+    before = supervised(node)
+    before.open(store)
+    assert before.receive(text)["outcome"] == "done"
+    after = supervised(node)  # the node restarted
+    after.open(store)
+    assert after.receive(text) == {
+        "outcome": "refused",
+        "reason": "replayed",
+        "detail": "this command was carried out already",
+    }
