@@ -77,7 +77,8 @@ log = logging.getLogger(__name__)
 PERIOD = 15.0  # the HPA's --horizontal-pod-autoscaler-sync-period
 WAKE_TOPIC = "service.wake"
 METRIC_TOPIC = "service.metric"
-WAKE_AGAIN = 5.0  # seconds: a waiting sender asks again, in case its ask was lost
+WAKE_FIRST_GAP = 1.0  # seconds before a waiting sender asks again (its ask may be lost) ...
+WAKE_AGAIN = 8.0  # ... doubling up to this, so a long wait costs few events on a radio
 STALE_PERIODS = 3  # an agent's report older than this many periods is missing
 
 Samples = Callable[[], Mapping[bytes, Sample]]
@@ -193,7 +194,12 @@ class ServiceAutoscaler:
             return
         asked, self._wake_asked = self._wake_asked, set()
         infos = {n: self.orch._info(n) for n in self.orch.live()}
-        for view in self.orch.services().values():
+        services = self.orch.services()
+        # A wake for a service this node has not synced yet is kept for the next pass: the
+        # sender's ask can outrun the deploy (it asks again, but only every WAKE_AGAIN s).
+        early = {n for n in asked if n not in services or not services[n].active}
+        self._wake_asked |= set(sorted(early)[:64])
+        for view in services.values():
             spec = view.spec if view.active else None
             if spec is None or spec.autoscaling is None:
                 self._services.pop(view.name, None)
@@ -403,14 +409,14 @@ class ServiceAutoscaler:
         self.counters["held"] += 1
         wall_left = message.expires_at - self.orch._wall()
         deadline = min(now + self.wake_bound, now + max(0.0, wall_left))
-        asked_at = -WAKE_AGAIN
+        ask_at, gap = trio.current_time(), WAKE_FIRST_GAP
         try:
             while trio.current_time() < deadline:
-                if trio.current_time() >= asked_at + WAKE_AGAIN:  # the ask is at most once
-                    asked_at = trio.current_time()
+                if trio.current_time() >= ask_at:  # the ask is at most once: ask again, backing off
+                    ask_at, gap = trio.current_time() + gap, min(gap * 2, WAKE_AGAIN)
                     fields = {"service": name, "waiting": waiting.queue.pending}
                     self.events.publish(WAKE_TOPIC, fields)
-                with trio.move_on_at(min(deadline, trio.current_time() + 1.0)):
+                with trio.move_on_at(min(deadline, ask_at)):
                     await waiting.changed.wait()
                 waiting.changed = trio.Event()
                 view, replicas = self.orch.candidates(name)
