@@ -46,6 +46,7 @@ its hosts serve requests, a message waits to wake it, or a metric is above
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -409,6 +410,8 @@ class ServiceAutoscaler:
         self.counters["held"] += 1
         wall_left = message.expires_at - self.orch._wall()
         deadline = min(now + self.wake_bound, now + max(0.0, wall_left))
+        seen: dict[bytes, Any] = {n: r for n, r in view.status.items()}
+        fresh: set[bytes] = set()
         ask_at, gap = trio.current_time(), WAKE_FIRST_GAP
         try:
             while trio.current_time() < deadline:
@@ -420,8 +423,19 @@ class ServiceAutoscaler:
                     await waiting.changed.wait()
                 waiting.changed = trio.Event()
                 view, replicas = self.orch.candidates(name)
-                if view is None or not view.active or any(r.ready for r in replicas):
+                if view is None or not view.active:
                     return view, replicas
+                # A host's record from before the service slept can still say "ready" here
+                # (its removal not synced yet): only a record rewritten while we waited counts.
+                for node in set(seen) | set(view.status):
+                    if seen.get(node) != view.status.get(node):
+                        fresh.add(node)
+                        seen[node] = view.status.get(node)
+                usable = [
+                    r if r.node in fresh else dataclasses.replace(r, ready=False) for r in replicas
+                ]
+                if any(r.ready for r in usable):
+                    return view, usable
             self.counters["wake_timeouts"] += 1
             return view, replicas
         finally:
