@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING
 # is imported inside the command that uses it (issue 17; tests/cli/test_import_cost.py guards it).
 from kai_mesh import __version__
 from kai_mesh.cli.common import CliError, ExitCode, _client, _paths, load_json, print_json, seconds
+from kai_mesh.cli.events import add_publish_parser, follow_mesh
 from kai_mesh.cli.genesis import add_genesis_parser
 from kai_mesh.cli.governance import add_governance_parser
 from kai_mesh.cli.invite import add_invite_parser
 from kai_mesh.cli.relays import add_relays_parser
 from kai_mesh.cli.services import add_services_parser
 from kai_mesh.cli.state import add_state_parser
+from kai_mesh.cli.supervise import add_supervise_parser
 from kai_mesh.cli.views import cmd_agents, cmd_outbox, cmd_peers, cmd_status
 from kai_mesh.core.control.errors import ControlError
 from kai_mesh.core.errors import ConfigError, KaiMeshError, StoreError, UsageError
@@ -209,6 +211,8 @@ def cmd_send(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_events(args: argparse.Namespace) -> ExitCode:
+    if args.mesh:
+        return follow_mesh(args)
     with _client(args, timeout=None) as client:
         client.subscribe(args.topics or ["messages", "agents", "logs", "peers", "outbox", "state"])
         for topic, data in client.events():
@@ -302,12 +306,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "topics",
         nargs="*",
-        help="messages, agents, logs, peers, outbox, state, governance (default: all)",
+        help="messages, agents, logs, peers, outbox, state, governance (default: all); "
+        "with --mesh, mesh event topics such as task.created (default: *, all)",
     )
+    p.add_argument(
+        "--mesh",
+        action="store_true",
+        help="follow mesh events published anywhere in the mesh (task.created, "
+        "agent.overloaded, queue.backlog, node.failed, service.scaled, user topics)",
+    )
+    p.add_argument("--json", action="store_true", help="with --mesh: one JSON object a line")
     p = add("tui", cmd_tui, "the operator console: a terminal UI that follows the node", False)
     p.add_argument("--mouse", action="store_true", help="enable the mouse (off by default)")
     add_state_parser(sub, common)
     add_services_parser(sub, common)
+    add_publish_parser(sub, common)
+    add_supervise_parser(sub, common)
     add_governance_parser(sub, common)
     add_genesis_parser(sub, common)
     add_invite_parser(sub, common)

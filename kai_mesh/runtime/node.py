@@ -35,9 +35,13 @@ from kai_mesh.core.errors import (
 )
 from kai_mesh.core.mesh.address import AgentAddress, NodeRef, parse_address
 from kai_mesh.core.messaging.envelope import EnvelopeDecoder, Priority, StandardMessage
+from kai_mesh.core.messaging.frames import FRAME_EVENT
 from kai_mesh.core.messaging.retry import RetryPolicy
 from kai_mesh.runtime.agents.host import AgentError, AgentHost, AgentSpec
 from kai_mesh.runtime.control.server import ControlServer, EventHub
+from kai_mesh.runtime.events.agent import EVENT_METHODS, WithEventsAgent, events_method
+from kai_mesh.runtime.events.service import MeshEvents
+from kai_mesh.runtime.events.sources import RuntimeSources
 from kai_mesh.runtime.governance.control import METHODS as GOV_METHODS
 from kai_mesh.runtime.governance.control import governance_method
 from kai_mesh.runtime.governance.invites import METHODS as INVITE_METHODS
@@ -47,11 +51,15 @@ from kai_mesh.runtime.governance.service import GovernanceService
 from kai_mesh.runtime.messaging.bus import Bus, new_message
 from kai_mesh.runtime.messaging.egress import Egress
 from kai_mesh.runtime.messaging.remote import RemoteRouter
+from kai_mesh.runtime.orchestration.autoscaler import ServiceAutoscaler
 from kai_mesh.runtime.orchestration.control import SERVICE_METHODS, services_method
+from kai_mesh.runtime.orchestration.load import LoadMeter
+from kai_mesh.runtime.orchestration.reactive import ReactiveRules
 from kai_mesh.runtime.orchestration.service import Orchestrator
 from kai_mesh.runtime.state.control import WithStateAgent, state_method
 from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import OutboxRow, Store
+from kai_mesh.runtime.supervision.service import Supervised, WithSuperviseAgent
 from kai_mesh.runtime.wiring import alive_peers, sync_peers, wire_delivery
 from transports.base import Transport
 
@@ -189,10 +197,39 @@ class Node:
             peers=lambda: sync_peers(self.remote),
             emit=self.hub.publish,
         )
+        self.events = MeshEvents(
+            node_id=self.node_id,
+            send_frame=self._send_event,
+            alive=lambda: alive_peers(self.remote),
+            hub_topics=self.hub.topics,
+            to_hub=self.hub.publish,
+            names=self._name_of,
+            must_arrive_topics=self._must_arrive_topics,
+            # On a radio, interest is told every 10 minutes (24 B each), not every 30 s.
+            refresh=600.0 if any(_duty_percent(i) for i in config.interfaces) else 30.0,
+        )
+        self.supervised = Supervised(
+            secrets=files.secrets,
+            mesh_id=self.mesh_id,
+            gov=lambda: self.services.gov,
+            host=self.agents,
+            sync_now=self.state.sync_now,
+        )
+        self.event_sources = RuntimeSources(
+            self.events, live=lambda: alive_peers(self.remote), name=self.name
+        )
+        self.hub.taps.append(self.event_sources.tap)
         self.bus = Bus(
             node_id=self.node_id,
             name=self.name,
-            agents=WithStateAgent(self.agents, self.state),
+            agents=WithSuperviseAgent(
+                WithEventsAgent(
+                    WithStateAgent(self.agents, self.state),
+                    self.events,
+                    lambda node: self.bus.is_local(node),
+                ),
+                self.supervised,
+            ),
             queue_capacity=config.queue_capacity,
             on_event=self.hub.publish,
         )
@@ -207,6 +244,27 @@ class Node:
             name=self.name,
         )
         self.services.request, self.services.error_reply = self.bus.request, self.bus.error_reply
+        self.load = LoadMeter(
+            agents=self.agents.info,
+            queues=self.bus.queue_depths,
+            hosted=lambda: self.autoscaler.hosted_here(),
+            system=True,
+        )
+        # The load of other nodes' replicas arrives with the telemetry stream; until it is
+        # wired here the owner sees its own replicas, and the HPA's missing-metric rules keep
+        # the others from shrinking the service.
+        self.autoscaler = ServiceAutoscaler(
+            orch=self.services,
+            events=self.events,
+            samples=lambda: {self.node_id: self.load.sample()},
+        )
+        self.autoscaler.attach()
+        self.rules = ReactiveRules(
+            orch=self.services, events=self.events, autoscaler=self.autoscaler
+        )
+        self.autoscaler.ticks.append(
+            lambda: self.event_sources.check_queues(self.bus.queue_depths())
+        )
         self.bus.services = self.services.route
         self.trusted = files.members
         decoder = EnvelopeDecoder(
@@ -231,6 +289,8 @@ class Node:
         )
         if transports:
             self.bus.remote = self.remote.request
+            self.events.submit = self.remote.submit
+        self.remote.frames.on(FRAME_EVENT, self.events.on_frame)
         self.governance.watch(self.trusted.update)
         self.governance.watch(self.state.on_governance)  # after the members: cuts need the fold
         self.governance.watch(self.services.on_governance)
@@ -270,6 +330,7 @@ class Node:
             if not self.store.was_clean and self.store.runs > 1:
                 log.warning("the previous run did not shut down cleanly")
             await self.state.start(self.store)
+            self.supervised.open(self.store)
             await self.governance.start(self.store)
             await wire_invites(self.governance, self.paths, self.remote.transports, self.trusted)
             if self.remote.transports:
@@ -283,6 +344,9 @@ class Node:
                     await nursery.start(self.state.run)
                     await nursery.start(self.governance.run)
                     await nursery.start(self.services.run)
+                    await nursery.start(self.events.run)
+                    await nursery.start(self.autoscaler.run)
+                    await nursery.start(self.rules.run)
                     await nursery.start(self.control.serve)
                     self.started_at = time.time()
                     log.info(
@@ -319,6 +383,15 @@ class Node:
     async def _send_state(self, node_id: bytes, frame: bytes) -> None:
         # Sync is background traffic: it yields to messages and keeps to its airtime share.
         await self.remote.send_frame(node_id, frame, Priority.NORMAL, background=True)
+
+    async def _send_event(self, node_id: bytes, frame: bytes) -> None:
+        # Events are ephemeral background traffic: low priority, shed before anything else.
+        await self.remote.send_frame(node_id, frame, Priority.LOW, background=True)
+
+    def _must_arrive_topics(self) -> list[str]:
+        gov = self.services.gov  # the newest fold, as the orchestrator keeps it
+        topics = gov.policy.get("must_arrive_topics") if gov is not None else None
+        return [t for t in topics if isinstance(t, str)] if isinstance(topics, list) else []
 
     async def _send_governance(self, node_id: bytes, frame: bytes) -> None:
         # Governance is rare and decides who may do what: high priority, never background.
@@ -360,6 +433,10 @@ class Node:
             return await trio.to_thread.run_sync(self._outbox, params)
         if method.startswith("state_"):
             return await state_method(self.state, method, params, self._name_of)
+        if method == "supervise":
+            return await self._supervise(params)
+        if method in EVENT_METHODS:
+            return events_method(self.events, method, params)
         if method in SERVICE_METHODS:
             return await services_method(self.services, method, params)
         if method in GOV_METHODS:
@@ -380,6 +457,34 @@ class Node:
         if fn is None:
             raise ControlError("unknown_method", f"unknown method {method!r}")
         return fn(params)
+
+    async def _supervise(self, params: dict[str, Any]) -> Any:
+        """Sign a supervisor command and send it to the node's `supervise` agent."""
+        node, action = params.get("node"), params.get("action")
+        args = params.get("args") or {}
+        if not isinstance(node, str) or not isinstance(action, str) or not isinstance(args, dict):
+            raise ControlError("bad_request", "supervise: give node, action and args")
+        node_id = bytes.fromhex(node) if len(node) == 32 and _is_hex(node) else None
+        node_id = node_id or (self.node_id if node == self.name else self._node_named(node))
+        if node_id is None:
+            raise ControlError("unknown_node", f"no node {node!r} is known")
+        try:
+            text = self.supervised.sign(node_id, action, args)
+        except KaiMeshError as exc:
+            raise ControlError("bad_request", str(exc)) from None
+        message = new_message(
+            sender=AgentAddress(NodeRef(node_id=self.node_id), "control"),
+            to=AgentAddress(NodeRef(node_id=node_id), "supervise"),
+            intent="command",
+            payload={"command": text},
+            priority=Priority.HIGH,
+            ttl=300,
+            max_ttl=self.config.max_ttl,
+        )
+        reply = await self.bus.request(message, 30.0)
+        if reply.intent == "error":
+            raise ControlError(reply.payload["code"], reply.payload["message"])
+        return reply.payload
 
     def _status(self, params: dict[str, Any]) -> dict[str, Any]:
         refused = {f"control.{k}": v for k, v in self.control.refused.items()}
@@ -415,6 +520,10 @@ class Node:
             "airtime": self.egress.status(),
             "outbox": self._outbox_summary(),
             "state": self.state.status(),
+            "events": self.events.status(),
+            "autoscaler": self.autoscaler.status(),
+            "rules": {**self.rules.counters, "recent": self.rules.fired},
+            "supervision": self.supervised.status(),
             "governance": self.governance.status(),
             "liveness": None
             if liveness is None
@@ -613,3 +722,11 @@ def _duty_percent(interface: InterfaceConfig) -> float | None:
     if isinstance(interface.options, RNodeOptions):
         return interface.options.airtime_limit_long
     return None
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True

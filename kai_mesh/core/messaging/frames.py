@@ -15,6 +15,7 @@ A transport carries opaque byte strings; the first byte says what each one is::
     0x16 ASK         0x16 ‖ op ‖ 8-byte message id: a lost reply (core.messaging.reply_asks)
     0x17 BATCH       0x17 ‖ (varint length ‖ frame)+: frames to one peer in one packet
                        (core.messaging.batch)
+    0x1E EVENT       mesh events and interest in them (core.events.wire)
 
 Node ids are 16 bytes; seq, incarnation and counter are integers 0 <= x < 2**63. Heartbeat
 `digests` maps a small int (0..255) to at most 32 bytes, at most 8 entries: room for the state and
@@ -77,6 +78,7 @@ FRAME_STATE = 0x14  # replicated-state sync (core.state.wire)
 FRAME_GOVERNANCE = 0x15  # governance sync: [1, records] or [2, head] (core.governance.sync_wire)
 FRAME_ASK = 0x16  # asking for a lost reply: op ‖ 8-byte message id (core.messaging.reply_asks)
 FRAME_BATCH = 0x17  # several frames in one packet (core.messaging.batch)
+FRAME_EVENT = 0x1E  # mesh events and the interest in them (core.events.wire)
 _KINDS = frozenset(
     {
         FRAME_ENVELOPE,
@@ -88,6 +90,7 @@ _KINDS = frozenset(
         FRAME_GOVERNANCE,
         FRAME_ASK,
         FRAME_BATCH,
+        FRAME_EVENT,
     }
 )
 #: Names for counters and logs (`frame.unregistered.STATE`, `busy.DELIVER`).
@@ -101,6 +104,7 @@ FRAME_NAMES: Mapping[int, str] = {
     FRAME_GOVERNANCE: "GOVERNANCE",
     FRAME_ASK: "ASK",
     FRAME_BATCH: "BATCH",
+    FRAME_EVENT: "EVENT",
 }
 
 MAX_ACKS = 64

@@ -580,6 +580,13 @@ class WakeQueue:
         self._held.clear()
         return out
 
+    def release(self, message: object) -> bool:
+        """Stop holding one message (its sender stopped waiting); True if it was held."""
+        kept = [(t, m) for t, m in self._held if m != message]
+        released = len(kept) != len(self._held)
+        self._held = kept
+        return released
+
     def get_timer(self) -> float | None:
         return self._held[0][0] if self._held else None
 

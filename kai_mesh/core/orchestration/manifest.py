@@ -38,6 +38,7 @@ from kai_mesh.core.orchestration.autoscale import (
     ScalingPolicy,
     ScalingRules,
 )
+from kai_mesh.core.orchestration.rules import Rule, RuleError, rules_from_table
 
 Strategy = Literal["round_robin", "least_connections", "weighted"]
 ReconcileOption = Literal["best_score", "keep_original", "keep_replacement", "longest_running"]
@@ -87,6 +88,7 @@ _TOP_KEYS = frozenset(
         "placement",
         "disconnect",
         "autoscaling",
+        "rules",
     }
 )
 # The kind a well-known metric has unless the manifest says otherwise.
@@ -176,6 +178,7 @@ class Manifest:
     placement: PlacementRules = field(default_factory=PlacementRules)
     disconnect: Disconnect = field(default_factory=Disconnect)
     autoscaling: AutoscaleSpec | None = None
+    rules: tuple[Rule, ...] = ()  # reactive rules (core.orchestration.rules), run by the owner
 
     @property
     def version_key(self) -> tuple[int, ...]:
@@ -213,6 +216,10 @@ class Manifest:
         )
         if self.autoscaling is not None:  # absent stays absent: older wire tables are unchanged
             table["autoscaling"] = _autoscaling_table(self.autoscaling)
+            if self.replicas.min != 0:  # `idle` is refused there: the table must parse again
+                del table["autoscaling"]["idle"]
+        if self.rules:  # likewise absent stays absent
+            table["rules"] = [r.to_table() for r in self.rules]
         return table
 
 
@@ -377,7 +384,16 @@ class _Reader:
             placement=self.placement(t.get("placement", {})),
             disconnect=self.disconnect(t.get("disconnect", {})),
             autoscaling=self.autoscaling(t.get("autoscaling"), replicas),
+            rules=self.rules(t.get("rules")),
         )
+
+    def rules(self, value: object) -> tuple[Rule, ...]:
+        if value is None:
+            return ()
+        try:
+            return rules_from_table(value, self.source, "rules")
+        except RuleError as exc:
+            raise self.fail(exc.key, exc.problem) from None
 
     def autoscaling(self, value: object, replicas: Replicas) -> AutoscaleSpec | None:
         if value is None:

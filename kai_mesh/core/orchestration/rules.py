@@ -275,6 +275,15 @@ class Rule:
     action: Action
     cooldown: float = 60.0
     trailing: bool = False
+    when: str = ""  # the condition's text, kept so a manifest's table round-trips
+    do: str = ""  # the action's text
+
+    def to_table(self) -> dict[str, Any]:
+        table: dict[str, Any] = {"name": self.name, "on": self.topic}
+        if self.when:
+            table["when"] = self.when
+        table.update(do=self.do, cooldown=self.cooldown, trailing=self.trailing)
+        return table
 
 
 def rules_from_table(
@@ -332,6 +341,8 @@ def rules_from_table(
                 action=action,
                 cooldown=float(cooldown),
                 trailing=trailing,
+                when=t.get("when", ""),
+                do=t["do"],
             )
         )
     return tuple(out)

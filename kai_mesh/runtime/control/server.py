@@ -163,6 +163,9 @@ class EventHub:
         #: Events from other threads lost because trio was not running.
         self.lost_threadsafe = 0
         self._subscriptions: set[Subscription] = set()
+        #: Called with every event published, subscribed or not (mesh events watch the node's
+        #: own reports this way: runtime/events/sources.py).
+        self.taps: list[Callable[[str, Any], None]] = []
         self._token: trio.lowlevel.TrioToken | None = None
         # Made outside trio, `bind` or `ControlServer.serve` supplies the token later.
         with contextlib.suppress(RuntimeError):
@@ -182,8 +185,17 @@ class EventHub:
         self._subscriptions.add(subscription)
         return subscription
 
+    def topics(self) -> set[str]:
+        """Every topic some subscriber follows now."""
+        return {t for s in self._subscriptions for t in s.topics}
+
     def publish(self, topic: str, data: Any) -> None:
         """Queue an event for every subscriber of `topic`; never blocks. Trio thread only."""
+        for tap in self.taps:
+            try:
+                tap(topic, data)
+            except Exception:  # a tap's bug must not fail the code that reported
+                logger.exception("event tap failed on %r", topic)
         for subscription in self._subscriptions:
             if topic in subscription.topics:
                 subscription._put(topic, data)

@@ -77,6 +77,7 @@ log = logging.getLogger(__name__)
 
 Request = Callable[[StandardMessage, float | None], Awaitable[StandardMessage]]
 ErrorReply = Callable[[StandardMessage, str, str], StandardMessage]
+Wake = Callable[[str, StandardMessage], Awaitable[tuple["ServiceView | None", list[Replica]]]]
 # Error codes after which the one retry goes to another replica: the replica, its node or the
 # path failed. An agent's own refusal (`rejected`, `unknown_intent`) would fail there too.
 RETRY_CODES = frozenset(
@@ -126,6 +127,11 @@ class Orchestrator:
         self._admitted_head: bytes | None = None
         self.counters = {"placements_written": 0, "svc_requests": 0, "svc_retries": 0}
         self.counters["svc_no_replica"] = 0
+        # Hooks the autoscaler fills (runtime/orchestration/autoscaler.py); None: the manifest's
+        # min is placed, and a message that finds no ready replica is answered at once.
+        self.wanted: Callable[[ServiceView, PlacementWrite | None], int] | None = None
+        self.wake: Wake | None = None
+        self.state_changed: list[Callable[[], None]] = []
         state.watchers.append(self.kick)
 
     # ---- inputs -----------------------------------------------------------------------------
@@ -137,6 +143,8 @@ class Orchestrator:
 
     def kick(self) -> None:
         self._wake.set()
+        for fn in self.state_changed:
+            fn()
 
     def live(self) -> list[bytes]:
         return sorted({self.node_id, *self._alive()})
@@ -217,7 +225,7 @@ class Orchestrator:
             spec,
             infos,
             current.slots if current is not None else (),
-            wanted=spec.replicas.min,
+            wanted=spec.replicas.min if self.wanted is None else self.wanted(view, current),
             usage=usage_by_node(others),
             policy=self.gov.policy,
         )
@@ -378,6 +386,14 @@ class Orchestrator:
         if view is None or not view.active:
             self.counters["svc_no_replica"] += 1
             return self.error_reply(message, "no_replica", f"no service {name!r} is deployed")
+        if self.wake is not None and not any(r.ready for r in replicas):
+            started = trio.current_time()  # a service at zero: the message waits for a replica
+            view, replicas = await self.wake(name, message)
+            if reply_within is not None:
+                reply_within = max(0.0, reply_within - (trio.current_time() - started))
+            if view is None or not view.active:
+                self.counters["svc_no_replica"] += 1
+                return self.error_reply(message, "no_replica", f"no service {name!r} is deployed")
         strategy = view.spec.strategy
         picked = self.balancer.pick(name, strategy, replicas, self._rng)
         limit = max(0.0, message.expires_at - self._wall())

@@ -209,6 +209,14 @@ def test_autoscaling_section_defaults_and_round_trip() -> None:
     assert "autoscaling" not in parse_manifest(SMALLEST).to_table()
 
 
+def test_autoscaled_manifest_above_zero_round_trips() -> None:
+    # The canonical table must parse again: `idle` is refused unless min = 0, so it is left out.
+    text = SMALLEST + '\n[autoscaling]\nmetrics = [{ name = "in_flight", target = 4 }]\n'
+    m = parse_manifest(text, "a.toml")
+    assert m.replicas.min > 0 and "idle" not in m.to_table()["autoscaling"]
+    assert manifest_from_table(m.to_table()) == m
+
+
 @pytest.mark.parametrize(
     ("extra", "key"),
     [
