@@ -60,6 +60,7 @@ from kai_mesh.core.orchestration.ownership import (
 )
 from kai_mesh.core.orchestration.placement import NodeInfo, eligible, place, usage_by_node
 from kai_mesh.runtime.agents.host import AgentHost, AgentSpec
+from kai_mesh.runtime.orchestration.health import HealthProber
 from kai_mesh.runtime.orchestration.views import (
     ORDERS,
     PLACEMENTS,
@@ -126,6 +127,7 @@ class Orchestrator:
         self._admitted_head: bytes | None = None
         self.counters = {"placements_written": 0, "svc_requests": 0, "svc_retries": 0}
         self.counters["svc_no_replica"] = 0
+        self.health = HealthProber(host, self.kick)
         state.watchers.append(self.kick)
 
     # ---- inputs -----------------------------------------------------------------------------
@@ -144,15 +146,17 @@ class Orchestrator:
     # ---- the loop ---------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            with trio.move_on_after(self.tick):
-                await self._wake.wait()
-            self._wake = trio.Event()
-            try:
-                await self.step()
-            except KaiMeshError as exc:
-                log.warning("orchestration step: %s", exc)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.health.run)
+            task_status.started()
+            while True:
+                with trio.move_on_after(self.tick):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+                try:
+                    await self.step()
+                except KaiMeshError as exc:
+                    log.warning("orchestration step: %s", exc)
 
     async def step(self) -> None:
         """One pass: place what this node owns, then host what is placed here."""
@@ -215,7 +219,7 @@ class Orchestrator:
         spec = view.spec
         plan = place(
             spec,
-            infos,
+            given_up(view, infos),
             current.slots if current is not None else (),
             wanted=spec.replicas.min,
             usage=usage_by_node(others),
@@ -263,7 +267,7 @@ class Orchestrator:
                 continue
             write = self.in_force(view, infos)
             mine = [s.replica for s in write.slots if s.node == self.node_id] if write else []
-            if mine:
+            if mine and self.health.failed(view.name, view.manifest_id) is None:
                 wanted[view.name] = (view, sorted(mine))
         for agent, manifest_id in list(self._hosted.items()):
             if agent not in wanted or wanted[agent][0].manifest_id != manifest_id:
@@ -277,13 +281,33 @@ class Orchestrator:
             self._host.add(_agent_spec(agent, view.spec))
             self._hosted[agent] = view.manifest_id
         info = {a["name"]: a for a in self._host.info()}
+        self.health.sync(
+            {
+                agent: (view.manifest_id, check.intent, check.interval or 10.0)
+                for agent, (view, _) in wanted.items()
+                if agent in self._hosted and (check := view.spec.health).intent is not None
+            },
+            {name: a["state"] for name, a in info.items()},
+            trio.current_time(),
+        )
         for view in services.values():
-            record = None
-            if view.name in wanted:
+            record: dict[str, Any] | None = None
+            gave_up = self.health.failed(view.name, view.manifest_id) if view.active else None
+            if gave_up is not None:
+                # Kept while this manifest is in force: the owner places the replica elsewhere.
+                record = {
+                    "state": "failed",
+                    "reason": gave_up,
+                    "replicas": [],
+                    "manifest": view.manifest_id,
+                }
+            elif view.name in wanted:
                 replicas = wanted[view.name][1]
                 if view.name in self._hosted:
                     a = info.get(view.name, {})
-                    state, reason = a.get("state", "starting"), a.get("reason", "")
+                    state, reason = self.health.status(
+                        view.name, a.get("state", "starting"), a.get("reason", "")
+                    )
                 else:
                     state, reason = "failed", "a configured agent of this node has the name"
                 record = {
@@ -455,6 +479,21 @@ class Orchestrator:
 
     def report(self) -> list[dict[str, Any]]:
         return [self.describe(v) for v in self.services().values()]
+
+
+def given_up(view: ServiceView, infos: dict[bytes, NodeInfo]) -> dict[bytes, NodeInfo]:
+    """`infos` with the nodes that gave up running this manifest marked draining, so placement
+    puts their replicas elsewhere (issue 11, item 8: after repeated failure the owner places
+    the replica elsewhere)."""
+    out = dict(infos)
+    for node, record in view.status.items():
+        if (
+            node in out
+            and record.get("state") == "failed"
+            and record.get("manifest") == view.manifest_id
+        ):
+            out[node] = dataclasses.replace(out[node], draining=True)
+    return out
 
 
 def _agent_spec(name: str, manifest: Manifest) -> AgentSpec:

@@ -53,7 +53,7 @@ def _check(
         assert reply.intent == "reply", reply.payload
         assert reply.payload == message.payload
         assert reply.reply_to == message.message_id  # the retry kept the id
-        assert reply.sender.node != victim.node_id  # type: ignore[union-attr]
+        assert reply.sender.node.node_id != victim.node_id  # type: ignore[union-attr]
     assert sender.orch.counters["svc_retries"] == 1
     assert sender.orch.balancer.in_flight == {}  # every begin had its end
 
