@@ -60,6 +60,7 @@ from kai_mesh.core.orchestration.ownership import (
 )
 from kai_mesh.core.orchestration.placement import NodeInfo, eligible, place, usage_by_node
 from kai_mesh.runtime.agents.host import AgentHost, AgentSpec
+from kai_mesh.runtime.orchestration.disconnect import AwayClock, held
 from kai_mesh.runtime.orchestration.health import HealthProber
 from kai_mesh.runtime.orchestration.views import (
     ORDERS,
@@ -128,6 +129,7 @@ class Orchestrator:
         self.counters = {"placements_written": 0, "svc_requests": 0, "svc_retries": 0}
         self.counters["svc_no_replica"] = 0
         self.health = HealthProber(host, self.kick)
+        self.away = AwayClock()
         state.watchers.append(self.kick)
 
     # ---- inputs -----------------------------------------------------------------------------
@@ -165,6 +167,13 @@ class Orchestrator:
         services = self.services()
         live = self.live()
         infos = {n: self._info(n) for n in live}
+        holders = [
+            slot.node
+            for view in services.values()
+            if view.active and (write := self.in_force(view, infos)) is not None
+            for slot in write.slots
+        ]
+        self.away.update(holders, live, trio.current_time())
         for view in services.values():
             if view.active:
                 await self._own(view, infos, services)
@@ -217,10 +226,12 @@ class Orchestrator:
             if v.active and v.name != view.name and (w := self.in_force(v, infos)) is not None
         ]
         spec = view.spec
+        slots_now = current.slots if current is not None else ()
+        now = trio.current_time()
         plan = place(
             spec,
-            given_up(view, infos),
-            current.slots if current is not None else (),
+            held(spec, given_up(view, infos), slots_now, self.away, now, self._info),
+            slots_now,
             wanted=spec.replicas.min,
             usage=usage_by_node(others),
             policy=self.gov.policy,
@@ -446,11 +457,15 @@ class Orchestrator:
         write = self.in_force(view, infos) if view.active else None
         own = self.owner_of(view, infos) if view.active else None
         replicas = []
+        now = trio.current_time()
         for slot in write.slots if write is not None else ():
             record = view.status.get(slot.node) or {}
             state = record.get("state", "pending")
             if slot.replica not in (record.get("replicas") or ()):
                 state = "pending"
+            away = self.away.status(slot.node, now, view.spec)
+            if away is not None:
+                state = away  # its node is not live: "unknown", then "lost" (Nomad)
             replicas.append(
                 {
                     "replica": slot.replica,
