@@ -38,6 +38,7 @@ PROBE_SENDER = "kai://local/health"
 
 @dataclass
 class _Checked:
+    agent: str
     manifest: str
     intent: str
     machine: ReplicaHealth
@@ -49,35 +50,38 @@ class HealthProber:
     def __init__(self, host: AgentHost, on_change: Callable[[], None]) -> None:
         self._host = host
         self._on_change = on_change
-        self._checked: dict[str, _Checked] = {}
-        self.gave_up: dict[str, tuple[str, str]] = {}  # agent -> (manifest id, reason)
+        self._checked: dict[str, _Checked] = {}  # by service
+        self.gave_up: dict[str, tuple[str, str]] = {}  # service -> (manifest id, reason)
         self._wake = trio.Event()
         self.counters = {"probes": 0, "probe_failures": 0, "restarts": 0, "gave_up": 0}
 
     def sync(
         self,
-        wanted: Mapping[str, tuple[str, str, float]],
+        wanted: Mapping[str, tuple[str, str, str, float]],
         agent_states: Mapping[str, str],
         now: float,
     ) -> None:
-        """`wanted`: agent -> (manifest id, health intent, interval) for the hosted replicas with
-        an active check; `agent_states`: the agent host's state per agent."""
+        """`wanted`: service -> (agent, manifest id, health intent, interval) for the hosted
+        replicas with an active check; `agent_states`: the agent host's state per agent."""
         for name in list(self._checked):
-            if name not in wanted or wanted[name][0] != self._checked[name].manifest:
+            c = self._checked[name]
+            if name not in wanted or wanted[name][:2] != (c.agent, c.manifest):
                 del self._checked[name]
         for name, (manifest, _) in list(self.gave_up.items()):
-            if name in wanted and wanted[name][0] != manifest:
+            if name in wanted and wanted[name][1] != manifest:
                 del self.gave_up[name]  # a new manifest gets a new chance
-        for name, (manifest, intent, interval) in wanted.items():
+        for name, (agent, manifest, intent, interval) in wanted.items():
             checked = self._checked.get(name)
             if checked is None:
-                checked = _Checked(manifest, intent, ReplicaHealth(ProbePolicy(interval=interval)))
+                policy = ProbePolicy(interval=interval)
+                checked = _Checked(agent, manifest, intent, ReplicaHealth(policy))
                 self._checked[name] = checked
-            checked.machine.agent(agent_states.get(name) == "ready", now)
+            checked.machine.agent(agent_states.get(agent) == "ready", now)
         self._wake.set()
 
     def status(self, name: str, agent_state: str, agent_reason: str) -> tuple[str, str]:
-        """The replica record's (state, reason) for agent `name`."""
+        """The replica record's (state, reason) for service `name`, whose agent is in
+        `agent_state`."""
         checked = self._checked.get(name)
         if checked is None or agent_state != "ready":
             return agent_state, agent_reason
@@ -89,7 +93,7 @@ class HealthProber:
         return m.state, m.reason
 
     def failed(self, name: str, manifest: str) -> str | None:
-        """Why this node gave up on `name` running `manifest`, or None."""
+        """Why this node gave up on service `name` running `manifest`, or None."""
         got = self.gave_up.get(name)
         return got[1] if got is not None and got[0] == manifest else None
 
@@ -122,7 +126,7 @@ class HealthProber:
         ok, detail = True, ""
         try:
             with trio.fail_after(machine.policy.probe_timeout):
-                await self._host.call(name, request, machine.policy.probe_timeout)
+                await self._host.call(checked.agent, request, machine.policy.probe_timeout)
         except (AgentError, trio.TooSlowError) as exc:
             ok, detail = False, str(exc) or "timed out"
             self.counters["probe_failures"] += 1
@@ -132,7 +136,7 @@ class HealthProber:
             self.counters["restarts"] += 1
             log.warning("replica %s: %s; restarting it", name, action.reason)
             try:
-                self._host.restart(name)
+                self._host.restart(checked.agent)
             except AgentError as exc:
                 log.info("replica %s: not restarted: %s", name, exc)
         elif isinstance(action, GiveUp):

@@ -59,9 +59,10 @@ from kai_mesh.core.orchestration.ownership import (
     owner,
 )
 from kai_mesh.core.orchestration.placement import NodeInfo, eligible, place, usage_by_node
-from kai_mesh.runtime.agents.host import AgentHost, AgentSpec
+from kai_mesh.runtime.agents.host import AgentHost
 from kai_mesh.runtime.orchestration.disconnect import AwayClock, held
 from kai_mesh.runtime.orchestration.health import HealthProber
+from kai_mesh.runtime.orchestration.hosting import Hosting, serving_agent
 from kai_mesh.runtime.orchestration.views import (
     ORDERS,
     PLACEMENTS,
@@ -123,12 +124,12 @@ class Orchestrator:
         self.request: Request | None = None
         self.error_reply: ErrorReply | None = None
         self._wake = trio.Event()
-        self._hosted: dict[str, str] = {}  # agent name -> manifest id it runs
         self._admitted: dict[str, SignedManifest | ServiceCommand | Refused] = {}
         self._admitted_head: bytes | None = None
         self.counters = {"placements_written": 0, "svc_requests": 0, "svc_retries": 0}
         self.counters["svc_no_replica"] = 0
         self.health = HealthProber(host, self.kick)
+        self.hosting = Hosting(host, self.health)
         self.away = AwayClock()
         state.watchers.append(self.kick)
 
@@ -280,53 +281,10 @@ class Orchestrator:
             mine = [s.replica for s in write.slots if s.node == self.node_id] if write else []
             if mine and self.health.failed(view.name, view.manifest_id) is None:
                 wanted[view.name] = (view, sorted(mine))
-        for agent, manifest_id in list(self._hosted.items()):
-            if agent not in wanted or wanted[agent][0].manifest_id != manifest_id:
-                self._host.remove(agent)
-                del self._hosted[agent]
-        for agent, (view, _) in wanted.items():
-            if agent in self._hosted:
-                continue
-            if agent in self._host.names():
-                continue  # a configured agent has the name: shown as failed below
-            self._host.add(_agent_spec(agent, view.spec))
-            self._hosted[agent] = view.manifest_id
-        info = {a["name"]: a for a in self._host.info()}
-        self.health.sync(
-            {
-                agent: (view.manifest_id, check.intent, check.interval or 10.0)
-                for agent, (view, _) in wanted.items()
-                if agent in self._hosted and (check := view.spec.health).intent is not None
-            },
-            {name: a["state"] for name, a in info.items()},
-            trio.current_time(),
-        )
+        self.hosting.apply(wanted, trio.current_time())
         for view in services.values():
-            record: dict[str, Any] | None = None
-            gave_up = self.health.failed(view.name, view.manifest_id) if view.active else None
-            if gave_up is not None:
-                # Kept while this manifest is in force: the owner places the replica elsewhere.
-                record = {
-                    "state": "failed",
-                    "reason": gave_up,
-                    "replicas": [],
-                    "manifest": view.manifest_id,
-                }
-            elif view.name in wanted:
-                replicas = wanted[view.name][1]
-                if view.name in self._hosted:
-                    a = info.get(view.name, {})
-                    state, reason = self.health.status(
-                        view.name, a.get("state", "starting"), a.get("reason", "")
-                    )
-                else:
-                    state, reason = "failed", "a configured agent of this node has the name"
-                record = {
-                    "state": state,
-                    "reason": reason,
-                    "replicas": replicas,
-                    "manifest": view.manifest_id,
-                }
+            got = wanted.get(view.name)
+            record = self.hosting.record(view, got[1] if got is not None else None)
             if view.status.get(self.node_id) != record:
                 await self._write_status(view.name, record)
 
@@ -390,17 +348,17 @@ class Orchestrator:
         replicas = []
         for slot in write.slots if write is not None else ():
             record = view.status.get(slot.node) or {}
-            ready = (
-                record.get("state") == "ready"
-                and slot.replica in (record.get("replicas") or ())
-                and record.get("manifest") == view.manifest_id
-            )
+            ready = serving_agent(view, record, slot.replica) is not None
             local = slot.node == self.node_id
             hops = 0 if local else (1 if slot.node in live else None)
             replicas.append(
                 Replica(node=slot.node, replica=slot.replica, ready=ready, local=local, hops=hops)
             )
         return view, replicas
+
+    def agent_for(self, view: ServiceView, node: bytes, replica: int) -> str | None:
+        """The agent serving `replica` of `view` on `node` (a rolling upgrade changes it)."""
+        return serving_agent(view, view.status.get(node) or {}, replica)
 
     async def route(self, message: StandardMessage, reply_within: float | None) -> StandardMessage:
         """The bus's hook for `kai://svc/NAME`: pick a replica, retry once on another."""
@@ -430,8 +388,9 @@ class Orchestrator:
             key = picked.key
             self.balancer.begin(key)
             try:
+                agent = self.agent_for(view, picked.node, picked.replica) or name
                 forward = dataclasses.replace(
-                    message, to=AgentAddress(NodeRef(node_id=picked.node), name)
+                    message, to=AgentAddress(NodeRef(node_id=picked.node), agent)
                 )
                 reply = await self.request(forward, limit * share)
             finally:
@@ -509,12 +468,3 @@ def given_up(view: ServiceView, infos: dict[bytes, NodeInfo]) -> dict[bytes, Nod
         ):
             out[node] = dataclasses.replace(out[node], draining=True)
     return out
-
-
-def _agent_spec(name: str, manifest: Manifest) -> AgentSpec:
-    agent = manifest.agent
-    if agent.kind == "command":
-        return AgentSpec(name=name, source="command", command=agent.argv)
-    if agent.kind == "class":
-        return AgentSpec(name=name, source=f"class:{agent.ref}")
-    return AgentSpec(name=name, source=f"entry:{agent.ref}")

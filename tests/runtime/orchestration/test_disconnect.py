@@ -85,11 +85,10 @@ async def test_replace_true_replaces_at_once_and_a_healed_partition_leaves_no_su
                 await trio.sleep(0.25)
         assert set(placed([cut], "echo2")) == {cut.node_id}
         net.heal()
-        # Healed: one placement wins everywhere; the surplus copy stops.
+        # Healed: one placement wins everywhere (the owner's by HRW over all nodes, which may be
+        # the cut-off one); every other copy stops, and spread puts the two on two nodes.
         await until_ready(nodes, "echo2", 2, limit=120)
-        assert cut.node_id not in placed(nodes, "echo2")
-        with trio.fail_after(30):
-            while "echo2" in cut.hosting():  # noqa: ASYNC110
-                await trio.sleep(0.25)
+        await trio.sleep(10)
+        assert len(placed(nodes, "echo2")) == 2
         assert sum("echo2" in n.hosting() for n in nodes) == 2
         nursery.cancel_scope.cancel()
