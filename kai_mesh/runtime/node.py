@@ -36,6 +36,7 @@ from kai_mesh.core.errors import (
 from kai_mesh.core.mesh.address import AgentAddress, NodeRef, parse_address
 from kai_mesh.core.messaging.envelope import EnvelopeDecoder, Priority, StandardMessage
 from kai_mesh.core.messaging.retry import RetryPolicy
+from kai_mesh.core.orchestration.telemetry import lan_profile
 from kai_mesh.runtime.agents.host import AgentError, AgentHost, AgentSpec
 from kai_mesh.runtime.control.server import ControlServer, EventHub
 from kai_mesh.runtime.governance.control import METHODS as GOV_METHODS
@@ -48,7 +49,9 @@ from kai_mesh.runtime.messaging.bus import Bus, new_message
 from kai_mesh.runtime.messaging.egress import Egress
 from kai_mesh.runtime.messaging.remote import RemoteRouter
 from kai_mesh.runtime.orchestration.control import SERVICE_METHODS, services_method
+from kai_mesh.runtime.orchestration.local import Sampler, detect_facts
 from kai_mesh.runtime.orchestration.service import Orchestrator
+from kai_mesh.runtime.orchestration.telemetry import TelemetryService, policy_for
 from kai_mesh.runtime.state.control import WithStateAgent, state_method
 from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import OutboxRow, Store
@@ -193,6 +196,17 @@ class Node:
             name=self.name,
         )
         self.services.request, self.services.error_reply = self.bus.request, self.bus.error_reply
+        self.telemetry = TelemetryService(
+            facts=detect_facts(config.capabilities),
+            sample=Sampler(
+                self.agents,
+                self.services.hosting.loads,
+                lambda: sum(self.bus.queue_depths().values()),
+            ),
+            peers=lambda: alive_peers(self.remote),
+            policy=lan_profile(),
+        )
+        self.services.telemetry = self.telemetry
         self.bus.services = self.services.route
         self.trusted = files.members
         decoder = EnvelopeDecoder(
@@ -268,6 +282,10 @@ class Node:
                     await nursery.start(self.state.run)
                     await nursery.start(self.governance.run)
                     await nursery.start(self.services.run)
+                    if self.remote.transports:
+                        # Decided now: a transport knows its interfaces once it runs.
+                        self.telemetry.policy = policy_for(list(self.remote.transports))
+                        await nursery.start(self.telemetry.run)
                     await nursery.start(self.control.serve)
                     self.started_at = time.time()
                     log.info(
@@ -300,6 +318,12 @@ class Node:
             state=self.state,
             governance=self.governance,
         )
+        self.telemetry.register_frames(self.remote.frames)
+        self.telemetry.send = self._send_telemetry
+
+    async def _send_telemetry(self, node_id: bytes, frame: bytes) -> None:
+        # Ephemeral and repeated at the next keepalive: the lowest priority, background share.
+        await self.remote.send_frame(node_id, frame, Priority.LOW, background=True)
 
     async def _send_state(self, node_id: bytes, frame: bytes) -> None:
         # Sync is background traffic: it yields to messages and keeps to its airtime share.
@@ -400,6 +424,7 @@ class Node:
             "airtime": self.egress.status(),
             "outbox": self._outbox_summary(),
             "state": self.state.status(),
+            "telemetry": self.telemetry.status(),
             "governance": self.governance.status(),
             "liveness": None
             if liveness is None

@@ -13,6 +13,8 @@ A transport carries opaque byte strings; the first byte says what each one is::
     0x13 HEARTBEAT   0x13 ‖ msgpack array [node_id, counter, digests] ‖ 64-byte Ed25519 signature
     0x14 STATE, 0x15 GOVERNANCE   sync (core.state.wire, core.governance.sync_wire)
     0x16 ASK         0x16 ‖ op ‖ 8-byte message id: a lost reply (core.messaging.reply_asks)
+    0x1A TELEMETRY   0x1A ‖ a telemetry sample (core.orchestration.telemetry, format 0x51) or
+                     node facts (core.orchestration.facts, format 0x52); ephemeral, never stored
 
 Node ids are 16 bytes; seq, incarnation and counter are integers 0 <= x < 2**63. Heartbeat
 `digests` maps a small int (0..255) to at most 32 bytes, at most 8 entries: room for the state and
@@ -74,6 +76,7 @@ FRAME_HEARTBEAT = 0x13
 FRAME_STATE = 0x14  # replicated-state sync (core.state.wire)
 FRAME_GOVERNANCE = 0x15  # governance sync: [1, records] or [2, head] (core.governance.sync_wire)
 FRAME_ASK = 0x16  # asking for a lost reply: op ‖ 8-byte message id (core.messaging.reply_asks)
+FRAME_TELEMETRY = 0x1A  # node telemetry and facts (core.orchestration.telemetry, .facts)
 _KINDS = frozenset(
     {
         FRAME_ENVELOPE,
@@ -84,6 +87,7 @@ _KINDS = frozenset(
         FRAME_STATE,
         FRAME_GOVERNANCE,
         FRAME_ASK,
+        FRAME_TELEMETRY,
     }
 )
 #: Names for counters and logs (`frame.unregistered.STATE`, `busy.DELIVER`).
@@ -96,6 +100,7 @@ FRAME_NAMES: Mapping[int, str] = {
     FRAME_STATE: "STATE",
     FRAME_GOVERNANCE: "GOVERNANCE",
     FRAME_ASK: "ASK",
+    FRAME_TELEMETRY: "TELEMETRY",
 }
 
 MAX_ACKS = 64

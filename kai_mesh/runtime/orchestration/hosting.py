@@ -49,11 +49,13 @@ class Hosting:
         self.current: dict[str, Copy] = {}  # service -> the copy running the manifest in force
         self.previous: dict[str, Copy] = {}  # service -> the old copy serving until then
         self._info: dict[str, dict[str, Any]] = {}
+        self._replicas: dict[str, list[int]] = {}
         self.counters = {"upgrades": 0}
 
     def apply(self, wanted: Mapping[str, tuple[ServiceView, list[int]]], now: float) -> None:
         """Start, upgrade and stop agents so this node runs what `wanted` (service -> its view
         and the replica numbers placed here) asks."""
+        self._replicas = {service: numbers for service, (_, numbers) in wanted.items()}
         for service in list(self.current):
             if service not in wanted:
                 self._stop(self.current.pop(service))
@@ -94,6 +96,14 @@ class Hosting:
                     old.agent,
                 )
                 self._stop(self.previous.pop(service))
+
+    def loads(self) -> list[tuple[str, int, str, bool]]:
+        """(service, replica number, agent, ready) of every replica hosted here, for telemetry."""
+        out: list[tuple[str, int, str, bool]] = []
+        for service, copy in sorted(self.current.items()):
+            ready = self._status(service)[0] == "ready"
+            out.extend((service, r, copy.agent, ready) for r in self._replicas.get(service, ()))
+        return out
 
     def _stop(self, copy: Copy) -> None:
         self._host.remove(copy.agent)

@@ -63,6 +63,7 @@ from kai_mesh.runtime.agents.host import AgentHost
 from kai_mesh.runtime.orchestration.disconnect import AwayClock, held
 from kai_mesh.runtime.orchestration.health import HealthProber
 from kai_mesh.runtime.orchestration.hosting import Hosting, serving_agent
+from kai_mesh.runtime.orchestration.telemetry import TelemetryService
 from kai_mesh.runtime.orchestration.views import (
     ORDERS,
     PLACEMENTS,
@@ -131,6 +132,9 @@ class Orchestrator:
         self.health = HealthProber(host, self.kick)
         self.hosting = Hosting(host, self.health)
         self.away = AwayClock()
+        #: Set by the node when telemetry runs: peers' facts (capabilities, capacity) for
+        #: placement, their reported load and liveness of replicas for balancing.
+        self.telemetry: TelemetryService | None = None
         state.watchers.append(self.kick)
 
     # ---- inputs -----------------------------------------------------------------------------
@@ -204,7 +208,13 @@ class Orchestrator:
             )
         name = (self._name if node_id == self.node_id else self._names(node_id)) or node_id.hex()
         caps = self._capabilities if node_id == self.node_id else frozenset()
-        return NodeInfo(node_id=node_id, name=name, role=role, capabilities=caps)
+        info = NodeInfo(node_id=node_id, name=name, role=role, capabilities=caps)
+        t = self.telemetry
+        if t is not None:
+            facts = t.facts if node_id == self.node_id else t.peer_facts.get(node_id)
+            if facts is not None:
+                info = facts.node_info(info)
+        return info
 
     def owner_of(self, view: ServiceView, infos: dict[bytes, NodeInfo]) -> bytes | None:
         policy = self.gov.policy if self.gov is not None else {}
@@ -351,8 +361,28 @@ class Orchestrator:
             ready = serving_agent(view, record, slot.replica) is not None
             local = slot.node == self.node_id
             hops = 0 if local else (1 if slot.node in live else None)
+            load, weight = 0, 1.0
+            t = self.telemetry
+            if t is not None and not local:
+                sample = t.load(slot.node)
+                for r in sample.replicas if sample is not None else ():
+                    if r.ident == (name, slot.replica):
+                        load = r.in_flight  # readiness stays the record's: telemetry may lag
+                facts = t.peer_facts.get(slot.node)
+                weight = float(facts.cpus) if facts is not None else 1.0
+                ready = ready and not t.past_ttl(slot.node, view.spec.health.ttl)
+            elif t is not None:
+                weight = float(t.facts.cpus)
             replicas.append(
-                Replica(node=slot.node, replica=slot.replica, ready=ready, local=local, hops=hops)
+                Replica(
+                    node=slot.node,
+                    replica=slot.replica,
+                    ready=ready,
+                    local=local,
+                    hops=hops,
+                    weight=weight,
+                    load=load,
+                )
             )
         return view, replicas
 

@@ -16,12 +16,16 @@ from kai_mesh.core.mesh.genesis import DEFAULT_POLICY, Genesis
 from kai_mesh.core.mesh.identity import NodeSecrets, node_id_of
 from kai_mesh.core.messaging.envelope import EnvelopeDecoder, Priority, StandardMessage
 from kai_mesh.core.messaging.retry import RetryPolicy
+from kai_mesh.core.orchestration.facts import NodeFacts
+from kai_mesh.core.orchestration.telemetry import lan_profile
 from kai_mesh.runtime.agents.host import AgentHost
 from kai_mesh.runtime.blocking import inline
 from kai_mesh.runtime.governance.service import GovernanceService
 from kai_mesh.runtime.messaging.bus import Bus, new_message
 from kai_mesh.runtime.messaging.remote import RemoteRouter
+from kai_mesh.runtime.orchestration.local import Sampler
 from kai_mesh.runtime.orchestration.service import Orchestrator
+from kai_mesh.runtime.orchestration.telemetry import TelemetryService
 from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import Store
 from kai_mesh.runtime.wiring import alive_peers, wire_delivery
@@ -48,6 +52,7 @@ class SvcNode:
     host: AgentHost
     state: StateService
     gov: GovernanceService
+    telemetry: TelemetryService
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     @property
@@ -64,8 +69,16 @@ def genesis_of(admin: NodeSecrets, everyone: list[NodeSecrets]) -> Genesis:
     return genesis.signed_by(admin)
 
 
+DEFAULT_FACTS = NodeFacts(arch="amd64", cpus=1, memory_mb=256)
+
+
 async def svc_node(
-    nursery: trio.Nursery, net: MemoryNetwork, secrets: NodeSecrets, genesis: Genesis, seed: int
+    nursery: trio.Nursery,
+    net: MemoryNetwork,
+    secrets: NodeSecrets,
+    genesis: Genesis,
+    seed: int,
+    facts: NodeFacts = DEFAULT_FACTS,
 ) -> SvcNode:
     mesh = genesis.mesh_id
     keys = {node_id_of(k): k for k in genesis.trusted_nodes}
@@ -128,13 +141,28 @@ async def svc_node(
     bus.services = orch.route
     gov.watch(state.on_governance)
     gov.watch(orch.on_governance)
-    node = SvcNode(secrets, orch, bus, host, state, gov)
+    telemetry = TelemetryService(
+        facts=facts,
+        sample=Sampler(host, orch.hosting.loads),
+        peers=lambda: alive_peers(router),
+        policy=lan_profile(),
+        rng=random.Random(seed),
+    )
+    telemetry.register_frames(router.frames)
+
+    async def send_telemetry(node_id: bytes, frame: bytes) -> None:
+        await router.send_frame(node_id, frame, Priority.LOW, background=True)
+
+    telemetry.send = send_telemetry
+    orch.telemetry = telemetry
+    node = SvcNode(secrets, orch, bus, host, state, gov, telemetry)
 
     async def run_all(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with node.scope:
             async with trio.open_nursery() as inner:
                 for service in (host.run, bus.serve, router.run, state.run, gov.run, orch.run):
                     await inner.start(service)
+                await inner.start(telemetry.run)
                 task_status.started()
 
     await nursery.start(run_all)
@@ -142,13 +170,22 @@ async def svc_node(
 
 
 async def svc_mesh(
-    nursery: trio.Nursery, count: int, seed: int
+    nursery: trio.Nursery,
+    count: int,
+    seed: int,
+    facts: dict[int, NodeFacts] | None = None,
+    profile: LinkProfile | None = None,
 ) -> tuple[MemoryNetwork, list[SvcNode]]:
+    """`count` nodes, node 0 the admin, fully linked; `facts` by node index (else defaults)."""
     net = MemoryNetwork(seed=seed)
     secrets = [NodeSecrets.generate(os.urandom) for _ in range(count)]
     genesis = genesis_of(secrets[0], secrets)
-    nodes = [await svc_node(nursery, net, s, genesis, i) for i, s in enumerate(secrets)]
-    net.full([s.node_id for s in secrets], LinkProfile(latency=0.01, mtu=2048))
+    facts = facts or {}
+    nodes = [
+        await svc_node(nursery, net, s, genesis, i, facts.get(i, DEFAULT_FACTS))
+        for i, s in enumerate(secrets)
+    ]
+    net.full([s.node_id for s in secrets], profile or LinkProfile(latency=0.01, mtu=2048))
     await trio.sleep(5)  # the detectors hold each other alive
     return net, nodes
 
