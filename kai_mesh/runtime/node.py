@@ -202,6 +202,7 @@ class Node:
                 self.agents,
                 self.services.hosting.loads,
                 lambda: sum(self.bus.queue_depths().values()),
+                self._airtime_used,
             ),
             peers=lambda: alive_peers(self.remote),
             policy=lan_profile(),
@@ -320,6 +321,13 @@ class Node:
         )
         self.telemetry.register_frames(self.remote.frames)
         self.telemetry.send = self._send_telemetry
+
+    def _airtime_used(self) -> list[tuple[str, int]]:
+        """Per budgeted interface, the permille of its airtime budget in use (for telemetry)."""
+        return [
+            (str(a["interface"]) or a["transport"], min(1000, round(a["used_fraction"] * 1000)))
+            for a in self.egress.status()
+        ]
 
     async def _send_telemetry(self, node_id: bytes, frame: bytes) -> None:
         # Ephemeral and repeated at the next keepalive: the lowest priority, background share.

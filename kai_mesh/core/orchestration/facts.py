@@ -9,8 +9,8 @@ carries the fast-changing load.
 **Wire.** Facts change rarely, so they are not repeated in every telemetry sample: a node sends
 them to a peer the first time it hears from that peer's current boot (a restarted peer forgot
 them), and to everyone when they change. One format byte, then unsigned LEB128 varints and
-length-prefixed names: cpus, memory MiB, the arch, the capability count and names. A Pi with
-`arm64` with 4 cpus, 8000 MiB, `lora` and `camera` is 23 bytes.
+length-prefixed names: cpus, memory MiB, flags (1: draining), the arch, the capability count and
+names. A Pi, `arm64` with 4 cpus, 8000 MiB, `lora` and `camera`, is 24 bytes.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class NodeFacts:
     cpus: int
     memory_mb: int
     capabilities: frozenset[str] = frozenset()
+    draining: bool = False  # `kai-mesh drain`: its replicas move away, none are placed here
 
     def __post_init__(self) -> None:
         if type(self.cpus) is not int or not 1 <= self.cpus <= 4096:
@@ -64,7 +65,8 @@ class NodeFacts:
 
     def encode(self) -> bytes:
         out = bytearray([FACTS_FORMAT])
-        out += _uvarint(self.cpus) + _uvarint(self.memory_mb) + _name(self.arch)
+        out += _uvarint(self.cpus) + _uvarint(self.memory_mb) + _uvarint(int(self.draining))
+        out += _name(self.arch)
         caps = sorted(self.capabilities)
         out += _uvarint(len(caps))
         for c in caps:
@@ -82,7 +84,7 @@ class NodeFacts:
             cpu=float(self.cpus),
             memory_mb=self.memory_mb,
             max_replicas=base.max_replicas,
-            draining=base.draining,
+            draining=base.draining or self.draining,
         )
 
 
@@ -95,7 +97,9 @@ def decode_facts(data: bytes) -> NodeFacts:
     if data[0] != FACTS_FORMAT:
         raise UnknownVersion(f"node facts: format {data[0]} is not known")
     r = _Reader(bytes(data), 1)
-    cpus, memory = r.uvarint(), r.uvarint()
+    cpus, memory, flags = r.uvarint(), r.uvarint(), r.uvarint()
+    if flags > 1:
+        raise Malformed("node facts: unknown flags")
     arch = r.name()
     count = r.uvarint()
     if count > MAX_CAPABILITIES:
@@ -104,7 +108,9 @@ def decode_facts(data: bytes) -> NodeFacts:
     if r.pos != len(data):
         raise Malformed("node facts: unexpected bytes after the facts")
     try:
-        return NodeFacts(arch=arch, cpus=cpus, memory_mb=memory, capabilities=caps)
+        return NodeFacts(
+            arch=arch, cpus=cpus, memory_mb=memory, capabilities=caps, draining=bool(flags)
+        )
     except UsageError as exc:
         raise Malformed(str(exc)) from None
 

@@ -22,7 +22,7 @@ import psutil
 import trio
 
 from kai_mesh.core.orchestration.facts import NodeFacts, arch_capability
-from kai_mesh.core.orchestration.telemetry import MAX_ITEMS, ReplicaLoad, Sample
+from kai_mesh.core.orchestration.telemetry import MAX_ITEMS, MAX_NAME, ReplicaLoad, Sample
 from kai_mesh.runtime.agents.host import AgentHost
 
 GPU_DEVICES = ("/dev/nvidia0", "/dev/kfd")
@@ -49,11 +49,14 @@ class Sampler:
         host: AgentHost,
         replicas: Callable[[], list[tuple[str, int, str, bool]]],
         queue_depth: Callable[[], int] = lambda: 0,
+        airtime: Callable[[], list[tuple[str, int]]] = list,
     ) -> None:
-        """`replicas`: (service, replica number, agent, ready) for each replica hosted here."""
+        """`replicas`: (service, replica number, agent, ready) for each replica hosted here;
+        `airtime`: (interface, permille of its budget used) for each budgeted interface."""
         self._host = host
         self._replicas = replicas
         self._queue = queue_depth
+        self._airtime = airtime
         self._served: tuple[float, int] | None = None
         self._rate = 0
         psutil.cpu_percent(None)  # the first call only starts the measurement
@@ -80,4 +83,5 @@ class Sampler:
             served=self._rate,
             errors=errors,
             replicas=loads,
+            airtime=tuple((name[:MAX_NAME], max(0, p)) for name, p in self._airtime()[:MAX_ITEMS]),
         )

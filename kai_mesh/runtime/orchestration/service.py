@@ -58,7 +58,13 @@ from kai_mesh.core.orchestration.ownership import (
     next_epoch,
     owner,
 )
-from kai_mesh.core.orchestration.placement import NodeInfo, eligible, place, usage_by_node
+from kai_mesh.core.orchestration.placement import (
+    NodeInfo,
+    Slot,
+    eligible,
+    place,
+    usage_by_node,
+)
 from kai_mesh.runtime.agents.host import AgentHost
 from kai_mesh.runtime.orchestration.disconnect import AwayClock, held
 from kai_mesh.runtime.orchestration.health import HealthProber
@@ -135,6 +141,7 @@ class Orchestrator:
         #: Set by the node when telemetry runs: peers' facts (capabilities, capacity) for
         #: placement, their reported load and liveness of replicas for balancing.
         self.telemetry: TelemetryService | None = None
+        self.draining = False
         state.watchers.append(self.kick)
 
     # ---- inputs -----------------------------------------------------------------------------
@@ -208,7 +215,8 @@ class Orchestrator:
             )
         name = (self._name if node_id == self.node_id else self._names(node_id)) or node_id.hex()
         caps = self._capabilities if node_id == self.node_id else frozenset()
-        info = NodeInfo(node_id=node_id, name=name, role=role, capabilities=caps)
+        draining = self.draining and node_id == self.node_id
+        info = NodeInfo(node_id=node_id, name=name, role=role, capabilities=caps, draining=draining)
         t = self.telemetry
         if t is not None:
             facts = t.facts if node_id == self.node_id else t.peer_facts.get(node_id)
@@ -247,7 +255,14 @@ class Orchestrator:
             usage=usage_by_node(others),
             policy=self.gov.policy,
         )
-        slots = tuple(sorted(plan.slots, key=lambda s: s.replica))
+        # Drain is make-before-break: a draining node's replica stays placed (and serving)
+        # beside its replacement until the replacement is ready.
+        held_back = [
+            s
+            for s in plan.stopped
+            if s.node in infos and infos[s.node].draining and not replaced(view, s, plan.slots)
+        ]
+        slots = tuple(sorted({*plan.slots, *held_back}, key=lambda s: (s.replica, s.node)))
         if (
             current is not None
             and current.epoch.owner == self.node_id
@@ -310,6 +325,16 @@ class Orchestrator:
                 ydoc.delete(doc, path)
 
         await self._state.transact(edit)
+
+    def drain(self, on: bool = True) -> dict[str, Any]:
+        """Drain this node (`kai-mesh drain`): its replicas move to other nodes, each stopping
+        here once its replacement is ready, and none are placed here until `drain(False)`. Peers
+        learn it with this node's facts; it holds until the node restarts."""
+        self.draining = on
+        if self.telemetry is not None:
+            self.telemetry.set_facts(dataclasses.replace(self.telemetry.facts, draining=on))
+        self.kick()
+        return {"node": self._label(self.node_id), "draining": on}
 
     # ---- orders -----------------------------------------------------------------------------
 
@@ -436,6 +461,10 @@ class Orchestrator:
 
     # ---- reports ----------------------------------------------------------------------------
 
+    def label(self, node_id: bytes) -> str:
+        """A node's name as this node knows it, else the start of its id."""
+        return self._label(node_id)
+
     def _label(self, node_id: bytes) -> str:
         if node_id == self.node_id:
             return self._name or node_id.hex()[:8]
@@ -483,6 +512,21 @@ class Orchestrator:
 
     def report(self) -> list[dict[str, Any]]:
         return [self.describe(v) for v in self.services().values()]
+
+
+def replaced(view: ServiceView, old: Slot, slots: tuple[Slot, ...]) -> bool:
+    """Whether another node in `slots` runs `old`'s replica number, ready, on this manifest."""
+    for s in slots:
+        record = view.status.get(s.node) or {}
+        if (
+            s.replica == old.replica
+            and s.node != old.node
+            and record.get("state") == "ready"
+            and record.get("manifest") == view.manifest_id
+            and s.replica in (record.get("replicas") or ())
+        ):
+            return True
+    return False
 
 
 def given_up(view: ServiceView, infos: dict[bytes, NodeInfo]) -> dict[bytes, NodeInfo]:

@@ -89,6 +89,7 @@ class TelemetryService:
         self._owe_facts: set[bytes] = set()
         self._wake = trio.Event()
         self.started_at: float | None = None
+        self._last: Sample | None = None
         self.counters = {
             "samples_sent": 0,
             "sample_bytes": 0,
@@ -125,6 +126,12 @@ class TelemetryService:
             return
         self.counters["received"] += 1
 
+    def current(self) -> Sample | None:
+        """This node's own latest sample (taken now if telemetry has not run)."""
+        if self._last is None:
+            self._last = self._sample()
+        return self._last
+
     def load(self, node: bytes) -> Sample | None:
         return self.view.samples.get(node)
 
@@ -158,7 +165,8 @@ class TelemetryService:
         task_status.started()
         while True:
             now = trio.current_time()
-            data = sender.observe(self._sample(), now)
+            self._last = self._sample()
+            data = sender.observe(self._last, now)
             if data is not None:
                 await self._to_all(data, "samples_sent", "sample_bytes")
             owed, self._owe_facts = self._owe_facts, set()

@@ -17,7 +17,16 @@ PI = NodeFacts(arch="arm64", cpus=4, memory_mb=8000, capabilities=frozenset({"lo
 def test_round_trip_and_size() -> None:
     data = PI.encode()
     assert decode_facts(data) == PI
-    assert len(data) == 23  # the figure the module docstring gives
+    assert len(data) == 24  # the figure the module docstring gives
+
+
+def test_draining_round_trips_and_marks_the_node() -> None:
+    import dataclasses
+
+    draining = dataclasses.replace(PI, draining=True)
+    assert decode_facts(draining.encode()) == draining
+    base = NodeInfo(node_id=bytes(16), name="pi")
+    assert draining.node_info(base).draining and not PI.node_info(base).draining
 
 
 def test_node_info_takes_capabilities_arch_and_capacity() -> None:
