@@ -504,6 +504,7 @@ class Orchestrator:
             "spec": spec.to_table() if spec is not None else None,
             "wanted": spec.replicas.min if spec is not None and view.active else 0,
             "owner": self._label(own) if own is not None else None,
+            "owner_id": own.hex() if own is not None else None,
             "epoch": write.epoch.counter if write is not None else None,
             "ready": sum(1 for r in replicas if r["state"] == "ready"),
             "replicas": replicas,
