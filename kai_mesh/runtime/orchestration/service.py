@@ -22,10 +22,11 @@ governance fold changes:
    message keeps its `message_id`. No candidate: an `error` reply with code `no_replica` whose
    message says "none placed", "none ready" or "none reachable".
 
-Not yet here (issue 11): capabilities and capacity advertised by other nodes (placement sees
-them with the defaults of `NodeInfo`), telemetry-fed readiness and load, rolling upgrades,
-health checks beyond the agent host's own, `disconnect.lost_after` timers and the reconcile of
-a healed partition.
+Beside this module: health checks (health.py), hosting and rolling upgrades (hosting.py),
+Nomad's disconnect (disconnect.py), telemetry and node facts (telemetry.py, local.py), drain
+(make-before-break, in `_own`), reports for `agents --mesh` and `top` (reports.py). Not yet
+here: choosing which copy survives a healed partition by `disconnect.reconcile` (the core rules
+exist; the placement in force wins).
 """
 
 from __future__ import annotations
