@@ -10,7 +10,8 @@
 - `failover`: the virtual time from a hosting node's death (cut off and stopped) to the service
   back at its count, ready elsewhere, on LAN-like links and on 5 kbit/s links (the detector's
   period stretches to the link).
-- `telemetry`: 5 nodes hosting 3 replicas each, with requests flowing, for one virtual hour:
+- `telemetry`: 3 nodes hosting 3 replicas each, with requests flowing, for a virtual quarter
+  hour on LAN-like links and a virtual hour on 5 kbit/s links:
   telemetry bytes sent per node (samples and facts, every peer counted) on LAN-like links and on
   5 kbit/s links (radio profile, budget 500 B/h per peer link).
 - `throughput`: wall-clock messages/s through `kai://svc/echo` (3 replicas) against one direct
@@ -43,7 +44,9 @@ from kai_mesh.core.mesh.address import AgentAddress, NodeRef
 from kai_mesh.core.orchestration.balancer import Balancer, Replica
 from kai_mesh.core.orchestration.manifest import Strategy, parse_manifest
 from kai_mesh.core.orchestration.placement import NodeInfo, place
+from kai_mesh.core.orchestration.telemetry import radio_profile
 from kai_mesh.runtime.messaging.bus import new_message
+from kai_mesh.runtime.orchestration.telemetry import RADIO_BITRATE
 from tests.runtime.orchestration.svcmesh import (
     SvcNode,
     ask,
@@ -178,11 +181,14 @@ async def _failover(profile: LinkProfile, count: int, label: str) -> dict[str, A
 
 async def _telemetry(profile: LinkProfile, label: str, hours: float = 1.0) -> dict[str, Any]:
     async with trio.open_nursery() as nursery:
-        _, nodes = await svc_mesh(nursery, 5, seed=103, profile=profile)
+        _, nodes = await svc_mesh(nursery, 3, seed=103, profile=profile)
+        if profile.bandwidth is not None and profile.bandwidth <= RADIO_BITRATE:
+            for n in nodes:  # as the node daemon does from its interfaces (policy_for)
+                n.telemetry.policy = radio_profile()
         for k in range(3):
-            await nodes[0].orch.deploy(parse_manifest(_echo(5, f"svc{k}"), "s.toml"))
+            await nodes[0].orch.deploy(parse_manifest(_echo(3, f"svc{k}"), "s.toml"))
         for k in range(3):
-            await until_ready(nodes, f"svc{k}", 5, limit=3600)
+            await until_ready(nodes, f"svc{k}", 3, limit=3600)
         for n in nodes:
             for key in n.telemetry.counters:
                 if key.endswith(("_sent", "_bytes")):
@@ -288,7 +294,7 @@ def main() -> None:
         ]
     if "telemetry" in args.parts:
         out["telemetry"] = [
-            _virtual(lambda: _telemetry(lan, "LAN-like")),
+            _virtual(lambda: _telemetry(lan, "LAN-like", 0.25)),
             _virtual(lambda: _telemetry(radio, "5 kbit/s")),
         ]
     if "throughput" in args.parts:

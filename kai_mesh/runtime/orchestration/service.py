@@ -134,6 +134,8 @@ class Orchestrator:
         self._wake = trio.Event()
         self._admitted: dict[str, SignedManifest | ServiceCommand | Refused] = {}
         self._admitted_head: bytes | None = None
+        self._views: dict[str, ServiceView] | None = None
+        self._infos_cache: tuple[tuple[bytes, ...], dict[bytes, NodeInfo]] | None = None
         self.counters = {"placements_written": 0, "svc_requests": 0, "svc_retries": 0}
         self.counters["svc_no_replica"] = 0
         self.health = HealthProber(host, self.kick)
@@ -153,6 +155,8 @@ class Orchestrator:
         self.kick()
 
     def kick(self) -> None:
+        self._views = None  # the state or the fold changed: read the views again
+        self._infos_cache = None
         self._wake.set()
 
     def live(self) -> list[bytes]:
@@ -177,6 +181,8 @@ class Orchestrator:
         """One pass: place what this node owns, then host what is placed here."""
         if self._state.replica is None or self.gov is None:
             return
+        self._views = None
+        self._infos_cache = None  # facts may have changed (telemetry does not kick)
         services = self.services()
         live = self.live()
         infos = {n: self._info(n) for n in live}
@@ -193,9 +199,14 @@ class Orchestrator:
         await self._host_here(services)
 
     def services(self) -> dict[str, ServiceView]:
+        """The services as the replicated state says, admitted against the fold. Cached between
+        changes (every state change and fold kicks) and read afresh at every step: routing a
+        message must not parse the whole doc (bench/services.py throughput)."""
         if self._state.replica is None:
             return {}
-        return views(self._state.read(("services",)), self._admit)
+        if self._views is None:
+            self._views = views(self._state.read(("services",)), self._admit)
+        return self._views
 
     def _admit(self, text: str) -> SignedManifest | ServiceCommand | Refused:
         gov = self.gov
@@ -207,6 +218,13 @@ class Orchestrator:
         if got is None:
             got = self._admitted[text] = admit_order(text, self._mesh_id, gov)
         return got
+
+    def _infos(self, live: list[bytes]) -> dict[bytes, NodeInfo]:
+        """`_info` of the live nodes, cached until the next kick or step (routing's hot path)."""
+        key = tuple(live)
+        if self._infos_cache is None or self._infos_cache[0] != key:
+            self._infos_cache = (key, {n: self._info(n) for n in live})
+        return self._infos_cache[1]
 
     def _info(self, node_id: bytes) -> NodeInfo:
         role = None
@@ -380,7 +398,7 @@ class Orchestrator:
         if view is None or not view.active:
             return view, []
         live = self.live()
-        write = self.in_force(view, {n: self._info(n) for n in live})
+        write = self.in_force(view, self._infos(live))
         replicas = []
         for slot in write.slots if write is not None else ():
             record = view.status.get(slot.node) or {}

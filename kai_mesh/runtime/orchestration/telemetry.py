@@ -165,6 +165,8 @@ class TelemetryService:
         task_status.started()
         while True:
             now = trio.current_time()
+            if sender.policy is not self.policy:  # the shell chose the profile after the start
+                sender = TelemetrySender(self.policy, self.boot, now)
             self._last = self._sample()
             data = sender.observe(self._last, now)
             if data is not None:
