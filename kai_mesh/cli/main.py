@@ -25,6 +25,7 @@ from kai_mesh.cli.events import add_publish_parser, follow_mesh
 from kai_mesh.cli.genesis import add_genesis_parser
 from kai_mesh.cli.governance import add_governance_parser
 from kai_mesh.cli.invite import add_invite_parser
+from kai_mesh.cli.mesh import cmd_drain, cmd_top
 from kai_mesh.cli.relays import add_relays_parser
 from kai_mesh.cli.services import add_services_parser
 from kai_mesh.cli.state import add_state_parser
@@ -283,7 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("stop", cmd_stop, "stop the running node and wait until it has exited")
     p.add_argument("--timeout", type=_positive, default=15.0, help="seconds to wait (15)")
     add("status", cmd_status, "show the node: ids, mesh, uptime, agents, transports, counters")
-    add("agents", cmd_agents, "list the agents this node hosts and their health")
+    p = add("agents", cmd_agents, "list the agents this node hosts and their health")
+    p.add_argument("--mesh", action="store_true", help="every service replica in the mesh instead")
+    p = add("drain", cmd_drain, "move this node's service replicas away (before maintenance)")
+    p.add_argument("node", nargs="?", help="this node's name (a node drains itself)")
+    p.add_argument("--undo", action="store_true", help="stop draining: take replicas again")
+    p = add("top", cmd_top, "a live table of the mesh's nodes: cpu, memory, replicas, airtime")
+    p.add_argument("--interval", type=_positive, default=2.0, help="seconds between refreshes")
     add("peers", cmd_peers, "list the mesh nodes this node has heard: hops, interface, rtt")
     p = add("ping", cmd_ping, "round trip to another node over its transport, with hop count")
     p.add_argument("node", help="a node name or id")

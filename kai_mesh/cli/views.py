@@ -178,6 +178,10 @@ def _transport_line(transport: dict[str, Any]) -> str:
 
 
 def cmd_agents(args: argparse.Namespace) -> ExitCode:
+    if getattr(args, "mesh", False):
+        from kai_mesh.cli.mesh import mesh_agents
+
+        return mesh_agents(args)
     with _client(args) as client:
         agents = client.call("agents")
     if args.json:

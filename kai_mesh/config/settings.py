@@ -63,6 +63,7 @@ class Config:
 
     name: str = "node"
     log_level: str = "info"
+    capabilities: tuple[str, ...] = ()
     max_message_bytes: int = 64 * 1024
     max_ttl: int = 7 * 24 * 3600
     default_ttl: int = 300
@@ -108,6 +109,16 @@ def _name(v: Any) -> str | None:
     return None
 
 
+_CAPABILITY_RE = re.compile(r"[A-Za-z0-9._:/-]{1,64}")
+
+
+def _capabilities(v: Any) -> str | None:
+    ok = isinstance(v, list) and len(v) <= 32
+    if not ok or not all(isinstance(x, str) and _CAPABILITY_RE.fullmatch(x) for x in v):
+        return "expected a list of at most 32 words (letters, digits, . _ : / -)"
+    return None
+
+
 def _level(v: Any) -> str | None:
     return None if v in LOG_LEVELS else f"expected one of {', '.join(LOG_LEVELS)}"
 
@@ -133,6 +144,7 @@ def _share(v: Any) -> str | None:
 _SCHEMA: dict[tuple[str, str], tuple[str, Callable[[Any], str | None]]] = {
     ("node", "name"): ("name", _name),
     ("node", "log_level"): ("log_level", _level),
+    ("node", "capabilities"): ("capabilities", _capabilities),
     ("bus", "max_message_bytes"): ("max_message_bytes", _positive_int),
     ("bus", "max_ttl"): ("max_ttl", _positive_int),
     ("bus", "default_ttl"): ("default_ttl", _positive_int),
@@ -252,6 +264,9 @@ DEFAULT_CONFIG = """\
 name = "{name}"
 # debug, info, warning or error. Overridden by --log-level or KAI_MESH_LOG_LEVEL.
 log_level = "info"
+# What this node offers services (manifests' `capabilities`), beyond what it detects itself
+# (its architecture, e.g. "arm64", and "gpu" when one is present):
+# capabilities = ["camera", "lora"]
 
 [bus]
 # Largest encoded message accepted, in bytes.

@@ -37,6 +37,7 @@ from kai_mesh.core.mesh.address import AgentAddress, NodeRef, parse_address
 from kai_mesh.core.messaging.envelope import EnvelopeDecoder, Priority, StandardMessage
 from kai_mesh.core.messaging.frames import FRAME_EVENT
 from kai_mesh.core.messaging.retry import RetryPolicy
+from kai_mesh.core.orchestration.telemetry import lan_profile
 from kai_mesh.runtime.agents.host import AgentError, AgentHost, AgentSpec
 from kai_mesh.runtime.control.server import ControlServer, EventHub
 from kai_mesh.runtime.events.agent import EVENT_METHODS, WithEventsAgent, events_method
@@ -54,8 +55,10 @@ from kai_mesh.runtime.messaging.remote import RemoteRouter
 from kai_mesh.runtime.orchestration.autoscaler import ServiceAutoscaler
 from kai_mesh.runtime.orchestration.control import SERVICE_METHODS, services_method
 from kai_mesh.runtime.orchestration.load import LoadMeter
+from kai_mesh.runtime.orchestration.local import Sampler, detect_facts
 from kai_mesh.runtime.orchestration.reactive import ReactiveRules
 from kai_mesh.runtime.orchestration.service import Orchestrator
+from kai_mesh.runtime.orchestration.telemetry import TelemetryService, policy_for
 from kai_mesh.runtime.state.control import WithStateAgent, state_method
 from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import OutboxRow, Store
@@ -250,13 +253,13 @@ class Node:
             hosted=lambda: self.autoscaler.hosted_here(),
             system=True,
         )
-        # The load of other nodes' replicas arrives with the telemetry stream; until it is
-        # wired here the owner sees its own replicas, and the HPA's missing-metric rules keep
-        # the others from shrinking the service.
+        # The load of other nodes' replicas arrives with their telemetry (`self.telemetry`,
+        # set below); this node's own is read now. A replica whose node has not reported yet
+        # is missing, and the HPA's missing-metric rules keep it from shrinking the service.
         self.autoscaler = ServiceAutoscaler(
             orch=self.services,
             events=self.events,
-            samples=lambda: {self.node_id: self.load.sample()},
+            samples=lambda: {**self.telemetry.view.samples, self.node_id: self.load.sample()},
         )
         self.autoscaler.attach()
         self.rules = ReactiveRules(
@@ -265,6 +268,18 @@ class Node:
         self.autoscaler.ticks.append(
             lambda: self.event_sources.check_queues(self.bus.queue_depths())
         )
+        self.telemetry = TelemetryService(
+            facts=detect_facts(config.capabilities),
+            sample=Sampler(
+                self.agents,
+                self.services.hosting.loads,
+                lambda: sum(self.bus.queue_depths().values()),
+                self._airtime_used,
+            ),
+            peers=lambda: alive_peers(self.remote),
+            policy=lan_profile(),
+        )
+        self.services.telemetry = self.telemetry
         self.bus.services = self.services.route
         self.trusted = files.members
         decoder = EnvelopeDecoder(
@@ -347,6 +362,10 @@ class Node:
                     await nursery.start(self.events.run)
                     await nursery.start(self.autoscaler.run)
                     await nursery.start(self.rules.run)
+                    if self.remote.transports:
+                        # Decided now: a transport knows its interfaces once it runs.
+                        self.telemetry.policy = policy_for(list(self.remote.transports))
+                        await nursery.start(self.telemetry.run)
                     await nursery.start(self.control.serve)
                     self.started_at = time.time()
                     log.info(
@@ -379,6 +398,19 @@ class Node:
             state=self.state,
             governance=self.governance,
         )
+        self.telemetry.register_frames(self.remote.frames)
+        self.telemetry.send = self._send_telemetry
+
+    def _airtime_used(self) -> list[tuple[str, int]]:
+        """Per budgeted interface, the permille of its airtime budget in use (for telemetry)."""
+        return [
+            (str(a["interface"]) or a["transport"], min(1000, round(a["used_fraction"] * 1000)))
+            for a in self.egress.status()
+        ]
+
+    async def _send_telemetry(self, node_id: bytes, frame: bytes) -> None:
+        # Ephemeral and repeated at the next keepalive: the lowest priority, background share.
+        await self.remote.send_frame(node_id, frame, Priority.LOW, background=True)
 
     async def _send_state(self, node_id: bytes, frame: bytes) -> None:
         # Sync is background traffic: it yields to messages and keeps to its airtime share.
@@ -524,6 +556,7 @@ class Node:
             "autoscaler": self.autoscaler.status(),
             "rules": {**self.rules.counters, "recent": self.rules.fired},
             "supervision": self.supervised.status(),
+            "telemetry": self.telemetry.status(),
             "governance": self.governance.status(),
             "liveness": None
             if liveness is None

@@ -373,6 +373,20 @@ def test_services_deploy_show_send_scale_remove(running: Home, tmp_path: Path) -
     answer = running.run("send", "kai://svc/echo2", "echo", '"hi"')
     assert answer.returncode == 0 and json.loads(answer.stdout) == "hi", answer.stderr
     assert [s["name"] for s in running.json("services", "list")["services"]] == ["echo2"]
+    (row,) = running.json("agents", "--mesh")
+    assert (row["service"], row["node"], row["state"], row["agent"]) == (
+        "echo2",
+        "pi1",
+        "ready",
+        "echo2",
+    )
+    (me,) = running.json("top")["nodes"]
+    assert me["node"] == "pi1" and me["local"] and me["cpus"] >= 1 and me["replicas"] == 1
+    assert running.json("drain")["draining"] is True
+    assert running.json("drain", "--undo")["draining"] is False
+    other = running.run("drain", "pi2")
+    assert other.returncode == ExitCode.USAGE and "drains itself" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1
     assert running.json("services", "scale", "echo2", "2")["refused"] is None
     assert running.json("services", "remove", "echo2")["refused"] is None
     deadline = time.monotonic() + 20

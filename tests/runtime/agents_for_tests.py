@@ -78,3 +78,21 @@ class ExitingAgent(Agent):
 
             os._exit(3)
         return request.payload
+
+
+class SickableEcho(Agent):
+    """Echoes; its `ping` health intent fails while the class-wide `sick` is set (every replica
+    in the process at once: the orchestration health test needs a sickness that survives the
+    node's restarts of the replica)."""
+
+    name: ClassVar[str] = "sickable"
+    intents: ClassVar[frozenset[str]] = frozenset({"echo", "ping"})
+    isolation: ClassVar[Isolation] = "inline"
+    sick: ClassVar[bool] = False
+
+    def handle(self, request: AgentRequest) -> Any:
+        if request.intent == "ping":
+            if SickableEcho.sick:
+                raise AgentRejected("sick")
+            return "pong"
+        return request.payload

@@ -16,6 +16,8 @@ A transport carries opaque byte strings; the first byte says what each one is::
     0x17 BATCH       0x17 ‖ (varint length ‖ frame)+: frames to one peer in one packet
                        (core.messaging.batch)
     0x1E EVENT       mesh events and interest in them (core.events.wire)
+    0x1A TELEMETRY   0x1A ‖ a telemetry sample (core.orchestration.telemetry, format 0x51) or
+                     node facts (core.orchestration.facts, format 0x52); ephemeral, never stored
 
 Node ids are 16 bytes; seq, incarnation and counter are integers 0 <= x < 2**63. Heartbeat
 `digests` maps a small int (0..255) to at most 32 bytes, at most 8 entries: room for the state and
@@ -79,6 +81,7 @@ FRAME_GOVERNANCE = 0x15  # governance sync: [1, records] or [2, head] (core.gove
 FRAME_ASK = 0x16  # asking for a lost reply: op ‖ 8-byte message id (core.messaging.reply_asks)
 FRAME_BATCH = 0x17  # several frames in one packet (core.messaging.batch)
 FRAME_EVENT = 0x1E  # mesh events and the interest in them (core.events.wire)
+FRAME_TELEMETRY = 0x1A  # node telemetry and facts (core.orchestration.telemetry, .facts)
 _KINDS = frozenset(
     {
         FRAME_ENVELOPE,
@@ -91,6 +94,7 @@ _KINDS = frozenset(
         FRAME_ASK,
         FRAME_BATCH,
         FRAME_EVENT,
+        FRAME_TELEMETRY,
     }
 )
 #: Names for counters and logs (`frame.unregistered.STATE`, `busy.DELIVER`).
@@ -105,6 +109,7 @@ FRAME_NAMES: Mapping[int, str] = {
     FRAME_ASK: "ASK",
     FRAME_BATCH: "BATCH",
     FRAME_EVENT: "EVENT",
+    FRAME_TELEMETRY: "TELEMETRY",
 }
 
 MAX_ACKS = 64

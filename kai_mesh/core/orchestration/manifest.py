@@ -299,7 +299,9 @@ class _Reader:
             raise self.fail(key, f"must be a table, got {_kind(value)}")
         for k in value:
             if k not in allowed:
-                at = f"{key}.{k}" if key else str(k)
+                # A quoted TOML key can hold anything, a newline too: shown escaped, one line.
+                name = k if isinstance(k, str) and k.isprintable() and k else repr(k)[:40]
+                at = f"{key}.{name}" if key else name
                 raise self.fail(at, f"unknown key (known: {', '.join(sorted(allowed))})")
         return value
 

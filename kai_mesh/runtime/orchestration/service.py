@@ -22,10 +22,11 @@ governance fold changes:
    message keeps its `message_id`. No candidate: an `error` reply with code `no_replica` whose
    message says "none placed", "none ready" or "none reachable".
 
-Not yet here (issue 11): capabilities and capacity advertised by other nodes (placement sees
-them with the defaults of `NodeInfo`), telemetry-fed readiness and load, rolling upgrades,
-health checks beyond the agent host's own, `disconnect.lost_after` timers and the reconcile of
-a healed partition.
+Beside this module: health checks (health.py), hosting and rolling upgrades (hosting.py),
+Nomad's disconnect (disconnect.py), telemetry and node facts (telemetry.py, local.py), drain
+(make-before-break, in `_own`), reports for `agents --mesh` and `top` (reports.py). Not yet
+here: choosing which copy survives a healed partition by `disconnect.reconcile` (the core rules
+exist; the placement in force wins).
 """
 
 from __future__ import annotations
@@ -58,8 +59,18 @@ from kai_mesh.core.orchestration.ownership import (
     next_epoch,
     owner,
 )
-from kai_mesh.core.orchestration.placement import NodeInfo, eligible, place, usage_by_node
-from kai_mesh.runtime.agents.host import AgentHost, AgentSpec
+from kai_mesh.core.orchestration.placement import (
+    NodeInfo,
+    Slot,
+    eligible,
+    place,
+    usage_by_node,
+)
+from kai_mesh.runtime.agents.host import AgentHost
+from kai_mesh.runtime.orchestration.disconnect import AwayClock, held
+from kai_mesh.runtime.orchestration.health import HealthProber
+from kai_mesh.runtime.orchestration.hosting import Hosting, serving_agent
+from kai_mesh.runtime.orchestration.telemetry import TelemetryService
 from kai_mesh.runtime.orchestration.views import (
     ORDERS,
     PLACEMENTS,
@@ -122,9 +133,10 @@ class Orchestrator:
         self.request: Request | None = None
         self.error_reply: ErrorReply | None = None
         self._wake = trio.Event()
-        self._hosted: dict[str, str] = {}  # agent name -> manifest id it runs
         self._admitted: dict[str, SignedManifest | ServiceCommand | Refused] = {}
         self._admitted_head: bytes | None = None
+        self._views: dict[str, ServiceView] | None = None
+        self._infos_cache: tuple[tuple[bytes, ...], dict[bytes, NodeInfo]] | None = None
         self.counters = {"placements_written": 0, "svc_requests": 0, "svc_retries": 0}
         self.counters["svc_no_replica"] = 0
         # Hooks the autoscaler fills (runtime/orchestration/autoscaler.py); None: the manifest's
@@ -132,6 +144,13 @@ class Orchestrator:
         self.wanted: Callable[[ServiceView, PlacementWrite | None], int] | None = None
         self.wake: Wake | None = None
         self.state_changed: list[Callable[[], None]] = []
+        self.health = HealthProber(host, self.kick)
+        self.hosting = Hosting(host, self.health)
+        self.away = AwayClock()
+        #: Set by the node when telemetry runs: peers' facts (capabilities, capacity) for
+        #: placement, their reported load and liveness of replicas for balancing.
+        self.telemetry: TelemetryService | None = None
+        self.draining = False
         state.watchers.append(self.kick)
 
     # ---- inputs -----------------------------------------------------------------------------
@@ -142,6 +161,8 @@ class Orchestrator:
         self.kick()
 
     def kick(self) -> None:
+        self._views = None  # the state or the fold changed: read the views again
+        self._infos_cache = None
         self._wake.set()
         for fn in self.state_changed:
             fn()
@@ -152,32 +173,48 @@ class Orchestrator:
     # ---- the loop ---------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            with trio.move_on_after(self.tick):
-                await self._wake.wait()
-            self._wake = trio.Event()
-            try:
-                await self.step()
-            except KaiMeshError as exc:
-                log.warning("orchestration step: %s", exc)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.health.run)
+            task_status.started()
+            while True:
+                with trio.move_on_after(self.tick):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+                try:
+                    await self.step()
+                except KaiMeshError as exc:
+                    log.warning("orchestration step: %s", exc)
 
     async def step(self) -> None:
         """One pass: place what this node owns, then host what is placed here."""
         if self._state.replica is None or self.gov is None:
             return
+        self._views = None
+        self._infos_cache = None  # facts may have changed (telemetry does not kick)
         services = self.services()
         live = self.live()
         infos = {n: self._info(n) for n in live}
+        holders = [
+            slot.node
+            for view in services.values()
+            if view.active and (write := self.in_force(view, infos)) is not None
+            for slot in write.slots
+        ]
+        self.away.update(holders, live, trio.current_time())
         for view in services.values():
             if view.active:
                 await self._own(view, infos, services)
         await self._host_here(services)
 
     def services(self) -> dict[str, ServiceView]:
+        """The services as the replicated state says, admitted against the fold. Cached between
+        changes (every state change and fold kicks) and read afresh at every step: routing a
+        message must not parse the whole doc (bench/services.py throughput)."""
         if self._state.replica is None:
             return {}
-        return views(self._state.read(("services",)), self._admit)
+        if self._views is None:
+            self._views = views(self._state.read(("services",)), self._admit)
+        return self._views
 
     def _admit(self, text: str) -> SignedManifest | ServiceCommand | Refused:
         gov = self.gov
@@ -190,6 +227,13 @@ class Orchestrator:
             got = self._admitted[text] = admit_order(text, self._mesh_id, gov)
         return got
 
+    def _infos(self, live: list[bytes]) -> dict[bytes, NodeInfo]:
+        """`_info` of the live nodes, cached until the next kick or step (routing's hot path)."""
+        key = tuple(live)
+        if self._infos_cache is None or self._infos_cache[0] != key:
+            self._infos_cache = (key, {n: self._info(n) for n in live})
+        return self._infos_cache[1]
+
     def _info(self, node_id: bytes) -> NodeInfo:
         role = None
         if self.gov is not None:
@@ -198,7 +242,14 @@ class Orchestrator:
             )
         name = (self._name if node_id == self.node_id else self._names(node_id)) or node_id.hex()
         caps = self._capabilities if node_id == self.node_id else frozenset()
-        return NodeInfo(node_id=node_id, name=name, role=role, capabilities=caps)
+        draining = self.draining and node_id == self.node_id
+        info = NodeInfo(node_id=node_id, name=name, role=role, capabilities=caps, draining=draining)
+        t = self.telemetry
+        if t is not None:
+            facts = t.facts if node_id == self.node_id else t.peer_facts.get(node_id)
+            if facts is not None:
+                info = facts.node_info(info)
+        return info
 
     def owner_of(self, view: ServiceView, infos: dict[bytes, NodeInfo]) -> bytes | None:
         policy = self.gov.policy if self.gov is not None else {}
@@ -221,15 +272,24 @@ class Orchestrator:
             if v.active and v.name != view.name and (w := self.in_force(v, infos)) is not None
         ]
         spec = view.spec
+        slots_now = current.slots if current is not None else ()
+        now = trio.current_time()
         plan = place(
             spec,
-            infos,
-            current.slots if current is not None else (),
+            held(spec, given_up(view, infos), slots_now, self.away, now, self._info),
+            slots_now,
             wanted=spec.replicas.min if self.wanted is None else self.wanted(view, current),
             usage=usage_by_node(others),
             policy=self.gov.policy,
         )
-        slots = tuple(sorted(plan.slots, key=lambda s: s.replica))
+        # Drain is make-before-break: a draining node's replica stays placed (and serving)
+        # beside its replacement until the replacement is ready.
+        held_back = [
+            s
+            for s in plan.stopped
+            if s.node in infos and infos[s.node].draining and not replaced(view, s, plan.slots)
+        ]
+        slots = tuple(sorted({*plan.slots, *held_back}, key=lambda s: (s.replica, s.node)))
         if (
             current is not None
             and current.epoch.owner == self.node_id
@@ -271,35 +331,12 @@ class Orchestrator:
                 continue
             write = self.in_force(view, infos)
             mine = [s.replica for s in write.slots if s.node == self.node_id] if write else []
-            if mine:
+            if mine and self.health.failed(view.name, view.manifest_id) is None:
                 wanted[view.name] = (view, sorted(mine))
-        for agent, manifest_id in list(self._hosted.items()):
-            if agent not in wanted or wanted[agent][0].manifest_id != manifest_id:
-                self._host.remove(agent)
-                del self._hosted[agent]
-        for agent, (view, _) in wanted.items():
-            if agent in self._hosted:
-                continue
-            if agent in self._host.names():
-                continue  # a configured agent has the name: shown as failed below
-            self._host.add(_agent_spec(agent, view.spec))
-            self._hosted[agent] = view.manifest_id
-        info = {a["name"]: a for a in self._host.info()}
+        self.hosting.apply(wanted, trio.current_time())
         for view in services.values():
-            record = None
-            if view.name in wanted:
-                replicas = wanted[view.name][1]
-                if view.name in self._hosted:
-                    a = info.get(view.name, {})
-                    state, reason = a.get("state", "starting"), a.get("reason", "")
-                else:
-                    state, reason = "failed", "a configured agent of this node has the name"
-                record = {
-                    "state": state,
-                    "reason": reason,
-                    "replicas": replicas,
-                    "manifest": view.manifest_id,
-                }
+            got = wanted.get(view.name)
+            record = self.hosting.record(view, got[1] if got is not None else None)
             if view.status.get(self.node_id) != record:
                 await self._write_status(view.name, record)
 
@@ -315,6 +352,16 @@ class Orchestrator:
                 ydoc.delete(doc, path)
 
         await self._state.transact(edit)
+
+    def drain(self, on: bool = True) -> dict[str, Any]:
+        """Drain this node (`kai-mesh drain`): its replicas move to other nodes, each stopping
+        here once its replacement is ready, and none are placed here until `drain(False)`. Peers
+        learn it with this node's facts; it holds until the node restarts."""
+        self.draining = on
+        if self.telemetry is not None:
+            self.telemetry.set_facts(dataclasses.replace(self.telemetry.facts, draining=on))
+        self.kick()
+        return {"node": self._label(self.node_id), "draining": on}
 
     # ---- orders -----------------------------------------------------------------------------
 
@@ -359,21 +406,41 @@ class Orchestrator:
         if view is None or not view.active:
             return view, []
         live = self.live()
-        write = self.in_force(view, {n: self._info(n) for n in live})
+        write = self.in_force(view, self._infos(live))
         replicas = []
         for slot in write.slots if write is not None else ():
             record = view.status.get(slot.node) or {}
-            ready = (
-                record.get("state") == "ready"
-                and slot.replica in (record.get("replicas") or ())
-                and record.get("manifest") == view.manifest_id
-            )
+            ready = serving_agent(view, record, slot.replica) is not None
             local = slot.node == self.node_id
             hops = 0 if local else (1 if slot.node in live else None)
+            load, weight = 0, 1.0
+            t = self.telemetry
+            if t is not None and not local:
+                sample = t.load(slot.node)
+                for r in sample.replicas if sample is not None else ():
+                    if r.ident == (name, slot.replica):
+                        load = r.in_flight  # readiness stays the record's: telemetry may lag
+                facts = t.peer_facts.get(slot.node)
+                weight = float(facts.cpus) if facts is not None else 1.0
+                ready = ready and not t.past_ttl(slot.node, view.spec.health.ttl)
+            elif t is not None:
+                weight = float(t.facts.cpus)
             replicas.append(
-                Replica(node=slot.node, replica=slot.replica, ready=ready, local=local, hops=hops)
+                Replica(
+                    node=slot.node,
+                    replica=slot.replica,
+                    ready=ready,
+                    local=local,
+                    hops=hops,
+                    weight=weight,
+                    load=load,
+                )
             )
         return view, replicas
+
+    def agent_for(self, view: ServiceView, node: bytes, replica: int) -> str | None:
+        """The agent serving `replica` of `view` on `node` (a rolling upgrade changes it)."""
+        return serving_agent(view, view.status.get(node) or {}, replica)
 
     async def route(self, message: StandardMessage, reply_within: float | None) -> StandardMessage:
         """The bus's hook for `kai://svc/NAME`: pick a replica, retry once on another."""
@@ -411,8 +478,9 @@ class Orchestrator:
             key = picked.key
             self.balancer.begin(key)
             try:
+                agent = self.agent_for(view, picked.node, picked.replica) or name
                 forward = dataclasses.replace(
-                    message, to=AgentAddress(NodeRef(node_id=picked.node), name)
+                    message, to=AgentAddress(NodeRef(node_id=picked.node), agent)
                 )
                 reply = await self.request(forward, limit * share)
             finally:
@@ -428,6 +496,10 @@ class Orchestrator:
 
     # ---- reports ----------------------------------------------------------------------------
 
+    def label(self, node_id: bytes) -> str:
+        """A node's name as this node knows it, else the start of its id."""
+        return self._label(node_id)
+
     def _label(self, node_id: bytes) -> str:
         if node_id == self.node_id:
             return self._name or node_id.hex()[:8]
@@ -438,11 +510,15 @@ class Orchestrator:
         write = self.in_force(view, infos) if view.active else None
         own = self.owner_of(view, infos) if view.active else None
         replicas = []
+        now = trio.current_time()
         for slot in write.slots if write is not None else ():
             record = view.status.get(slot.node) or {}
             state = record.get("state", "pending")
             if slot.replica not in (record.get("replicas") or ()):
                 state = "pending"
+            away = self.away.status(slot.node, now, view.spec)
+            if away is not None:
+                state = away  # its node is not live: "unknown", then "lost" (Nomad)
             replicas.append(
                 {
                     "replica": slot.replica,
@@ -463,6 +539,7 @@ class Orchestrator:
             "spec": spec.to_table() if spec is not None else None,
             "wanted": spec.replicas.min if spec is not None and view.active else 0,
             "owner": self._label(own) if own is not None else None,
+            "owner_id": own.hex() if own is not None else None,
             "epoch": write.epoch.counter if write is not None else None,
             "ready": sum(1 for r in replicas if r["state"] == "ready"),
             "replicas": replicas,
@@ -473,10 +550,31 @@ class Orchestrator:
         return [self.describe(v) for v in self.services().values()]
 
 
-def _agent_spec(name: str, manifest: Manifest) -> AgentSpec:
-    agent = manifest.agent
-    if agent.kind == "command":
-        return AgentSpec(name=name, source="command", command=agent.argv)
-    if agent.kind == "class":
-        return AgentSpec(name=name, source=f"class:{agent.ref}")
-    return AgentSpec(name=name, source=f"entry:{agent.ref}")
+def replaced(view: ServiceView, old: Slot, slots: tuple[Slot, ...]) -> bool:
+    """Whether another node in `slots` runs `old`'s replica number, ready, on this manifest."""
+    for s in slots:
+        record = view.status.get(s.node) or {}
+        if (
+            s.replica == old.replica
+            and s.node != old.node
+            and record.get("state") == "ready"
+            and record.get("manifest") == view.manifest_id
+            and s.replica in (record.get("replicas") or ())
+        ):
+            return True
+    return False
+
+
+def given_up(view: ServiceView, infos: dict[bytes, NodeInfo]) -> dict[bytes, NodeInfo]:
+    """`infos` with the nodes that gave up running this manifest marked draining, so placement
+    puts their replicas elsewhere (issue 11, item 8: after repeated failure the owner places
+    the replica elsewhere)."""
+    out = dict(infos)
+    for node, record in view.status.items():
+        if (
+            node in out
+            and record.get("state") == "failed"
+            and record.get("manifest") == view.manifest_id
+        ):
+            out[node] = dataclasses.replace(out[node], draining=True)
+    return out

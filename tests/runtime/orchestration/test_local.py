@@ -1,0 +1,29 @@
+"""This node's facts from the machine and the config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kai_mesh.config.settings import load_config
+from kai_mesh.runtime.orchestration.local import detect_facts
+
+
+def test_detected_facts_with_and_without_a_gpu(tmp_path: Path) -> None:
+    plain = detect_facts(["camera"], root=tmp_path)
+    assert plain.capabilities == {"camera"} and plain.cpus >= 1 and plain.memory_mb > 1
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "nvidia0").touch()
+    assert detect_facts([], root=tmp_path).capabilities == {"gpu"}
+
+
+def test_config_capabilities(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[node]\ncapabilities = ["camera", "lora"]\n')
+    assert load_config(path).capabilities == ("camera", "lora")
+    path.write_text('[node]\ncapabilities = ["no spaces"]\n')
+    try:
+        load_config(path)
+    except Exception as exc:  # ConfigError: one line naming the key
+        assert "capabilities" in str(exc) and "\n" not in str(exc)
+    else:
+        raise AssertionError("a bad capability was accepted")
