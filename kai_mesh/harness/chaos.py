@@ -82,6 +82,7 @@ class Chaos:
     log: Callable[[str], None] = lambda line: None
     call_timeout: float = 15.0
     passes: int = 1  # client passes per round: a write and a message per running node each
+    start_timeout: float = 90.0  # a restarted node's start, generous for a loaded machine
     ledger: Ledger = field(default_factory=Ledger)
     down: set[str] = field(default_factory=set)
     shaped: set[str] = field(default_factory=set)
@@ -142,7 +143,7 @@ class Chaos:
             what = f"kill -9 {victim}"
         elif step == "restart":
             back = self.rng.choice(sorted(self.down))
-            cluster.start_node(self.state, back)
+            cluster.start_node(self.state, back, self.start_timeout)
             self.down.discard(back)
             what = f"start {back}"
         elif step == "shape":
@@ -166,7 +167,7 @@ class Chaos:
         """The final heal: the network whole again and every killed node started."""
         self.heal_network()
         for name in sorted(self.down):
-            cluster.start_node(self.state, name)
+            cluster.start_node(self.state, name, self.start_timeout)
         self.down.clear()
 
     # the clients
@@ -249,10 +250,17 @@ class Chaos:
         names (a must-arrive send names a member it has heard at least once)."""
         deadline = time.monotonic() + timeout
         for name in self.names:
-            while self.call(name, "status", {})["liveness"]["peers"]["alive"] < len(self.names) - 1:
+            while not self._hears_all(name):
                 if time.monotonic() > deadline:
                     raise ChaosFailure(f"{name} did not hear every peer in {timeout:g} s")
                 time.sleep(0.2)
+
+    def _hears_all(self, name: str) -> bool:
+        try:
+            alive = self.call(name, "status", {})["liveness"]["peers"]["alive"]
+        except (ControlError, KaiMeshError, OSError):
+            return False  # a node slow to answer on a loaded machine: ask again
+        return bool(alive >= len(self.names) - 1)
 
     # the checker
 

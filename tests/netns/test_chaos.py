@@ -35,7 +35,12 @@ def mesh(request: pytest.FixtureRequest) -> Iterator[cluster.HarnessState]:
     directory = Path(tempfile.mkdtemp(prefix="kh-", dir="/tmp"))
     prefix = f"khc{os.getpid() % 100_000}"
     state = cluster.up(
-        directory, 5, prefix=prefix, admins=list(chaos.ADMINS), threshold=chaos.THRESHOLD
+        directory,
+        5,
+        prefix=prefix,
+        admins=list(chaos.ADMINS),
+        threshold=chaos.THRESHOLD,
+        ready_timeout=90,  # five nodes starting at once on a loaded machine
     )
     try:
         yield state
@@ -55,7 +60,7 @@ def test_after_chaos_every_node_agrees_and_nothing_acknowledged_is_lost(
 ) -> None:
     lines: list[str] = []
     run = chaos.Chaos(mesh, seed, log=lines.append)
-    run.wait_heard(60)
+    run.wait_heard(120)
     run.run(ROUNDS)
     views = run.settle(SETTLE_TIMEOUT)
     checked = chaos.check(views, run.ledger)
