@@ -3,8 +3,6 @@ and keys cannot be path parts."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from kai_mesh.core.codec import MAX_DEPTH, max_containers, pack, unpack_exact
@@ -16,12 +14,15 @@ MIB = 1 << 20
 
 
 def test_a_million_empty_lists_are_refused_at_once() -> None:
+    """Refused by the hook at the first container over the bound, far short of the million the
+    frame holds (decoding it whole blocked the event loop 0.66 s; bench/control.py, not a test,
+    measures time: under load a timing assertion here failed at 1.8 s)."""
     data = pack([[] for _ in range(1_000_000)])
     assert len(data) <= MIB
-    started = time.perf_counter()
-    with pytest.raises(Malformed, match="arrays and maps"):
+    limit = max_containers(MIB)
+    assert limit < 100_000
+    with pytest.raises(Malformed, match=f"more than {limit} arrays and maps"):
         unpack_exact(data, MIB)
-    assert time.perf_counter() - started < 0.2  # was 0.66 s (0.74 s here) to decode it whole
 
 
 def test_containers_within_the_bound_and_scalars_still_decode() -> None:
@@ -43,10 +44,9 @@ def test_nesting_deeper_than_the_bound_is_refused() -> None:
 def test_the_control_decoder_refuses_the_flood_frame_and_reads_the_next() -> None:
     decoder = FrameDecoder(MIB)
     flood = encode_frame([[] for _ in range(1_000_000)])
-    started = time.perf_counter()
     events = decoder.feed(flood + encode_frame({"id": 1, "method": "ping"}))
-    assert time.perf_counter() - started < 0.2
     assert isinstance(events[0], FrameInvalid)
+    assert "arrays and maps" in str(events[0])
     assert events[1] == FrameReceived(value={"id": 1, "method": "ping"})
 
 
