@@ -155,6 +155,14 @@ class Store:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(items))
 
+    def synchronous(self) -> str:
+        """The connection's `PRAGMA synchronous` as sqlite names it (`NORMAL`, `FULL`, ...): what
+        a commit survives, read back rather than trusted, so a test can hold the node to FULL."""
+        names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+        with self._lock:
+            level = int(self._db.execute("PRAGMA synchronous").fetchone()[0])
+        return names.get(level, str(level))
+
     def get_meta(self, key: str) -> bytes | None:
         with self._lock:
             return self._get(key)

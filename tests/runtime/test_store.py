@@ -200,3 +200,14 @@ def test_state_logs_only_grow_and_come_back_in_stream_order(tmp_path: Path) -> N
     assert sorted(headers) == [b"h3", b"h7"]  # the second claim of 7 did not replace the first
     assert entries == [b"e3.1", b"e7.1", b"e7.2"]
     store.close()
+
+
+def test_durable_opens_with_synchronous_full_and_the_default_with_normal(tmp_path: Path) -> None:
+    durable = Store(tmp_path / "a.db", durable=True)
+    plain = Store(tmp_path / "b.db")
+    try:
+        assert durable.synchronous() == "FULL"
+        assert plain.synchronous() == "NORMAL"
+    finally:
+        durable.close()
+        plain.close()

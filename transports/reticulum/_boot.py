@@ -5,6 +5,14 @@ answers an interface it cannot create with `os._exit(255)` (LAB.md). `start_reti
 config it is given, starts RNS with its log lines routed into `logging` (the last errors kept, to
 explain a failed start) and `RNS.panic` made an exception for the while, then puts the signal
 handlers and `RNS.panic` back. Main thread only, before `trio.run`.
+
+RNS remembers the hash of every packet it has seen, to drop duplicates, in a set it rotates when
+it passes half of `Transport.hashlist_maxsize` (RNS's default: 1,000,000, so up to a million
+hashes alive): on a broadcast segment every node hashes every packet, flood or not, and the soak
+(bench/soak.py) measured 580,000 hashes, most of the node's RSS growth, after 23 minutes. We
+keep `DUPLICATE_WINDOW` instead: at most that many hashes (~22 MB), which still covers hours of
+a radio's packets and minutes of a busy LAN's; a duplicate arrives within seconds, and what is
+older is refused by our own layer (replay guard, link encryption, signed records).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import RNS
 from kai_mesh.core.errors import TransportError
 
 _RECENT_ERRORS: deque[str] = deque(maxlen=2)
+DUPLICATE_WINDOW = 200_000  # packet hashes RNS keeps to drop duplicates (see the docstring)
 
 
 def start_reticulum(configdir: Path, config_text: str) -> Any:
@@ -32,6 +41,7 @@ def start_reticulum(configdir: Path, config_text: str) -> Any:
     # RNS answers an interface it cannot create (a port in use, a missing device) with
     # os._exit(255) and no word to the user: make that an exception we can explain.
     RNS.panic = _raise_panic
+    RNS.Transport.hashlist_maxsize = DUPLICATE_WINDOW  # read by RNS's job loop when it rotates
     try:
         return RNS.Reticulum(configdir=str(configdir), loglevel=RNS.LOG_NOTICE, logdest=_rns_log)
     except Exception as exc:

@@ -28,6 +28,7 @@ from transports.reticulum._state import (
     ASPECT,
     HELLO,
     JOIN,
+    MAX_LINKS_PER_PEER,
     _Link,
     _Peer,
     _RnsState,
@@ -91,6 +92,8 @@ class _RnsAdmission(_RnsState):
         peer.name, peer.last_heard = record.name, now
         state.verified_at = now
         self._adopt(peer, state)
+        if not state.outbound:
+            self._bound_inbound_links(node_id, state)
         if not state.hello_sent:
             self._send_hello(state)
         state.verified.set()
@@ -99,6 +102,24 @@ class _RnsAdmission(_RnsState):
         self._emit(PeerSeen(peer=self._peer_info(peer)))
         if self.join_claim is not None and state.outbound:
             self._answer_announce()  # admitted, maybe just now: let the others hear of us
+
+    def _bound_inbound_links(self, node_id: bytes, newest: _Link) -> None:
+        """Close the oldest of `node_id`'s verified inbound links past `MAX_LINKS_PER_PEER`."""
+        others = [
+            s
+            for s in self._links.values()
+            if s.node_id == node_id and not s.outbound and not s.closed and s is not newest
+        ]
+        excess = len(others) + 1 - MAX_LINKS_PER_PEER
+        for old in sorted(others, key=lambda s: s.opened_at)[: max(0, excess)]:
+            self._count("links_over_peer_cap")
+            old.link.teardown()
+            # Forgotten now, as `_drop` does, not when RNS confirms the close on its thread.
+            self._links.pop(old.link.link_id, None)
+            self._verified_links.discard(old.link.link_id)
+            old.closed = True
+            old.established.set()
+            old.settled.set()
 
     def _start_join(self, state: _Link, body: bytes, claim: bytes) -> bool:
         """A valid record of a node we do not trust, with a claim: if the record is the link's

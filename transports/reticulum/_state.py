@@ -39,6 +39,12 @@ MAX_PAYLOAD = 256 * 1024
 HELLO_DEADLINE = 30.0
 HELLO_DEADLINE_RADIO = 120.0
 MAX_UNVERIFIED = 32
+# A member's verified inbound links are bounded too (issue 15's soak: a flooding member whose
+# retries reset its link left ~400 open on the target, each with an RNS watchdog thread): when a
+# new one verifies beyond `MAX_LINKS_PER_PEER`, its oldest are closed. The newest wins because a
+# peer that resets or restarts sends on its new link; one link per peer is the rule, the rest
+# is room for links crossing at start-up and a reset racing the old link's close.
+MAX_LINKS_PER_PEER = 4
 
 
 @dataclass(eq=False)

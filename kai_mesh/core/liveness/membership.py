@@ -90,6 +90,9 @@ __all__ = [
 
 _T = TypeVar("_T")
 _MAX_RELAYS = 256  # indirect probes we run for others at once; more are refused, not queued
+#: ... and for one requester: a member asking for relays in a flood takes its share, not all 256
+#: (an honest peer asks for at most `indirect_probes` per probe period).
+_MAX_RELAYS_PER_PEER = 16
 
 
 class RandomSource(Protocol):
@@ -418,6 +421,8 @@ class FailureDetector:
             out.append(SendIndirectAck(to=event.from_id, target=event.target, seq=event.seq))
             return
         if len(self._relays) >= _MAX_RELAYS:
+            return
+        if sum(r.requester == event.from_id for r in self._relays.values()) >= _MAX_RELAYS_PER_PEER:
             return
         peer = self._peers.get(event.target)
         rtt, bitrate = (peer.link_rtt, peer.bitrate) if peer else (None, None)

@@ -61,6 +61,7 @@ from kai_mesh.core.state.sync import (
     vector_frames,
     want_frames,
 )
+from kai_mesh.core.state.waiting import Waiting
 from kai_mesh.core.state.wire import (
     ENTRY_FORMAT,
     ENTRY_KIND,
@@ -84,7 +85,6 @@ from kai_mesh.core.state.wire import (
 )
 from kai_mesh.core.state.ydoc import UpdateRefs, update_refs
 
-MAX_PENDING = 10_000
 MAX_EVIDENCE = 1_000
 _EXITS = (KeyboardInterrupt, SystemExit, GeneratorExit)
 YDoc: TypeAlias = Doc[Any]
@@ -129,8 +129,12 @@ class Replica:
         secrets: NodeSecrets,
         client_id: int,
         verify_key_for: Callable[[bytes], bytes | None],
+        waiting: Callable[[], Waiting] = Waiting,
     ) -> None:
+        """`waiting` makes the (empty) pool of entries waiting for a header or a predecessor, with
+        its bounds."""
         self.mesh_id = mesh_id
+        self._new_waiting = waiting
         self.secrets = secrets
         self.client_id = client_id_ok(client_id, UsageError)
         self.verify_key_for = verify_key_for
@@ -147,8 +151,8 @@ class Replica:
         self._headers: dict[int, bytes] = {}
         self._logs: dict[int, list[bytes]] = {}
         self._hashes: dict[int, list[bytes]] = {}
-        self._pending: dict[int, dict[bytes, int]] = {}
-        self._pending_count = 0
+        self._held = self._new_waiting()  # cannot apply yet; bounded: core/state/waiting.py
+        self._source: bytes | None = None  # the peer whose records `receive` is taking
         self._evidence: dict[Evidence, None] = {}
         self._buckets: dict[int, bytes] | None = None
         self._new_doc()
@@ -249,9 +253,12 @@ class Replica:
 
     # Ingress --------------------------------------------------------------------------------------
 
-    def receive(self, records: Iterable[bytes]) -> Received:
-        """Headers and entries in any order, duplicated, from anyone. Never raises for bad input."""
+    def receive(self, records: Iterable[bytes], *, peer: bytes | None = None) -> Received:
+        """Headers and entries in any order, duplicated, from anyone. Never raises for bad input.
+        `peer`: the node whose link delivered them, charged for what is held back (None: our
+        own store)."""
         out = Received()
+        self._source = peer
         for record in records:
             if type(record) is not bytes or not record:
                 self._refuse("malformed", out)
@@ -265,7 +272,8 @@ class Replica:
                 continue
             if progressed is not None:
                 self._drain(progressed, out)
-        out.pending = self._pending_count
+        self._source = None
+        out.pending = self._held.count
         return out
 
     def restore(self, headers: Iterable[bytes], entries: Iterable[bytes]) -> Received:
@@ -424,27 +432,18 @@ class Replica:
         self._count("applied")
 
     def _hold(self, client_id: int, seq: int, record: bytes, out: Received) -> None:
-        waiting = self._pending.setdefault(client_id, {})
-        if record in waiting:
+        refused = self._held.add(client_id, seq, record, self._source)
+        if refused == "duplicate":
             self._duplicate(out)
-        elif self._pending_count >= MAX_PENDING:
-            self._refuse("pending_full", out)
-        else:
-            waiting[record] = seq
-            self._pending_count += 1
+        elif refused is not None:
+            self._refuse(refused, out)
 
     def _drain(self, client_id: int, out: Received) -> None:
         """Retry what waits for `client_id` now that its header or a predecessor arrived."""
-        while waiting := self._pending.get(client_id):
-            top = len(self._hashes.get(client_id, ())) + 1
-            ready = sorted((seq, record) for record, seq in waiting.items() if seq <= top)
+        while True:
+            ready = self._held.take_ready(client_id, len(self._hashes.get(client_id, ())) + 1)
             if not ready:
                 return
-            for _, record in ready:
-                del waiting[record]
-            self._pending_count -= len(ready)
-            if not waiting:
-                del self._pending[client_id]
             progressed = [self._on_entry(record, out) for _, record in ready]
             if not any(p is not None for p in progressed):
                 return
@@ -460,7 +459,7 @@ class Replica:
         self._refuse(kind, out)
         if quarantine:
             self.quarantined.add(client_id)
-            self._pending_count -= len(self._pending.pop(client_id, {}))
+            self._held.drop(client_id)
             self._buckets = None
         evidence = Evidence(kind, client_id, records)
         if evidence not in self._evidence and len(self._evidence) >= MAX_EVIDENCE:
@@ -499,10 +498,10 @@ class Replica:
             dropped += lengths[client_id] - keep
             del self._logs[client_id][keep:]
             del self._hashes[client_id][keep:]
-        for client_id in list(self._pending):
+        for client_id in self._held.streams():
             revocation = self._revoked.get(self._claims.get(client_id, b""))
             if revocation is not None:
-                self._forget_pending(client_id, revocation.last_valid(client_id))
+                self._held.drop(client_id, revocation.last_valid(client_id))
         lifted = self._lift_quarantines()
         if dropped or lifted:
             self._buckets = None
@@ -510,14 +509,6 @@ class Replica:
             self.counters["revoked_dropped"] = self.counters.get("revoked_dropped", 0) + dropped
             self._rebuild()
         return dropped
-
-    def _forget_pending(self, client_id: int, last_valid: int) -> None:
-        waiting = self._pending[client_id]
-        for record in [r for r, seq in waiting.items() if seq > last_valid]:
-            del waiting[record]
-            self._pending_count -= 1
-        if not waiting:
-            del self._pending[client_id]
 
     def _lift_quarantines(self) -> bool:
         """Lift each quarantine of a revoked node's stream whose every fault lies past the cut:
@@ -553,6 +544,11 @@ class Replica:
             if h and self._claims.get(c) == node_id
         }
 
+    def waiting(self) -> tuple[int, int]:
+        """Records and bytes received but not yet applicable (no header, or a gap before them),
+        bounded per peer and in all (core/state/waiting.py)."""
+        return self._held.count, self._held.size
+
     def held_back(self) -> dict[int, int]:
         """client id -> how many of the stream's entries held are not in the doc: they build on
         items it lacks. For a moment, until another stream's entry arrives; for good, on every
@@ -584,8 +580,10 @@ class Replica:
         """The first frame of a sync session (BUCKETS), to a peer whose digest differs."""
         return encode_sync(Buckets(self._bucket_hashes()))
 
-    def on_sync(self, data: bytes, max_bytes: int) -> tuple[list[bytes], Received]:
-        """A sync frame from a peer -> the frames to send back, and what got applied."""
+    def on_sync(
+        self, data: bytes, max_bytes: int, *, peer: bytes | None = None
+    ) -> tuple[list[bytes], Received]:
+        """A sync frame from `peer` -> the frames to send back, and what got applied."""
         try:
             message = decode_sync(data)
         except ProtocolError as exc:
@@ -593,7 +591,7 @@ class Replica:
             self._refuse(exc.reason, out)
             return [], out
         if isinstance(message, Entries):
-            return [], self.receive([*message.headers, *message.entries])
+            return [], self.receive([*message.headers, *message.entries], peer=peer)
         if isinstance(message, Buckets):
             differ = differing_buckets(self._bucket_hashes(), message.hashes)
             return vector_frames(self.vector(), differ, max_bytes), Received()

@@ -15,6 +15,12 @@ from each peer's link (bitrate, RTT): `DetectorConfig`'s formulas.
 
 Transitions become events on the control socket's `peers` topic (`peer_suspect`, `peer_failed`,
 `peer_recovered`), for `kai-mesh events` and for failover in later issues.
+
+Each SWIM frame leaves in a task of its own; at most `SENDS_PER_PEER` are in flight to one peer.
+Past that the frame is dropped and counted (`send_busy`), never queued: a SWIM frame stuck
+behind four others on a slow link is late anyway, the detector treats a lost frame as a lost
+probe, and a member that floods pings or ping-reqs cannot make this node hold a task and a
+frame for each.
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ from kai_mesh.runtime.messaging.frame_registry import FrameRegistry
 from kai_mesh.runtime.timers import TimerDriver
 
 log = logging.getLogger(__name__)
+
+SENDS_PER_PEER = 4  # SWIM frames in flight to one peer (see the module docstring)
 
 SendFrame = Callable[[bytes, bytes], Awaitable[None]]
 Broadcast = Callable[[bytes], Awaitable[None]]
@@ -108,7 +116,8 @@ class Liveness:
         self._timer = TimerDriver(self)
         self._nursery: trio.Nursery | None = None
         self.counters = {"heartbeats_sent": 0, "heartbeats_heard": 0, "swim_sent": 0}
-        self.counters.update({"swim_received": 0, "send_failed": 0})
+        self.counters.update({"swim_received": 0, "send_failed": 0, "send_busy": 0})
+        self._in_flight: dict[bytes, int] = {}  # SWIM frames being sent, per peer
         self.counters.update({"declared_suspect": 0, "declared_failed": 0, "recovered": 0})
         self.refused: dict[str, int] = {}
 
@@ -240,8 +249,13 @@ class Liveness:
                 targets = (output.to,)
             frame = encode_swim(output)
             for target in targets:
-                if target != self.node_id and self._nursery is not None:
-                    self._nursery.start_soon(self._send_one, target, frame)
+                if target == self.node_id or self._nursery is None:
+                    continue
+                if self._in_flight.get(target, 0) >= SENDS_PER_PEER:
+                    self.counters["send_busy"] += 1
+                    continue
+                self._in_flight[target] = self._in_flight.get(target, 0) + 1
+                self._nursery.start_soon(self._send_one, target, frame)
         self._timer.moved()
 
     async def _send_one(self, node_id: bytes, frame: bytes) -> None:
@@ -252,6 +266,12 @@ class Liveness:
             # A probe that cannot leave is a probe that gets no ack: the detector sees to that.
             self.counters["send_failed"] += 1
             log.debug("SWIM frame to %s not sent: %s", node_id.hex(), exc)
+        finally:
+            left = self._in_flight[node_id] - 1
+            if left:
+                self._in_flight[node_id] = left
+            else:
+                del self._in_flight[node_id]
 
     def _announce(self, event: PeerSuspected | PeerFailed | PeerRecovered) -> None:
         name = _EVENT_NAMES.get(type(event), "peer_recovered")

@@ -343,7 +343,7 @@ class StateService:
         self.counters["frames_received"] += 1
         try:
             async with self._write_lock:
-                replies, received = replica.on_sync(data, SYNC_MAX_BYTES)
+                replies, received = replica.on_sync(data, SYNC_MAX_BYTES, peer=node_id)
                 await self._persist_received(received)
         except KaiMeshError as exc:
             log.debug("state frame from %s refused: %s", node_id.hex(), exc)
@@ -434,6 +434,8 @@ class StateService:
             "revoked_dropped": replica.counters.get("revoked_dropped", 0),
             # stream -> entries kept but not in the doc (waiting for items, or built past a cut)
             "held_back": {str(c): n for c, n in replica.held_back().items()},
+            # records that cannot apply yet (no header or a gap), in all: bounded per peer
+            "waiting": dict(zip(("records", "bytes"), replica.waiting(), strict=True)),
             **self.counters,
         }
 

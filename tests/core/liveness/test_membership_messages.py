@@ -185,11 +185,23 @@ def test_an_indirect_probe_of_ourselves_is_answered_at_once() -> None:
 def test_at_most_256_relays_run_at_once() -> None:
     det = _detector(b"b")
     sent = [
-        det.receive(IndirectProbeRequested(from_id=b"b", target=b"zz", seq=i), 1.0)
+        det.receive(IndirectProbeRequested(from_id=bytes([i % 16]), target=b"zz", seq=i), 1.0)
         for i in range(257)
     ]
     assert all(len(out) == 1 for out in sent[:256])
     assert sent[256] == []
+
+
+def test_one_requester_gets_at_most_16_relays_and_others_still_get_theirs() -> None:
+    """Issue 15: a member flooding PING-REQs cannot take every relay slot from honest peers."""
+    det = _detector(b"b", b"c")
+    flood = [
+        det.receive(IndirectProbeRequested(from_id=b"evil", target=b"c", seq=i), 1.0)
+        for i in range(40)
+    ]
+    assert sum(len(out) for out in flood) == 16
+    honest = det.receive(IndirectProbeRequested(from_id=b"b", target=b"c", seq=99), 1.0)
+    assert len(honest) == 1
 
 
 # -- alive and suspect messages --

@@ -18,6 +18,7 @@ from kai_mesh.core.errors import Malformed, UsageError
 from kai_mesh.core.mesh.identity import NodeSecrets
 from kai_mesh.core.state import replica as replica_module
 from kai_mesh.core.state.replica import Received, Replica
+from kai_mesh.core.state.waiting import Waiting
 from kai_mesh.core.state.wire import (
     MAX_CLIENT_ID,
     ZERO_HASH,
@@ -426,12 +427,54 @@ def test_entries_of_a_node_no_longer_accepted_are_refused() -> None:
     assert r.receive(w.transact(put("b", 2))).refused == {"untrusted": 1}
 
 
-def test_pending_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(replica_module, "MAX_PENDING", 3)
-    w, r = make(0), make(1)
+def test_pending_is_bounded() -> None:
+    w = make(0)
+    r = Replica(
+        mesh_id=MESH,
+        secrets=SECRETS[1],
+        client_id=1001,
+        verify_key_for=KEYS.get,
+        waiting=lambda: Waiting(total=3),
+    )
     records = [rec for i in range(5) for rec in w.transact(put("k", i))]
     got = r.receive(records[1:])
     assert got.pending == 3 and got.refused == {"pending_full": 2}
+
+
+def _with_shares(i: int, **limits: int) -> Replica:
+    return Replica(
+        mesh_id=MESH,
+        secrets=SECRETS[i],
+        client_id=1000 + i,
+        verify_key_for=KEYS.get,
+        waiting=lambda: Waiting(**limits),
+    )
+
+
+def test_a_flooding_peer_fills_only_its_own_share_of_held_back_entries() -> None:
+    """Issue 15: a member sending entries that cannot apply yet (invented streams without a
+    header, or gaps) is refused past its share; an honest peer's out-of-order entries are still
+    held and apply when their predecessor comes."""
+    r = _with_shares(1, per_peer=4, total=100)
+    flood = make(4)  # EVIL's stream would do too: these never get a header here
+    invented = [rec for i in range(6) for rec in flood.transact(put("x", i))][1:]
+    got = r.receive(invented, peer=b"evil")
+    assert got.refused == {"waiting_full.peer": 2} and got.pending == 4
+    w = make(0)
+    header, *later = [rec for i in range(3) for rec in w.transact(put("k", i))]
+    assert r.receive(later, peer=b"honest").refused == {}  # held: its share is its own
+    r.receive([header], peer=b"honest")
+    assert shared(r)["k"] == 2
+    assert r.receive(invented[:1], peer=b"evil").duplicates == 1  # still held, not doubled
+
+
+def test_held_back_bytes_are_bounded_per_peer() -> None:
+    w = make(0)
+    records = [rec for i in range(4) for rec in w.transact(put("k", "v" * 400))]
+    r = _with_shares(1, per_peer_bytes=1000)
+    got = r.receive(records[2:], peer=b"p")  # two entries of > 400 bytes: the second is over
+    assert got.refused.get("waiting_full.peer", 0) >= 1
+    assert r.receive(records[2:]).refused == {}  # our own store is not charged per peer
 
 
 # Restore ------------------------------------------------------------------------------------------

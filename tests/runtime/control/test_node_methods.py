@@ -133,3 +133,12 @@ async def test_a_node_whose_only_admin_is_another_is_supervised() -> None:
         assert node._shape() == "local"  # no transports: a mesh of one, whoever its admin
         node.remote.transports = [FakeTransport("reticulum")]  # type: ignore[list-item]
         assert node._shape() == "supervised"
+
+
+async def test_a_running_node_commits_with_synchronous_full() -> None:
+    """What the node acknowledges must survive a power cut, not only `kill -9` (issue 15):
+    NORMAL here would lose the last commits of a gateway whose power is cut."""
+    with tempfile.TemporaryDirectory(prefix="km-") as home:
+        async with running(_init_node(Path(home))) as node:
+            assert node.store is not None
+            assert node.store.synchronous() == "FULL"

@@ -13,7 +13,7 @@ import trio.testing
 from kai_mesh.core.mesh.identity import MemberRecord, NodeSecrets
 from tests.transports.reticulum.test_trust import MESH, FakeLink, inbound, make
 from transports.reticulum._join import MAX_JOIN
-from transports.reticulum._state import HELLO_DEADLINE, MAX_UNVERIFIED
+from transports.reticulum._state import HELLO_DEADLINE, MAX_LINKS_PER_PEER, MAX_UNVERIFIED
 from transports.reticulum.transport import HELLO, MAX_PAYLOAD, MSG
 
 
@@ -92,3 +92,31 @@ async def test_resources_are_refused_until_the_hello_verifies() -> None:
     transport._on_closed(fake.link_id)
     assert transport._rns_resource_offered(Advert(fake, 10_000)) is False  # closed: forgotten
     assert state.closed
+
+
+async def test_a_members_verified_inbound_links_are_bounded_the_oldest_closed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Issue 15's soak: a member whose retries kept resetting its link left ~400 verified links
+    open on the target. Past MAX_LINKS_PER_PEER the oldest are closed; the newest carries on,
+    and another member's link is not touched."""
+    member, other = NodeSecrets.generate(os.urandom), NodeSecrets.generate(os.urandom)
+    transport, _ = make([member, other])
+    hello = bytes([HELLO]) + MemberRecord.create(member, "m", MESH).to_bytes()
+    _, bystander = inbound(transport, other.rns_public)
+    transport._on_frame(
+        bystander.link_id, bytes([HELLO]) + MemberRecord.create(other, "o", MESH).to_bytes()
+    )
+    links = []
+    for _ in range(10):
+        state, fake = inbound(transport, member.rns_public)
+        transport._on_frame(fake.link_id, hello)
+        assert state.verified.is_set()
+        links.append(fake)
+        await trio.sleep(1)
+    assert all(f.torn_down for f in links[:-MAX_LINKS_PER_PEER])
+    assert not any(f.torn_down for f in links[-MAX_LINKS_PER_PEER:])
+    assert not bystander.torn_down
+    open_ = [s for s in transport._links.values() if s.node_id == member.node_id]
+    assert len(open_) == MAX_LINKS_PER_PEER
+    assert transport.counters()["links_over_peer_cap"] == 10 - MAX_LINKS_PER_PEER
