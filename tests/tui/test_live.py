@@ -168,6 +168,18 @@ async def test_services_show_their_replicas_and_scale_from_the_keyboard(
         await pilot.press("escape", "plus")
         await until(pilot, lambda: node.json("services", "show", "echo2")["wanted"] == 2)
         await until(pilot, lambda: "/2" in text_of(pilot))
+        await pilot.press("d")  # drain this node, as `kai-mesh drain` does
+        await until(pilot, lambda: _draining(node) is True)
+        await until(pilot, lambda: "this node is draining" in text_of(pilot))
+        await pilot.press("d")  # and end it
+        await until(pilot, lambda: _draining(node) is False)
+
+
+def _draining(node: Home) -> bool | None:
+    for n in node.json("top", "--json")["nodes"]:
+        if n["node"] == "alpha":
+            return bool(n["draining"])
+    return None
 
 
 @on_asyncio

@@ -1,6 +1,6 @@
 """Agents and services: the agents this node hosts, their state, work and failures (`r`
 restarts one), and below them the mesh's services (tui/screens/services.py: `+`/`-` scale,
-Enter shows the replicas).
+Enter shows the replicas; `d` drains this node, as `kai-mesh drain` does, and again undoes it).
 
 The node restarts a failed agent by itself, with backoff; `r` asks it (`agent_restart`) to end
 the selected agent's running incarnation now, which then goes `restarting` → `ready` on the
@@ -34,13 +34,17 @@ class AgentsScreen(MeshScreen):
     HELP = (
         "The node's agents and the mesh's services. r: restart the selected agent (the node "
         "also restarts failed ones). +/-: scale the selected service by one replica; Enter: its "
-        "replicas. Tab: the other table. Draining is not offered: the node has no method for it."
+        "replicas. d: drain this node (its replicas move to other nodes, each stopping here once "
+        "its replacement is ready; d again ends the drain). Tab: the other table."
     )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "restart", "Restart", id="agents.restart"),
         Binding("plus,equals_sign", "scale(1)", "Scale+", id="services.scale_up"),
         Binding("minus", "scale(-1)", "Scale-", id="services.scale_down"),
+        Binding("d", "drain", "Drain", id="services.drain"),
     ]
+    #: What the node last said of its drain (None: not asked from this console).
+    draining: bool | None = None
 
     def compose_body(self) -> ComposeResult:
         table: DataTable[Text] = DataTable(id="agents-table", cursor_type="row")
@@ -59,11 +63,15 @@ class AgentsScreen(MeshScreen):
         sync_rows(self.query_one("#agents-table", DataTable), rows, widen=True)
         services = [(str(s.get("name")), service_cells(s)) for s in view.services]
         sync_rows(self.query_one("#svc-table", DataTable), services, widen=True)
+        drain = "  [b]this node is draining[/b] (d ends it)" if self.draining else ""
         show(
             self.query_one("#svc-title", Static),
-            f"[b]Services[/b] {len(view.services)}  (+/- scale, Enter replicas)"
-            if view.services
-            else "[b]Services[/b]: none deployed (kai-mesh services deploy FILE)",
+            (
+                f"[b]Services[/b] {len(view.services)}  (+/- scale, Enter replicas, d drain)"
+                if view.services
+                else "[b]Services[/b]: none deployed (kai-mesh services deploy FILE)"
+            )
+            + drain,
         )
         reasons = [
             f"{escape(str(a.get('name')))}: {escape(str(a.get('reason')))}"
@@ -94,6 +102,9 @@ class AgentsScreen(MeshScreen):
             return
         self._scale(name, count)
 
+    def action_drain(self) -> None:
+        self._drain(not self.draining)
+
     @on(DataTable.RowSelected, "#svc-table")
     def _service_detail(self, event: DataTable.RowSelected) -> None:
         name = str(event.row_key.value)
@@ -111,6 +122,23 @@ class AgentsScreen(MeshScreen):
             self.notify(f"scale {name}: {exc}", severity="error")
             return
         self.notify(f"{name}: {count} replica(s) wanted")
+
+    @work(exclusive=True, group="services")
+    async def _drain(self, on: bool) -> None:
+        try:
+            if self.link is None:
+                raise NotConnected("no node")
+            result = await self.link.call("services_drain", {"on": on})
+        except (ControlError, ControlTimeout, NotConnected) as exc:
+            self.notify(f"drain: {exc}", severity="error")
+            return
+        self.draining = bool(result.get("draining"))
+        self.notify(
+            "draining: replicas move to other nodes as their replacements get ready"
+            if self.draining
+            else "no longer draining"
+        )
+        self.paint(self.view)
 
     @work(exclusive=True, group="agents")
     async def _restart(self, name: str) -> None:
