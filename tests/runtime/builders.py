@@ -1,12 +1,22 @@
-"""A router over the simulated transport, as the runtime tests build many of them."""
+"""A router over the simulated transport, and the sync services and wiring of a test node, as the
+runtime tests build many of them."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Awaitable, Callable
+
 from kai_mesh.core.mesh.identity import NodeSecrets
-from kai_mesh.core.messaging.envelope import EnvelopeDecoder
+from kai_mesh.core.messaging.envelope import EnvelopeDecoder, Priority
+from kai_mesh.core.messaging.retry import RetryPolicy
 from kai_mesh.runtime.agents.host import AgentHost
+from kai_mesh.runtime.governance.service import GovernanceService
+from kai_mesh.runtime.liveness.service import Liveness
 from kai_mesh.runtime.messaging.bus import Bus
 from kai_mesh.runtime.messaging.remote import RemoteRouter
+from kai_mesh.runtime.state.service import StateService
+from kai_mesh.runtime.store import Store
+from kai_mesh.runtime.wiring import alive_peers, wire_delivery
 from transports.memory import MemoryNetwork
 
 
@@ -29,4 +39,64 @@ def memory_router(
         decoder=decoder,
         local=bus.request,
         error_reply=bus.error_reply,
+    )
+
+
+def background_send(router: RemoteRouter) -> Callable[[bytes, bytes], Awaitable[None]]:
+    """How the runtime's sync services send a frame: normal priority, background share."""
+
+    async def send(node_id: bytes, frame: bytes) -> None:
+        await router.send_frame(node_id, frame, Priority.NORMAL, background=True)
+
+    return send
+
+
+def state_service(
+    router: RemoteRouter,
+    secrets: NodeSecrets,
+    mesh_id: bytes,
+    keys: dict[bytes, bytes],
+    seed: int,
+    *,
+    send: Callable[[bytes, bytes], Awaitable[None]] | None = None,
+    peers: Callable[[], list[bytes]] | None = None,
+) -> StateService:
+    """The replicated state of a test node (`send`: `background_send`; `peers`: alive ones)."""
+    return StateService(
+        secrets=secrets,
+        mesh_id=mesh_id,
+        keys=keys,
+        send=send or background_send(router),
+        peers=peers or (lambda: alive_peers(router)),
+        emit=ignore,
+        rng=random.Random(seed),
+    )
+
+
+def wire_test_node(
+    router: RemoteRouter,
+    store: Store,
+    secrets: NodeSecrets,
+    mesh_id: bytes,
+    keys: dict[bytes, bytes],
+    seed: int,
+    *,
+    state: StateService | None = None,
+    governance: GovernanceService | None = None,
+) -> Liveness:
+    """`wire_delivery` as the tests use it: default retry policy, whole airtime shares, a seeded
+    rng, events ignored."""
+    return wire_delivery(
+        router,
+        store,
+        secrets=secrets,
+        mesh_id=mesh_id,
+        keys=keys,
+        emit=ignore,
+        policy=RetryPolicy(),
+        liveness_share=1.0,
+        announce_share=1.0,
+        rng=random.Random(seed),
+        state=state,
+        governance=governance,
     )

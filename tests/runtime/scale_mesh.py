@@ -18,7 +18,6 @@ from kai_mesh.core.mesh.genesis import DEFAULT_POLICY, Genesis
 from kai_mesh.core.mesh.identity import NodeSecrets, node_id_of
 from kai_mesh.core.messaging.envelope import EnvelopeDecoder, Priority, StandardMessage
 from kai_mesh.core.messaging.frames import FRAME_EVENT
-from kai_mesh.core.messaging.retry import RetryPolicy
 from kai_mesh.core.orchestration.telemetry import Sample
 from kai_mesh.runtime.agents.host import AgentHost
 from kai_mesh.runtime.blocking import inline
@@ -34,7 +33,8 @@ from kai_mesh.runtime.orchestration.service import Orchestrator
 from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import Store
 from kai_mesh.runtime.supervision.service import Supervised, WithSuperviseAgent
-from kai_mesh.runtime.wiring import alive_peers, wire_delivery
+from kai_mesh.runtime.wiring import alive_peers
+from tests.runtime.builders import background_send, state_service, wire_test_node
 from transports.memory import LinkProfile, MemoryNetwork
 
 
@@ -144,18 +144,9 @@ async def _node(
     bus.remote = router.request
     events.submit = router.submit
 
-    async def send(node_id: bytes, frame: bytes) -> None:
-        await router.send_frame(node_id, frame, Priority.NORMAL, background=True)
+    send = background_send(router)
 
-    state = StateService(
-        secrets=secrets,
-        mesh_id=mesh_id,
-        keys=keys,
-        send=send,
-        peers=lambda: alive_peers(router),
-        emit=_ignore,
-        rng=random.Random(seed),
-    )
+    state = state_service(router, secrets, mesh_id, keys, seed)
     gov = GovernanceService(
         secrets=secrets,
         genesis=genesis,
@@ -166,20 +157,7 @@ async def _node(
     state_ref.append(state)
     await state.start(store)
     await gov.start(store)
-    wire_delivery(
-        router,
-        store,
-        secrets=secrets,
-        mesh_id=mesh_id,
-        keys=keys,
-        emit=_ignore,
-        policy=RetryPolicy(),
-        liveness_share=1.0,
-        announce_share=1.0,
-        rng=random.Random(seed),
-        state=state,
-        governance=gov,
-    )
+    wire_test_node(router, store, secrets, mesh_id, keys, seed, state=state, governance=gov)
     orch = Orchestrator(
         secrets=secrets,
         mesh_id=mesh_id,

@@ -18,7 +18,6 @@ import trio
 from kai_mesh.core.mesh.genesis import DEFAULT_POLICY, Genesis
 from kai_mesh.core.mesh.identity import MemberRecord, NodeSecrets, node_id_of
 from kai_mesh.core.messaging.envelope import EnvelopeDecoder, Priority
-from kai_mesh.core.messaging.retry import RetryPolicy
 from kai_mesh.runtime.agents.host import AgentHost
 from kai_mesh.runtime.blocking import inline
 from kai_mesh.runtime.governance.service import GovernanceService
@@ -26,7 +25,8 @@ from kai_mesh.runtime.messaging.bus import Bus
 from kai_mesh.runtime.messaging.remote import RemoteRouter
 from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import Store
-from kai_mesh.runtime.wiring import sync_peers, wire_delivery
+from kai_mesh.runtime.wiring import sync_peers
+from tests.runtime.builders import wire_test_node
 from tests.transports.nostr.conftest import relay_url  # noqa: F401 - the fixture
 from transports.base import Transport
 from transports.memory import LinkProfile, MemoryNetwork
@@ -112,20 +112,7 @@ async def start_node(
     store = Store(Path(":memory:"), run_sync=inline)
     await state.start(store)
     await gov.start(store)
-    wire_delivery(
-        router,
-        store,
-        secrets=secrets,
-        mesh_id=mesh,
-        keys=keys,
-        emit=_ignore,
-        policy=RetryPolicy(),
-        liveness_share=1.0,
-        announce_share=1.0,
-        rng=random.Random(seed),
-        state=state,
-        governance=gov,
-    )
+    wire_test_node(router, store, secrets, mesh, keys, seed, state=state, governance=gov)
     await nursery.start(router.run)
     await nursery.start(state.run)
     await nursery.start(gov.run)

@@ -5,7 +5,6 @@ every node holds the same chain; a restart rebuilds the fold from the store."""
 from __future__ import annotations
 
 import os
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +15,11 @@ from kai_mesh.core.governance.wire import Proposal, encode_proposal
 from kai_mesh.core.mesh.genesis import DEFAULT_POLICY, Genesis
 from kai_mesh.core.mesh.identity import NodeSecrets, node_id_of
 from kai_mesh.core.messaging.envelope import Priority
-from kai_mesh.core.messaging.retry import RetryPolicy
 from kai_mesh.runtime.blocking import inline
 from kai_mesh.runtime.governance.service import GOV_DIGEST, GovernanceService
 from kai_mesh.runtime.store import Store
-from kai_mesh.runtime.wiring import alive_peers, wire_delivery
-from tests.runtime.builders import memory_router
+from kai_mesh.runtime.wiring import alive_peers
+from tests.runtime.builders import memory_router, wire_test_node
 from transports.memory import LinkProfile, MemoryNetwork
 
 
@@ -66,19 +64,7 @@ async def start_node(
         emit=_ignore,
     )
     await gov.start(store)
-    wire_delivery(
-        router,
-        store,
-        secrets=secrets,
-        mesh_id=genesis.mesh_id,
-        keys=keys,
-        emit=_ignore,
-        policy=RetryPolicy(),
-        liveness_share=1.0,
-        announce_share=1.0,
-        rng=random.Random(seed),
-        governance=gov,
-    )
+    wire_test_node(router, store, secrets, genesis.mesh_id, keys, seed, governance=gov)
     await nursery.start(router.run)
     await nursery.start(gov.run)
     return GovNode(gov, store)

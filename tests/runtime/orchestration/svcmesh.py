@@ -15,7 +15,6 @@ from kai_mesh.core.mesh.address import AgentAddress, NodeRef, ServiceAddress
 from kai_mesh.core.mesh.genesis import DEFAULT_POLICY, Genesis
 from kai_mesh.core.mesh.identity import NodeSecrets, node_id_of
 from kai_mesh.core.messaging.envelope import EnvelopeDecoder, Priority, StandardMessage
-from kai_mesh.core.messaging.retry import RetryPolicy
 from kai_mesh.core.orchestration.facts import NodeFacts
 from kai_mesh.core.orchestration.telemetry import lan_profile
 from kai_mesh.runtime.agents.host import AgentHost
@@ -28,7 +27,8 @@ from kai_mesh.runtime.orchestration.service import Orchestrator
 from kai_mesh.runtime.orchestration.telemetry import TelemetryService
 from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import Store
-from kai_mesh.runtime.wiring import alive_peers, wire_delivery
+from kai_mesh.runtime.wiring import alive_peers
+from tests.runtime.builders import background_send, state_service, wire_test_node
 from transports.memory import LinkProfile, MemoryNetwork
 
 ECHO = b"""
@@ -97,37 +97,15 @@ async def svc_node(
     )
     bus.remote = router.request
 
-    async def send(node_id: bytes, frame: bytes) -> None:
-        await router.send_frame(node_id, frame, Priority.NORMAL, background=True)
+    send = background_send(router)
 
-    state = StateService(
-        secrets=secrets,
-        mesh_id=mesh,
-        keys=keys,
-        send=send,
-        peers=lambda: alive_peers(router),
-        emit=_ignore,
-        rng=random.Random(seed),
-    )
+    state = state_service(router, secrets, mesh, keys, seed)
     gov = GovernanceService(
         secrets=secrets, genesis=genesis, send=send, peers=lambda: alive_peers(router), emit=_ignore
     )
     await state.start(store)
     await gov.start(store)
-    wire_delivery(
-        router,
-        store,
-        secrets=secrets,
-        mesh_id=mesh,
-        keys=keys,
-        emit=_ignore,
-        policy=RetryPolicy(),
-        liveness_share=1.0,
-        announce_share=1.0,
-        rng=random.Random(seed),
-        state=state,
-        governance=gov,
-    )
+    wire_test_node(router, store, secrets, mesh, keys, seed, state=state, governance=gov)
     orch = Orchestrator(
         secrets=secrets,
         mesh_id=mesh,

@@ -13,12 +13,10 @@ import trio
 
 from kai_mesh.core.mesh.identity import NodeSecrets
 from kai_mesh.core.messaging.frames import FRAME_STATE
-from kai_mesh.core.messaging.retry import RetryPolicy
 from kai_mesh.runtime.blocking import inline
 from kai_mesh.runtime.state.service import STATE_DIGEST, StateService
 from kai_mesh.runtime.store import Store
-from kai_mesh.runtime.wiring import alive_peers, wire_delivery
-from tests.runtime.builders import memory_router
+from tests.runtime.builders import memory_router, state_service, wire_test_node
 from transports.memory import LinkProfile, MemoryNetwork
 
 MESH = b"s" * 32
@@ -37,35 +35,9 @@ async def start_node(
 ) -> StateService:
     store = Store(Path(":memory:"), run_sync=inline)
     router = memory_router(net, secrets, MESH, keys)
-
-    async def send(node_id: bytes, frame: bytes) -> None:
-        from kai_mesh.core.messaging.envelope import Priority
-
-        await router.send_frame(node_id, frame, Priority.NORMAL, background=True)
-
-    state = StateService(
-        secrets=secrets,
-        mesh_id=MESH,
-        keys=keys,
-        send=send,
-        peers=lambda: alive_peers(router),
-        emit=_ignore,
-        rng=random.Random(seed),
-    )
+    state = state_service(router, secrets, MESH, keys, seed)
     await state.start(store)
-    wire_delivery(
-        router,
-        store,
-        secrets=secrets,
-        mesh_id=MESH,
-        keys=keys,
-        emit=_ignore,
-        policy=RetryPolicy(),
-        liveness_share=1.0,
-        announce_share=1.0,
-        rng=random.Random(seed),
-        state=state,
-    )
+    wire_test_node(router, store, secrets, MESH, keys, seed, state=state)
     await nursery.start(router.run)
     await nursery.start(state.run)
     return state
