@@ -7,9 +7,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kai_mesh.core.errors import Malformed, ProtocolError, Truncated, UnknownVersion, UsageError
+from kai_mesh.core.errors import (
+    Malformed,
+    Oversize,
+    ProtocolError,
+    Truncated,
+    UnknownVersion,
+    UsageError,
+)
 from kai_mesh.core.messaging.batch import (
     FRAME_BATCH,
+    MAX_BATCH_BYTES,
     MAX_BATCH_FRAMES,
     Queued,
     batch_size,
@@ -82,6 +90,60 @@ def test_decode_refuses(data: bytes, error: type[ProtocolError]) -> None:
         decode_batch(data)
 
 
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (bytes([FRAME_BATCH]), "^batch: no frames follow$"),
+        (bytes([FRAME_BATCH, 1, 1]), "^batch: a lone frame is sent as itself$"),
+        (bytes([FRAME_BATCH, 0, 1, 1]), "^batch: an empty frame$"),
+        (bytes([FRAME_BATCH, 3, 1, 1]), "^batch: a frame of 3 bytes runs past the end$"),
+        (bytes([FRAME_BATCH, 0x81]), "^batch: a length runs past the end$"),
+        (bytes([FRAME_BATCH, 0x81, 0x00, 1, 1, 1]), "^batch: a length is not minimally encoded$"),
+        (bytes([FRAME_BATCH, 0x80, 0x80, 0x80, 0x01]), "^batch: a length longer than 3 bytes$"),
+        (bytes([FRAME_BATCH, 1, 1, 2, FRAME_BATCH, 1]), "^batch: a batch inside a batch$"),
+        (b"\x01\x01\x01", "^batch: format 1 "),
+    ],
+)
+def test_each_refusal_says_what_is_wrong(data: bytes, message: str) -> None:
+    """The refusal's text is what `kai-mesh status` and the logs show an operator."""
+    with pytest.raises(ProtocolError, match=message):
+        decode_batch(data)
+
+
+@pytest.mark.parametrize(
+    ("length", "varint"),
+    [
+        (127, b"\x7f"),
+        (128, b"\x80\x01"),
+        (300, b"\xac\x02"),
+        (16383, b"\xff\x7f"),
+        (16384, b"\x80\x80\x01"),
+        (70000, b"\xf0\xa2\x04"),
+    ],
+)
+def test_lengths_of_one_to_three_bytes_encode_as_leb128_and_decode_back(
+    length: int, varint: bytes
+) -> None:
+    frame = b"\x01" + bytes(length - 1)
+    data = encode_batch([frame, b"\x02", frame])
+    assert data[: 1 + len(varint)] == bytes([FRAME_BATCH]) + varint
+    assert decode_batch(data) == [frame, b"\x02", frame]
+
+
+def test_a_batch_of_exactly_the_largest_size_and_count_is_taken() -> None:
+    # Two frames filling MAX_BATCH_BYTES exactly: 1 + (3 + a) + (3 + b) bytes.
+    a = (MAX_BATCH_BYTES - 7) // 2
+    frames = [b"\x01" * a, b"\x02" * (MAX_BATCH_BYTES - 7 - a)]
+    data = encode_batch(frames)
+    assert len(data) == MAX_BATCH_BYTES
+    assert decode_batch(data) == frames
+    with pytest.raises(Oversize, match="at most"):
+        decode_batch(data + b"\x00")
+    with pytest.raises(UsageError, match="at most"):
+        encode_batch([frames[0], frames[1] + b"\x00"])
+    assert len(decode_batch(encode_batch([b"\x01"] * MAX_BATCH_FRAMES))) == MAX_BATCH_FRAMES
+
+
 def test_decode_refuses_too_many_frames() -> None:
     data = bytes([FRAME_BATCH]) + b"\x01\x01" * (MAX_BATCH_FRAMES + 1)
     with pytest.raises(Malformed, match="more than"):
@@ -131,6 +193,22 @@ def test_packs_up_to_the_room_in_priority_then_age_order() -> None:
     taken = take_packet(queue, 1 + 4 * 101)
     assert [q.item for q in taken] == [2, 4, 0, 3]  # critical, high, then normals by age
     assert [q.item for q in queue] == [1]
+
+
+def test_a_packet_is_filled_to_the_byte_counting_the_batch_byte_and_every_length() -> None:
+    # Three 100-byte frames packed: 1 + 3 × (1 + 100) = 304 bytes.
+    assert [q.item for q in take_packet(queued((100, N), (100, N), (100, N)), 304)] == [0, 1, 2]
+    assert [q.item for q in take_packet(queued((100, N), (100, N), (100, N)), 303)] == [0, 1]
+    # Two: 1 + 2 × 101 = 203; one byte less and the second does not fit.
+    assert [q.item for q in take_packet(queued((100, N), (100, N)), 203)] == [0, 1]
+    assert [q.item for q in take_packet(queued((100, N), (100, N)), 202)] == [0]
+
+
+def test_a_packet_holds_at_most_the_largest_batch_count() -> None:
+    queue = queued(*[(1, N)] * (MAX_BATCH_FRAMES + 10))
+    taken = take_packet(queue, 100_000)
+    assert [q.item for q in taken] == list(range(MAX_BATCH_FRAMES))
+    assert len(queue) == 10
 
 
 def test_a_frame_too_large_for_the_packet_goes_alone_and_smaller_ones_fill_around() -> None:
