@@ -68,6 +68,8 @@ def test_a_message_sent_into_a_partition_is_delivered_soon_after_the_heal(
         "delivery within 30 s of the heal",
     )
     print(f"delivered {time.monotonic() - healed:.1f} s after the heal")
+    wait_for(lambda: outbox_row(harness, "node1", message_id)["reply"] is not None, 60, "reply")
+    print(f"replied {time.monotonic() - healed:.1f} s after the heal")
     row = outbox_row(harness, "node1", message_id)
     assert row["reply"]["payload"] == {"across": "the partition"}
 

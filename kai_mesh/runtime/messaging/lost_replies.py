@@ -5,13 +5,19 @@ the same transport, at the request's priority, through the egress lanes like eve
 backing off; an UNKNOWN answer sends the request again. The answerer remembers each request it
 served and the bytes of its reply until the request expires, and answers from that. Transports
 that acknowledge on their own (LXMF: delivery receipts, propagation) are never asked over.
+
+A message that must arrive is acknowledged before its agent answers, and its reply travels as an
+ordinary message: a reply lost after the ack would never come (the sender has no reason to send
+again). So the sender asks for it too (`await_late_reply`), from the ack on, the same way, but
+never resends the message (the ack proved it arrived) and stops after `MAX_LATE_ASKS` asks, at
+an UNKNOWN (the recipient restarted and forgot the reply) or when the message expires.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import trio
@@ -33,6 +39,10 @@ log = logging.getLogger(__name__)
 
 MIN_FIRST_ASK = 2.0  # seconds; a LAN round trip is far less, but an agent takes a moment
 REPLY_BITS = 4_000  # a typical reply (about 500 bytes): its airtime is added to the first wait
+# Asks for the reply to a delivered must-arrive message: 2, 4, 8 … 60 s apart, about four
+# minutes in all on a LAN; a reply still not there by then is not coming (`kai-mesh outbox`
+# shows the row delivered without it).
+MAX_LATE_ASKS = 8
 
 
 @dataclass(eq=False)
@@ -123,6 +133,38 @@ class LostReplies:
                 await self._send(transport, waiter.node_id, ask, priority)
                 schedule.asked(trio.current_time())
 
+    async def await_late_reply(
+        self,
+        transport: Transport,
+        waiter: Waiter,
+        message_id: bytes,
+        priority: Priority,
+        first: float,
+        replied: Callable[[], bool],
+    ) -> bool:
+        """After the ack of a must-arrive message: ask for its reply while it is late, until
+        `waiter.done` or `replied()`; False when it gave up (cancel to stop at expiry)."""
+        schedule = AskSchedule(first=first, resends=0)
+        schedule.start(trio.current_time())
+        asks = 0
+        while True:
+            with trio.move_on_at(schedule.next_at):
+                await waiter.wake.wait()
+            waiter.wake = trio.Event()
+            if waiter.done.is_set() or replied():
+                return True
+            if waiter.unknown:
+                return False  # the recipient no longer has it: asking again cannot help
+            if trio.current_time() < schedule.next_at:
+                continue
+            if asks == MAX_LATE_ASKS:
+                return False
+            asks += 1
+            self.count("asks_sent")
+            ask = encode_ask(AskOp.WHERE, message_id)
+            await self._send(transport, waiter.node_id, ask, priority)
+            schedule.asked(trio.current_time())
+
     async def _send(
         self, transport: Transport, node_id: bytes, data: bytes, priority: Priority
     ) -> None:
@@ -158,7 +200,7 @@ class LostReplies:
         transport: Transport,
         node_id: bytes,
         data: bytes,
-        waiters: dict[bytes, Waiter],
+        waiters: Mapping[bytes, Waiter],
     ) -> None:
         """An ASK frame from `node_id` (proven by the transport)."""
         try:

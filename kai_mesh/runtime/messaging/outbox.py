@@ -6,7 +6,9 @@ A message the caller marks as one that must arrive (`send --must-arrive`, or an 
 (`core.frames`). The recipient commits the message id to its replay table, answers with an ACKS
 frame and hands the message to its agent only the first time; a duplicate is acknowledged again
 and dropped. The sender marks the row delivered on the ack; a reply that comes later is kept with
-the row (`kai-mesh outbox`).
+the row (`kai-mesh outbox`). The reply is an ordinary message, not one that must arrive: a row
+delivered without its reply stays in `unreplied` for a while, and the router asks the recipient for
+the reply if it is late (runtime/messaging/lost_replies.py), as it does for a plain request.
 
 When to try again, when to leave a message with LXMF propagation and when to give it up is
 decided by the sans-IO scheduler (`core.messaging.outbox.OutboxScheduler`: backoff, "heard from
@@ -28,6 +30,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -60,6 +63,7 @@ Emit = Callable[[str, dict[str, Any]], None]
 
 HANDOFF_TIMEOUT = 10.0  # store-and-forward that has not taken the message in this long did not
 KEEP_DONE_FOR = 7 * 24 * 3600.0  # finished rows stay visible in `kai-mesh outbox` this long
+MAX_UNREPLIED = 1024  # delivered rows whose reply may still be asked for (the oldest go first)
 
 
 class Outbox:
@@ -95,6 +99,8 @@ class Outbox:
         self._nursery: trio.Nursery | None = None
         self.counters = {"committed": 0, "attempts": 0, "delivered": 0, "expired": 0}
         self.counters["handed_off"] = 0
+        #: Rows delivered whose reply has not come yet, oldest first: what the router may ask for.
+        self.unreplied: OrderedDict[bytes, OutboxRow] = OrderedDict()
 
     def attach(self, store: Store) -> None:
         self._store = store
@@ -140,6 +146,7 @@ class Outbox:
             return False
         if row.state == "waiting":  # the reply overtook the ack: it proves delivery as well
             await self.acked(node_id, [message_id])
+        self.unreplied.pop(message_id, None)
         await store.run_sync(lambda: store.outbox_update(message_id, reply=reply))
         self._emit("outbox", {"event": "reply", "message_id": message_id.hex()})
         return True
@@ -262,6 +269,10 @@ class Outbox:
         if row is None:
             return
         done_at = self._clock()
+        if state == "delivered":
+            self.unreplied[message_id] = row
+            while len(self.unreplied) > MAX_UNREPLIED:
+                self.unreplied.popitem(last=False)
         await self._update(message_id, state=state, done_at=done_at)
         self.counters[state] += 1
         self._emit(

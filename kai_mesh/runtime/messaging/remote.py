@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import ChainMap
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
@@ -126,6 +127,7 @@ DELIVERIES_PER_PEER = 8  # must-arrive messages being committed and served
 ACKS_PER_PEER = 4  # outbox commits of a peer's acks
 OUTBOX_REPLIES_PER_PEER = 8  # outbox commits of replies to must-arrive messages
 ASKS_PER_PEER = 4  # lost-reply asks being answered
+LATE_REPLIES_PER_PEER = 8  # delivered must-arrive messages whose late reply is being asked for
 
 
 class RemoteRouter:
@@ -173,6 +175,7 @@ class RemoteRouter:
         self.refused: dict[str, int] = {}
         self.counters = {"sent": 0, "received": 0, "replies": 0, "queued": 0, "late_replies": 0}
         self._waiting: dict[bytes, Waiter] = {}
+        self._late: dict[bytes, Waiter] = {}  # delivered outbox messages asked for their reply
         self.lost = LostReplies(self.egress, self._count, self._refuse, self._peer_bitrate)
         self._queued: dict[bytes, tuple[bytes, int]] = {}  # message id -> (node id, expires_at)
         self.tasks = PeerTasks(self._count)
@@ -504,7 +507,7 @@ class RemoteRouter:
             self.frames.dispatch(transport, node_id, kind, data)
 
     async def _on_ask(self, transport: Transport, node_id: bytes, data: bytes) -> None:
-        await self.lost.on_ask(transport, node_id, data, self._waiting)
+        await self.lost.on_ask(transport, node_id, data, ChainMap(self._waiting, self._late))
 
     def _on_acks(self, transport: Transport, node_id: bytes, frame: bytes) -> None:
         try:
@@ -516,7 +519,45 @@ class RemoteRouter:
         if outbox is None:
             self._refuse("acks.no_outbox")
             return
-        self.tasks.start(node_id, "acks", ACKS_PER_PEER, lambda: outbox.acked(node_id, ids))
+        self.tasks.start(
+            node_id, "acks", ACKS_PER_PEER, lambda: self._take_acks(outbox, transport, node_id, ids)
+        )
+
+    async def _take_acks(
+        self, outbox: Outbox, transport: Transport, node_id: bytes, ids: list[bytes]
+    ) -> None:
+        """Mark the messages delivered, then ask for the reply of each whose reply is late."""
+        await outbox.acked(node_id, ids)
+        if not asks_over(transport):
+            return
+        for message_id in ids:
+            row = outbox.unreplied.get(message_id)
+            if row is None or row.node_id != node_id or message_id in self._late:
+                continue
+            watch = partial(self._ask_late_reply, outbox, transport, row)
+            self.tasks.start(node_id, "late_reply", LATE_REPLIES_PER_PEER, watch)
+
+    async def _ask_late_reply(self, outbox: Outbox, transport: Transport, row: OutboxRow) -> None:
+        message_id, node_id = row.message_id, row.node_id
+        waiter = self._late[message_id] = Waiter(node_id)
+        first = first_wait(transport, node_id, self._peer_bitrate(transport, node_id))
+        came = False
+        try:
+            with trio.move_on_after(max(0.0, row.expires_at - self.wall_clock())):
+                came = await self.lost.await_late_reply(
+                    transport,
+                    waiter,
+                    message_id,
+                    Priority(row.priority),
+                    first,
+                    replied=lambda: message_id not in outbox.unreplied,
+                )
+        finally:
+            del self._late[message_id]
+            outbox.unreplied.pop(message_id, None)
+        if not came:
+            self._count("late_replies_given_up")
+            log.info("no reply to delivered message %s from %s", message_id.hex(), node_id.hex())
 
     def _on_deliver(self, transport: Transport, node_id: bytes, frame: bytes) -> None:
         """A message that must arrive: check it, then commit, ack and serve (in a task)."""
@@ -560,6 +601,8 @@ class RemoteRouter:
         if not fresh:
             self.counters["duplicates"] = self.counters.get("duplicates", 0) + 1
             return
+        # Remembered with its reply, for the sender's ask if the reply is lost after the ack.
+        self.lost.serving(node_id, message.message_id, message.expires_at, message.priority)
         await self._serve(transport, node_id, message)
         await inbox.done(node_id, message.message_id)
 
@@ -629,6 +672,10 @@ class RemoteRouter:
         )
         if await outbox.replied(node_id, reply_to, kept):
             self.counters["replies"] += 1
+            late = self._late.get(reply_to)
+            if late is not None:
+                late.done.set()
+                late.poke()
         elif self._queued.get(reply_to, (b"",))[0] == node_id:
             del self._queued[reply_to]
             self.counters["late_replies"] += 1

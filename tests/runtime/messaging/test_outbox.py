@@ -25,6 +25,7 @@ from trio.testing import MockClock
 from kai_mesh.core.errors import UsageError
 from kai_mesh.core.mesh.address import AgentAddress, NodeRef, parse_address
 from kai_mesh.core.mesh.identity import NodeSecrets
+from kai_mesh.core.messaging.batch import decode_batch
 from kai_mesh.core.messaging.envelope import (
     EnvelopeDecoder,
     LinkEnds,
@@ -32,7 +33,7 @@ from kai_mesh.core.messaging.envelope import (
     StandardMessage,
     encode,
 )
-from kai_mesh.core.messaging.frames import encode_deliver
+from kai_mesh.core.messaging.frames import FRAME_BATCH, FRAME_ENVELOPE, encode_deliver
 from kai_mesh.core.messaging.retry import RetryPolicy
 from kai_mesh.runtime.agents.host import AgentHost, AgentSpec
 from kai_mesh.runtime.blocking import inline
@@ -462,3 +463,72 @@ async def test_must_arrive_to_a_member_not_heard_now_is_queued_by_name(tmp_path:
             await a.router.submit(message(a, "kai://c/echo", "nobody"))
         m.net.heal()
         await wait_for(lambda: row_state(a, msg.message_id) == "delivered")
+
+
+def lose_first_reply(node: Node) -> list[bytes]:
+    """Make `node`'s transport lose the first packet it sends that holds an envelope (a reply),
+    alone or in a batch with other frames; returns what it lost."""
+    transport = m_transport(node)
+    real = transport.send
+    lost: list[bytes] = []
+
+    async def lossy(node_id: bytes, data: bytes) -> None:
+        frames = decode_batch(data) if data[0] == FRAME_BATCH else [data]
+        if not lost and any(f[0] == FRAME_ENVELOPE for f in frames):
+            lost.append(data)
+            return
+        await real(node_id, data)
+
+    transport.send = lossy  # type: ignore[method-assign]
+    return lost
+
+
+def m_transport(node: Node) -> MemoryTransport:
+    assert node.router is not None
+    transport = node.router.transports[0]
+    assert isinstance(transport, MemoryTransport)
+    return transport
+
+
+async def test_a_reply_lost_after_the_ack_is_asked_for_and_kept(
+    tmp_path: Path, autojump_clock: MockClock
+) -> None:
+    """The ack proves delivery, but the reply travels as an ordinary message: when it is lost,
+    the sender asks for it (as for a plain request's reply) instead of keeping a row delivered
+    without its answer for ever; the agent is not run again."""
+    async with mesh(tmp_path, ["a", "b"]) as m:
+        a, b = m.nodes["a"], m.nodes["b"]
+        assert a.router is not None and b.router is not None and a.store is not None
+        lost = lose_first_reply(b)
+        msg = message(a, f"kai://{b.node_id.hex()}/echo", {"reply": "lost once"})
+        await a.router.submit(msg)
+        await wait_for(lambda: row_state(a, msg.message_id) == "delivered")
+        await wait_for(lambda: a.store.outbox_get(msg.message_id).reply is not None, within=30)  # type: ignore[union-attr]
+        assert lost
+        assert a.router.counters["asks_sent"] >= 1
+        assert b.router.counters["replies_resent"] == 1
+        assert b.router.counters.get("duplicates", 0) <= 1  # a retry if the ack went with it
+        assert b.store is not None and b.store.seen_count() == 1
+        await trio.sleep(10)
+        assert a.router.outbox is not None and not a.router.outbox.unreplied
+        assert "late_replies_given_up" not in a.router.counters
+
+
+async def test_a_reply_the_recipient_forgot_is_asked_for_no_more(
+    tmp_path: Path, autojump_clock: MockClock
+) -> None:
+    """b restarts after the reply was lost, forgetting it: its answer UNKNOWN ends the asking at
+    once (the message is not sent again: it was delivered and served)."""
+    async with mesh(tmp_path, ["a", "b"]) as m:
+        a, b = m.nodes["a"], m.nodes["b"]
+        assert a.router is not None and a.store is not None
+        lost = lose_first_reply(b)
+        msg = message(a, f"kai://{b.node_id.hex()}/echo", "forgotten")
+        await a.router.submit(msg)
+        await wait_for(lambda: row_state(a, msg.message_id) == "delivered")
+        await wait_for(lambda: bool(lost))
+        b = await m.restart("b")
+        await wait_for(lambda: a.router.counters.get("late_replies_given_up") == 1, within=30)  # type: ignore[union-attr]
+        assert a.router.counters["asks_sent"] == 1
+        assert a.store.outbox_get(msg.message_id).reply is None  # type: ignore[union-attr]
+        assert b.router is not None and b.router.counters["received"] == 0  # not sent again
