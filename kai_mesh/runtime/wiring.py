@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from kai_mesh.core.errors import TransportError
@@ -25,6 +26,8 @@ from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import Store
 
 GOVERNANCE_BROADCAST_WAIT = 10.0  # seconds a governance broadcast may wait for airtime
+# A state push waits less: links are the fallback, and a burst of writes queues behind it.
+STATE_BROADCAST_WAIT = 5.0
 ANNOUNCE_BYTES = 200  # an RNS announce with kai-mesh's app_data, on the air (LAB.md: 199)
 
 log = logging.getLogger(__name__)
@@ -124,6 +127,8 @@ def wire_delivery(
         governance.min_round_gap = max(governance.min_round_gap, beat)
         _announce_governance(remote, governance)
         _broadcast_governance(remote, governance)
+    if state is not None:
+        _broadcast_state(remote, state)
 
     def digests() -> dict[int, bytes]:
         out = {} if state is None else state.digests()
@@ -198,6 +203,32 @@ def _announce_governance(remote: RemoteRouter, governance: GovernanceService) ->
             transport.set_announce_digest(ours, theirs)
 
 
+def _broadcast_state(remote: RemoteRouter, state: StateService) -> None:
+    """State pushes by broadcast where a transport can: one packet for every neighbour, where
+    a push per peer would cost a shared channel once per peer. Background traffic, as its
+    link frames are; one that finds no airtime within a few seconds falls back to links."""
+    senders = remote.broadcasts(background=True, wait=STATE_BROADCAST_WAIT)
+    if not senders:
+        return
+
+    async def broadcast(frame: bytes) -> bool:
+        try:
+            for send in senders:
+                await send(frame)
+        except TransportError as exc:
+            log.debug("state broadcast not sent: %s", exc)
+            return False
+        return True
+
+    state.broadcast = broadcast
+    state.hops = partial(_hops, remote)
+
+
+def _hops(remote: RemoteRouter, node_id: bytes) -> int | None:
+    known = [p.hops for p in remote.peers() if p.node_id == node_id and p.hops is not None]
+    return min(known, default=None)
+
+
 def _broadcast_governance(remote: RemoteRouter, governance: GovernanceService) -> None:
     """Governance pushes by broadcast where a transport can (one packet for every neighbour)."""
     # Governance is rare and decides who may do what: not background, and worth a short wait.
@@ -214,9 +245,5 @@ def _broadcast_governance(remote: RemoteRouter, governance: GovernanceService) -
             return False
         return True
 
-    def hops(node_id: bytes) -> int | None:
-        known = [p.hops for p in remote.peers() if p.node_id == node_id and p.hops is not None]
-        return min(known, default=None)
-
     governance.broadcast = broadcast
-    governance.hops = hops
+    governance.hops = partial(_hops, remote)

@@ -6,7 +6,14 @@
 - **Logs**: every header and entry is committed to the store before it is sent or acknowledged;
   on start the doc is rebuilt from them. A node that did not shut down cleanly opens a new stream
   (a fresh Yjs client id), so no (client, clock) pair is ever reused with other content.
-- **Push**: a local change goes to every peer at once, as an ENTRIES frame.
+- **Push**: a local change goes to every peer at once, as an ENTRIES frame. Where a transport
+  can broadcast (a shared radio channel, a LAN), one packet (`broadcast`) reaches every
+  neighbour, and only peers further away (or all, when the broadcast could not go) get it over a
+  link: on a shared channel a push per peer costs the air once per peer. A broadcast is not
+  repeated: a neighbour that lost it is repaired by the next digest round, which the loss costs
+  anyway. Entries heard by broadcast are taken like entries from a link (each is signed by its
+  stream's node and checked by the replica; the sender of the packet is not proven and need not
+  be); they are not broadcast again.
 - **Anti-entropy**: the replica's 8-byte digest rides on heartbeats; hearing a different digest
   from a peer starts a round with it (BUCKETS, then VECTORS for the buckets that differ, then the
   ENTRIES each side lacks), at most one round per peer per `min_round_gap`. Peers out of
@@ -61,6 +68,8 @@ SYNC_MAX_BYTES = 380  # a sync frame that fits one Reticulum link packet with ro
 CLIENT_ID_META = "state_client_id"
 _HEADER, _ENTRY = bytes([HEADER_FORMAT]), bytes([ENTRY_FORMAT])  # a record's format byte
 FRAMES_PER_PEER = 2  # sync steps one peer may have this node working on at once
+BROADCAST_MAX_BYTES = 380  # a push by broadcast: one packet (RNS's PLAIN MDU is 464)
+BROADCASTS_AT_ONCE = 4  # broadcast ENTRIES being checked at once, from anyone
 
 SendFrame = Callable[[bytes, bytes], Awaitable[None]]
 Emit = Callable[[str, dict[str, Any]], None]
@@ -107,6 +116,14 @@ class StateService:
         self.watchers: list[Callable[[], None]] = []
         self.counters = {"local_entries": 0, "peer_entries": 0, "rounds": 0, "frames_sent": 0}
         self.counters.update({"bytes_sent": 0, "frames_received": 0, "send_failed": 0})
+        self.counters.update({"local_entry_bytes": 0, "broadcasts_sent": 0})
+        self.counters.update({"broadcasts_failed": 0, "broadcasts_received": 0})
+        self.counters["broadcasts_refused"] = 0
+        #: Sends a frame by broadcast on every transport that can; False if it could not (no
+        #: airtime, no broadcast transport). Set by the wiring; None: links only.
+        self.broadcast: Callable[[bytes], Awaitable[bool]] | None = None
+        #: Hops to a peer (1: a neighbour that hears our broadcasts), None when unknown.
+        self.hops: Callable[[bytes], int | None] = lambda node_id: None
 
     # ---- life cycle -------------------------------------------------------------------------
 
@@ -250,14 +267,13 @@ class StateService:
                 return 0
             await self._persist(records)
         self.counters["local_entries"] += 1
+        self.counters["local_entry_bytes"] += sum(len(r) for r in records)
         event: dict[str, Any] = {"event": "changed", "origin": "local"}
         if paths is not None:
             event["paths"] = ["/".join(p) for p in paths]
         self._emit("state", event)
         self._changed()
-        if self._nursery is not None:
-            for node_id in self._peers():
-                self._nursery.start_soon(self._push, node_id, records)
+        self._push(records)
         return len(records)
 
     def _changed(self) -> None:
@@ -267,10 +283,31 @@ class StateService:
             except Exception:
                 log.exception("state watcher failed")
 
-    async def _push(self, node_id: bytes, records: list[bytes]) -> None:
+    def _push(self, records: list[bytes]) -> None:
+        """Send a local change to every peer: by one broadcast where it can go, else by link."""
+        if self._nursery is None:
+            return
         headers = [r for r in records if r[:1] == _HEADER]
         entries = [r for r in records if r[:1] == _ENTRY]
-        await self._send_to(node_id, encode_sync(Entries(headers=headers, entries=entries)))
+        frame = encode_sync(Entries(headers=headers, entries=entries))
+        peers = self._peers()
+        if self.broadcast is not None and len(frame) <= BROADCAST_MAX_BYTES:
+            self._nursery.start_soon(self._broadcast_then_links, frame, peers)
+            return
+        for node_id in peers:
+            self._nursery.start_soon(self._send_to, node_id, frame)
+
+    async def _broadcast_then_links(self, frame: bytes, peers: list[bytes]) -> None:
+        assert self.broadcast is not None and self._nursery is not None
+        sent = await self.broadcast(frame)
+        if sent:
+            self.counters["broadcasts_sent"] += 1
+            self.counters["bytes_sent"] += len(frame)
+        else:
+            self.counters["broadcasts_failed"] += 1
+        for node_id in peers:
+            if not sent or self.hops(node_id) != 1:
+                self._nursery.start_soon(self._send_to, node_id, frame)
 
     # ---- anti-entropy -----------------------------------------------------------------------
 
@@ -336,32 +373,54 @@ class StateService:
             lambda transport, node_id, data: self.on_frame(node_id, data),
             per_peer=FRAMES_PER_PEER,
         )
+        frames.on_broadcast(FRAME_STATE, task=self.on_broadcast, limit=BROADCASTS_AT_ONCE)
+
+    async def on_broadcast(self, data: bytes) -> None:
+        """An ENTRIES frame heard by broadcast (its sender unproven: every entry is signed).
+        Only ENTRIES: the sync steps that ask something are a conversation with one peer."""
+        self.counters["broadcasts_received"] += 1
+        try:
+            message = decode_sync(data)
+        except KaiMeshError as exc:
+            self.counters["broadcasts_refused"] += 1
+            log.debug("state broadcast refused: %s", exc)
+            return
+        if not isinstance(message, Entries):
+            self.counters["broadcasts_refused"] += 1
+            return
+        await self._take(None, data)
 
     async def on_frame(self, node_id: bytes, data: bytes) -> None:
         """A sync frame from a peer (the link proved `node_id`)."""
-        replica = self._need()
         self.counters["frames_received"] += 1
+        replies = await self._take(node_id, data)
+        for reply in replies:
+            sent = decode_sync(reply)
+            if isinstance(sent, Entries):
+                self._lacked_there.setdefault(node_id, set()).update(sent.entries)
+        for reply in replies:
+            await self._send_to(node_id, reply)
+
+    async def _take(self, node_id: bytes | None, data: bytes) -> list[bytes]:
+        """Apply a sync frame from `node_id` (None: heard by broadcast); the frames to answer."""
+        replica = self._need()
         try:
             async with self._write_lock:
                 replies, received = replica.on_sync(data, SYNC_MAX_BYTES, peer=node_id)
                 await self._persist_received(received)
         except KaiMeshError as exc:
-            log.debug("state frame from %s refused: %s", node_id.hex(), exc)
-            return
-        self._lacked_here[node_id] = self._lacked_here.get(node_id, 0) + len(received.entries)
-        for reply in replies:
-            sent = decode_sync(reply)
-            if isinstance(sent, Entries):
-                self._lacked_there.setdefault(node_id, set()).update(sent.entries)
+            log.debug("state frame from %s refused: %s", (node_id or b"").hex() or "?", exc)
+            return []
+        if node_id is not None:
+            self._lacked_here[node_id] = self._lacked_here.get(node_id, 0) + len(received.entries)
         if received.entries:
             self.counters["peer_entries"] += len(received.entries)
+            origin = "broadcast" if node_id is None else node_id.hex()
             self._emit(
-                "state",
-                {"event": "changed", "origin": node_id.hex(), "entries": len(received.entries)},
+                "state", {"event": "changed", "origin": origin, "entries": len(received.entries)}
             )
             self._changed()
-        for reply in replies:
-            await self._send_to(node_id, reply)
+        return replies
 
     async def _send_to(self, node_id: bytes, frame: bytes) -> None:
         try:
