@@ -19,7 +19,8 @@ governance fold changes:
 4. **Route** `kai://svc/NAME` (`route`, the bus's `services` hook): the placed replicas whose
    node reports them ready, picked by the service's strategy with this node's `Balancer`, and
    retried once on another replica when the first fails, times out or cannot be reached; the
-   message keeps its `message_id`. No candidate: an `error` reply with code `no_replica` whose
+   message keeps its `message_id`. The candidates are cached per service between changes
+   (`candidates`): routing is per message, a rebuild ranks every live node. No candidate: an `error` reply with code `no_replica` whose
    message says "none placed", "none ready" or "none reachable".
 
 Beside this module: health checks (health.py), hosting and rolling upgrades (hosting.py),
