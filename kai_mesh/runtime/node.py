@@ -63,7 +63,7 @@ from kai_mesh.runtime.state.control import WithStateAgent, state_method
 from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import OutboxRow, Store
 from kai_mesh.runtime.supervision.service import Supervised, WithSuperviseAgent
-from kai_mesh.runtime.wiring import alive_peers, sync_peers, wire_delivery
+from kai_mesh.runtime.wiring import alive_peers, liveness_generation, sync_peers, wire_delivery
 from transports.base import Transport
 
 log = logging.getLogger(__name__)
@@ -243,6 +243,7 @@ class Node:
             state=self.state,
             host=self.agents,
             alive=lambda: alive_peers(self.remote),
+            alive_generation=lambda: liveness_generation(self.remote),
             names=lambda node_id: self._name_of(node_id),
             name=self.name,
         )

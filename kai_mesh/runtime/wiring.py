@@ -45,6 +45,15 @@ def alive_peers(remote: RemoteRouter) -> list[bytes]:
     ]
 
 
+def liveness_generation(remote: RemoteRouter) -> object:
+    """Changes whenever `alive_peers(remote)` may have: the detector (once wired) and its count
+    of peer and status changes. Compared with `!=` by caches of what the live set decides."""
+    liveness = remote.liveness
+    if liveness is None:
+        return None
+    return (id(liveness.detector), liveness.detector.generation)
+
+
 def sync_peers(remote: RemoteRouter) -> list[bytes]:
     """The peers the replicated state and governance sync with: those the detector holds alive,
     and those of transports that carry the sync digests themselves (Nostr relays: no liveness

@@ -33,7 +33,7 @@ from kai_mesh.runtime.orchestration.service import Orchestrator
 from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import Store
 from kai_mesh.runtime.supervision.service import Supervised, WithSuperviseAgent
-from kai_mesh.runtime.wiring import alive_peers
+from kai_mesh.runtime.wiring import alive_peers, liveness_generation
 from tests.runtime.builders import background_send, state_service, wire_test_node
 from transports.memory import LinkProfile, MemoryNetwork
 
@@ -164,6 +164,7 @@ async def _node(
         state=state,
         host=host,
         alive=lambda: alive_peers(router),
+        alive_generation=lambda: liveness_generation(router),
         name=name,
         rng=random.Random(seed),
     )

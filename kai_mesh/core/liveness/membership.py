@@ -203,8 +203,15 @@ class FailureDetector:
         self._probe: _Probe | None = None
         self._next_probe_at: float | None = None
         self._relays: dict[int, _Relay] = {}
+        self._generation = 0
 
     # -- queries --
+
+    @property
+    def generation(self) -> int:
+        """Counts every change of the peer set or of a peer's status: whoever caches what it
+        derives from them (the services' candidate replicas) compares this, not the peers."""
+        return self._generation
 
     @property
     def local_health(self) -> int:
@@ -249,6 +256,7 @@ class FailureDetector:
             peer.link_rtt, peer.bitrate = link_rtt, bitrate
             return
         self._peers[node_id] = _Peer(link_rtt, bitrate, Status.ALIVE, now)
+        self._generation += 1
         # A random place in the round (memberlist does the same), so joins are not probed in order.
         position = int(self._rng.random() * (len(self._order) + 1))
         self._order.insert(position, node_id)
@@ -261,6 +269,7 @@ class FailureDetector:
         """Stop watching `node_id`; no event. Unknown ids are ignored."""
         if self._peers.pop(node_id, None) is None:
             return
+        self._generation += 1
         position = self._order.index(node_id)
         del self._order[position]
         if position < self._index:
@@ -475,6 +484,7 @@ class FailureDetector:
         if new is None:
             return
         peer.status, peer.since, peer.suspicion = new, now, None
+        self._generation += 1
         if new is Status.SUSPECT:
             members = 1 + sum(1 for p in self._peers.values() if p.status is not Status.FAILED)
             interval = self.config.probe_interval(peer.link_rtt, peer.bitrate)

@@ -24,7 +24,7 @@ always wins"); at equal versions the later `signed_at`, then the larger id, so e
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kai_mesh.core.codec import digest, pack, split_format, unpack_prefix
@@ -95,6 +95,9 @@ class SignedManifest:
     deployer: bytes
     signed_at: int
     signature: bytes
+    # The digest, computed once: routing asks for it per message (which copy serves), and it
+    # canonicalizes and packs the whole manifest.
+    _id: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @staticmethod
     def body(manifest: Manifest, deployer: bytes, signed_at: int) -> bytes:
@@ -120,7 +123,11 @@ class SignedManifest:
 
     @property
     def id(self) -> bytes:
-        return digest(MANIFEST_KIND, self.signed_bytes)
+        got = self._id
+        if got is None:
+            got = digest(MANIFEST_KIND, self.signed_bytes)
+            object.__setattr__(self, "_id", got)  # frozen: set once, as a cached property would
+        return got
 
     @property
     def deployer_id(self) -> bytes:

@@ -19,7 +19,8 @@ governance fold changes:
 4. **Route** `kai://svc/NAME` (`route`, the bus's `services` hook): the placed replicas whose
    node reports them ready, picked by the service's strategy with this node's `Balancer`, and
    retried once on another replica when the first fails, times out or cannot be reached; the
-   message keeps its `message_id`. No candidate: an `error` reply with code `no_replica` whose
+   message keeps its `message_id`. The candidates are cached per service between changes
+   (`candidates`): routing is per message, a rebuild ranks every live node. No candidate: an `error` reply with code `no_replica` whose
    message says "none placed", "none ready" or "none reachable".
 
 Beside this module: health checks (health.py), hosting and rolling upgrades (hosting.py),
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -109,6 +111,7 @@ class Orchestrator:
         state: StateService,
         host: AgentHost,
         alive: Callable[[], list[bytes]],
+        alive_generation: Callable[[], object] | None = None,
         names: Callable[[bytes], str | None] = lambda node_id: None,
         name: str | None = None,
         capabilities: frozenset[str] = frozenset(),
@@ -122,6 +125,9 @@ class Orchestrator:
         self._state = state
         self._host = host
         self._alive = alive
+        # Changes whenever `alive()` may have (wiring.liveness_generation); without it the live
+        # set itself is compared, per message.
+        self._alive_generation = alive_generation
         self._names = names
         self._name = name
         self._capabilities = capabilities
@@ -137,6 +143,10 @@ class Orchestrator:
         self._admitted_head: bytes | None = None
         self._views: dict[str, ServiceView] | None = None
         self._infos_cache: tuple[tuple[bytes, ...], dict[bytes, NodeInfo]] | None = None
+        # Bumped whenever the views are read again (every kick: state, fold, health, drain; and
+        # every step): the candidate cache's first key.
+        self._generation = 0
+        self._candidates: dict[str, _Candidates] = {}
         self.counters = {"placements_written": 0, "svc_requests": 0, "svc_retries": 0}
         self.counters["svc_no_replica"] = 0
         # Hooks the autoscaler fills (runtime/orchestration/autoscaler.py); None: the manifest's
@@ -163,6 +173,7 @@ class Orchestrator:
     def kick(self) -> None:
         self._views = None  # the state or the fold changed: read the views again
         self._infos_cache = None
+        self._generation += 1
         self._wake.set()
         for fn in self.state_changed:
             fn()
@@ -191,6 +202,7 @@ class Orchestrator:
             return
         self._views = None
         self._infos_cache = None  # facts may have changed (telemetry does not kick)
+        self._generation += 1
         services = self.services()
         live = self.live()
         infos = {n: self._info(n) for n in live}
@@ -402,9 +414,29 @@ class Orchestrator:
     # ---- routing ----------------------------------------------------------------------------
 
     def candidates(self, name: str) -> tuple[ServiceView | None, list[Replica]]:
+        """The service's view and its replicas as balancing sees them (readiness, path, weight,
+        reported load). Cached per service until something they are made of changes: the views
+        (`_generation`), the live set (`alive_generation`), telemetry (its `generation`), or a
+        peer's telemetry silence passes the service's TTL (`valid_until`). Routing asks per
+        message; rebuilding costs an HRW ranking and a telemetry lookup per replica."""
+        t = self.telemetry
+        key = (
+            self._generation,
+            self.live() if self._alive_generation is None else self._alive_generation(),
+            t,
+            t.generation if t is not None else 0,
+        )
+        got = self._candidates.get(name)
+        now = trio.current_time()
+        if got is None or got.key != key or now >= got.valid_until:
+            got = self._candidates[name] = self._build_candidates(name, key, now)
+        return got.view, list(got.replicas)
+
+    def _build_candidates(self, name: str, key: tuple[object, ...], now: float) -> _Candidates:
         view = self.services().get(name)
+        valid_until = math.inf
         if view is None or not view.active:
-            return view, []
+            return _Candidates(key, valid_until, view, ())
         live = self.live()
         write = self.in_force(view, self._infos(live))
         replicas = []
@@ -422,7 +454,11 @@ class Orchestrator:
                         load = r.in_flight  # readiness stays the record's: telemetry may lag
                 facts = t.peer_facts.get(slot.node)
                 weight = float(facts.cpus) if facts is not None else 1.0
-                ready = ready and not t.past_ttl(slot.node, view.spec.health.ttl)
+                ttl = view.spec.health.ttl
+                if ready and t.past_ttl(slot.node, ttl):
+                    ready = False
+                elif ready and (deadline := t.ttl_deadline(slot.node, ttl)) is not None:
+                    valid_until = min(valid_until, deadline)  # it turns unready then
             elif t is not None:
                 weight = float(t.facts.cpus)
             replicas.append(
@@ -436,7 +472,7 @@ class Orchestrator:
                     load=load,
                 )
             )
-        return view, replicas
+        return _Candidates(key, valid_until, view, tuple(replicas))
 
     def agent_for(self, view: ServiceView, node: bytes, replica: int) -> str | None:
         """The agent serving `replica` of `view` on `node` (a rolling upgrade changes it)."""
@@ -548,6 +584,16 @@ class Orchestrator:
 
     def report(self) -> list[dict[str, Any]]:
         return [self.describe(v) for v in self.services().values()]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Candidates:
+    """One service's candidates as built at `key`; stale from `valid_until` (a TTL passing)."""
+
+    key: tuple[object, ...]
+    valid_until: float
+    view: ServiceView | None
+    replicas: tuple[Replica, ...]
 
 
 def replaced(view: ServiceView, old: Slot, slots: tuple[Slot, ...]) -> bool:

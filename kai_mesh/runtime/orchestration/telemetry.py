@@ -90,6 +90,9 @@ class TelemetryService:
         self._wake = trio.Event()
         self.started_at: float | None = None
         self._last: Sample | None = None
+        #: Counts every change of what balancing reads here (a peer's sample or facts, this
+        #: node's facts): the orchestrator's candidate cache compares it.
+        self.generation = 0
         self.counters = {
             "samples_sent": 0,
             "sample_bytes": 0,
@@ -107,6 +110,7 @@ class TelemetryService:
 
     def _on_frame(self, transport: Transport, node_id: bytes, frame: bytes) -> None:
         body = frame[1:]
+        self.generation += 1  # even a refused frame: a spurious rebuild costs less than a stale one
         try:
             if body[:1] == bytes([TELEMETRY_FORMAT]):
                 boot = decode(body).boot
@@ -147,14 +151,25 @@ class TelemetryService:
         if ttl is None:
             return False
         silent = self.silent_for(node, trio.current_time())
-        floor = 2 * self.policy.keepalive + self.policy.min_interval
-        return silent is not None and silent > max(ttl, floor)
+        return silent is not None and silent > self._ttl_limit(ttl)
+
+    def ttl_deadline(self, node: bytes, ttl: float | None) -> float | None:
+        """When `past_ttl(node, ttl)` turns true unless a sample comes first (None: it cannot,
+        no TTL or never heard). What is cached from `past_ttl` holds until then."""
+        at = self.heard.get(node)
+        if ttl is None or at is None:
+            return None
+        return at + self._ttl_limit(ttl)
+
+    def _ttl_limit(self, ttl: float) -> float:
+        return max(ttl, 2 * self.policy.keepalive + self.policy.min_interval)
 
     # ---- sending ----------------------------------------------------------------------------
 
     def set_facts(self, facts: NodeFacts) -> None:
         if facts != self.facts:
             self.facts = facts
+            self.generation += 1
             self._owe_facts.update(self._peers())
             self._wake.set()
 
