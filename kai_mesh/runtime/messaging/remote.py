@@ -83,16 +83,19 @@ from kai_mesh.core.messaging.frames import (
     FRAME_DELIVER,
     FRAME_ENVELOPE,
     FRAME_HEARTBEAT,
+    FRAME_NAME_CLAIMS,
     decode_acks,
     decode_deliver,
     encode_acks,
     frame_kind,
 )
+from kai_mesh.core.messaging.name_claims import NameClaim, decode_claims
 from kai_mesh.runtime.liveness.service import Liveness
 from kai_mesh.runtime.messaging.durable_inbox import Inbox
 from kai_mesh.runtime.messaging.egress import AirtimeShed, Egress
 from kai_mesh.runtime.messaging.frame_registry import FrameRegistry, PeerTasks
 from kai_mesh.runtime.messaging.lost_replies import LostReplies, Waiter, asks_over, first_wait
+from kai_mesh.runtime.messaging.names import NameBook
 from kai_mesh.runtime.messaging.outbox import Outbox
 from kai_mesh.runtime.store import OutboxRow, Store
 from transports.base import (
@@ -158,6 +161,9 @@ class RemoteRouter:
         #: node id -> key of the mesh's members now (wire_delivery: the governance fold's)
         self.members: Mapping[bytes, bytes] | None = None
         self._names: dict[str, bytes] | None = None  # NAMES_META, read on first use
+        #: Members' own signed names (runtime/messaging/names.py; set by `wire_delivery`).
+        self.names: NameBook | None = None
+        self._claims_sent: set[bytes] = set()  # peers handed every claim in this run
         self.decoder = decoder
         self.local = local
         self.error_reply = error_reply
@@ -185,6 +191,7 @@ class RemoteRouter:
         self.frames.on(FRAME_ACKS, self._on_acks)
         self.frames.on_task(FRAME_ASK, self._on_ask, per_peer=ASKS_PER_PEER)
         self.frames.on(FRAME_BATCH, self._on_batch)
+        self.frames.on(FRAME_NAME_CLAIMS, self._on_name_claims)
         #: Called for each peer a live-link transport announces: (node id, rtt, bitrate).
         self.peer_seen: list[Callable[[bytes, float | None, int | None], None]] = []
         #: Services that run inside the router's nursery, after its transports (the outbox,
@@ -358,6 +365,8 @@ class RemoteRouter:
             except UsageError:
                 remembered = self._member_named(node)
                 if remembered is None:
+                    remembered = self._claimed(node)
+                if remembered is None:
                     raise
                 node_id = remembered  # a member not heard now (it is away, or we restarted)
         row = OutboxRow(
@@ -439,6 +448,62 @@ class RemoteRouter:
         names[peer.name] = peer.node_id
         self.store.put_meta(NAMES_META, pack(names))  # rare: only when a name is new
 
+    def attach_names(self, mesh_id: bytes, own: NameClaim | None) -> None:
+        """Keep members' signed names in the store (set `store` and `members` first)."""
+        assert self.store is not None and self.members is not None
+        self.names = NameBook(
+            store=self.store, mesh_id=mesh_id, members=self.members, own=own, refuse=self._refuse
+        )
+
+    def _claimed(self, name: str) -> bytes | None:
+        """The member whose own signed claim is `name` (names.py); `UsageError` when two
+        members claim it."""
+        if self.names is None:
+            return None
+        claimants = self.names.claimants(name)
+        if len(claimants) > 1:
+            ids = ", ".join(sorted(c.hex() for c in claimants))
+            raise UsageError(f"two members claim the name {name!r} ({ids}): send by node id")
+        return claimants[0] if claimants else None
+
+    def _share_names(self, node_id: bytes) -> None:
+        """Hand a peer heard for the first time in this run every member's claim we hold."""
+        names, nursery = self.names, self.tasks.nursery
+        if names is None or nursery is None or node_id in self._claims_sent:
+            return
+        frames = names.frames()
+        if frames:
+            self._claims_sent.add(node_id)
+            nursery.start_soon(self._send_claims, node_id, frames)
+
+    async def _send_claims(self, node_id: bytes, frames: list[bytes]) -> None:
+        # Background and low: names matter only once a message is sent by name.
+        try:
+            for frame in frames:
+                await self.send_frame(node_id, frame, Priority.LOW, background=True)
+        except (TransportError, AirtimeShed):
+            self._claims_sent.discard(node_id)  # handed over again when next heard
+
+    def _on_name_claims(self, transport: Transport, node_id: bytes, frame: bytes) -> None:
+        """Claims a peer passed on: keep those that verify; pass the new ones to the peers
+        heard now, so a claim crosses the mesh once per link."""
+        names, nursery = self.names, self.tasks.nursery
+        if names is None:
+            self._refuse("name_claims.no_book")
+            return
+        try:
+            claims = decode_claims(frame)
+        except ProtocolError as exc:
+            self._refuse(f"name_claims.{exc.reason}")
+            return
+        new = names.take(claims)
+        if not new or nursery is None:
+            return
+        frames = names.frames(new)
+        for peer in {p.node_id for p in self.peers()} - {node_id}:
+            if peer in self._claims_sent:  # the others get every claim when first heard
+                nursery.start_soon(self._send_claims, peer, frames)
+
     def _member_named(self, name: str) -> bytes | None:
         node_id = self._known_names().get(name)
         if node_id is None or self.members is None or node_id not in self.members:
@@ -457,6 +522,7 @@ class RemoteRouter:
             elif isinstance(event, PeerSeen):
                 log.debug("peer %s seen on %s", event.peer.name, transport.name)
                 self._remember_name(event.peer)
+                self._share_names(event.peer.node_id)
                 if transport.abilities.live_links:
                     bitrate = self._bitrate(transport, event.peer.interface)
                     for seen in self.peer_seen:

@@ -219,7 +219,8 @@ def test_frame_kind_refusals() -> None:
     with pytest.raises(Truncated):
         frame_kind(b"")
     assert frame_kind(b"\x17") == 0x17  # several frames in one packet (core.batch)
-    for first in (0x00, 0x02, 0x0F, 0x18, 0xFF):
+    assert frame_kind(b"\x18") == 0x18  # members' signed names (core.name_claims)
+    for first in (0x00, 0x02, 0x0F, 0x7F, 0xFF):
         with pytest.raises(UnknownVersion):
             frame_kind(bytes([first]))
 
