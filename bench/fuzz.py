@@ -412,6 +412,7 @@ def router_target() -> Target:
         frames.encode_swim(SendAlive(to=B.node_id, node_id=A.node_id, incarnation=4)),
         frames.encode_swim(SendSuspect(to=B.node_id, node_id=A.node_id, incarnation=4)),
         encode_claims([claim_name(A, "gateway-1", MESH), claim_name(B, "b", MESH)]),
+        frames.encode_busy(bytes(8)),
     ]
 
     def decode(data: bytes) -> None:
@@ -423,6 +424,7 @@ def router_target() -> Target:
             lambda d: frames.decode_swim(d, B.node_id),
             lambda d: frames.decode_heartbeat(d, MESH, KEYS),
             decode_claims,
+            frames.decode_busy,
         ):
             with contextlib.suppress(ProtocolError):
                 fn(data)

@@ -41,8 +41,9 @@ a message is counted as `late_replies` (no one waits for it any more).
 
 A message that must arrive (`submit`) goes to the outbox even when its node is not heard now:
 named by id, or by a name a transport reported for that node when it was heard, in this run or
-an earlier one (kept in the store's meta, names of current members only). A node restarted after
-a crash can so queue for a peer it has not heard from yet.
+an earlier one (kept in the store's meta, names of current members only), or by the name the
+member signed for itself and the mesh passed on (NAME_CLAIMS, runtime/messaging/names.py). A
+node restarted after a crash, or one that never heard that member, can so queue for it.
 """
 
 from __future__ import annotations
@@ -80,13 +81,16 @@ from kai_mesh.core.messaging.frames import (
     FRAME_ACKS,
     FRAME_ASK,
     FRAME_BATCH,
+    FRAME_BUSY,
     FRAME_DELIVER,
     FRAME_ENVELOPE,
     FRAME_HEARTBEAT,
     FRAME_NAME_CLAIMS,
     decode_acks,
+    decode_busy,
     decode_deliver,
     encode_acks,
+    encode_busy,
     frame_kind,
 )
 from kai_mesh.core.messaging.name_claims import NameClaim, decode_claims
@@ -131,6 +135,7 @@ ACKS_PER_PEER = 4  # outbox commits of a peer's acks
 OUTBOX_REPLIES_PER_PEER = 8  # outbox commits of replies to must-arrive messages
 ASKS_PER_PEER = 4  # lost-reply asks being answered
 LATE_REPLIES_PER_PEER = 8  # delivered must-arrive messages whose late reply is being asked for
+BUSY_ANSWERS_PER_PEER = 4  # BUSY frames being sent to a peer; past it a dropped DELIVER is silent
 
 
 class RemoteRouter:
@@ -192,6 +197,7 @@ class RemoteRouter:
         self.frames.on_task(FRAME_ASK, self._on_ask, per_peer=ASKS_PER_PEER)
         self.frames.on(FRAME_BATCH, self._on_batch)
         self.frames.on(FRAME_NAME_CLAIMS, self._on_name_claims)
+        self.frames.on(FRAME_BUSY, self._on_busy)
         #: Called for each peer a live-link transport announces: (node id, rtt, bitrate).
         self.peer_seen: list[Callable[[bytes, float | None, int | None], None]] = []
         #: Services that run inside the router's nursery, after its transports (the outbox,
@@ -642,12 +648,40 @@ class RemoteRouter:
         if not decoded.signed and message.sender.node.node_id != node_id:
             self._refuse("envelope.spoofed_sender")
             return
-        self.tasks.start(
+        if not self.tasks.start(
             node_id,
             "deliver",
             DELIVERIES_PER_PEER,
             lambda: self._take_delivery(transport, node_id, message, data),
-        )
+        ):
+            # Dropped: say so in 9 bytes, so the sender slows down instead of retrying at its
+            # usual pace on a fresh link (the outbox scheduler's window). Bounded in turn.
+            busy = encode_busy(message.message_id)
+            self.tasks.start(
+                node_id,
+                "busy_answer",
+                BUSY_ANSWERS_PER_PEER,
+                lambda: self._answer_busy(transport, node_id, busy, message.priority),
+            )
+
+    async def _answer_busy(
+        self, transport: Transport, node_id: bytes, frame: bytes, priority: Priority
+    ) -> None:
+        try:
+            await self.egress.send(transport, node_id, frame, priority)
+        except (TransportError, AirtimeShed) as exc:
+            log.debug("busy answer to %s not sent: %s", node_id.hex(), exc)
+
+    def _on_busy(self, transport: Transport, node_id: bytes, frame: bytes) -> None:
+        try:
+            message_id = decode_busy(frame)
+        except ProtocolError as exc:
+            self._refuse(f"busy.{exc.reason}")
+            return
+        if self.outbox is None:
+            self._refuse("busy.no_outbox")
+            return
+        self.outbox.busy(node_id, message_id)
 
     async def _take_delivery(
         self, transport: Transport, node_id: bytes, message: StandardMessage, envelope: bytes

@@ -36,10 +36,12 @@ from kai_mesh.core.messaging.frames import (
     HeartbeatGuard,
     SwimCommand,
     decode_acks,
+    decode_busy,
     decode_deliver,
     decode_heartbeat,
     decode_swim,
     encode_acks,
+    encode_busy,
     encode_deliver,
     encode_heartbeat,
     encode_swim,
@@ -463,3 +465,16 @@ def test_guard_admits_exactly_the_increasing_counters(events: list[tuple[bytes, 
 def test_guard_capacity_must_be_positive() -> None:
     with pytest.raises(UsageError):
         HeartbeatGuard(capacity=0)
+
+
+def test_busy_is_nine_bytes_and_refuses_anything_else() -> None:
+    frame = encode_busy(b"\x07" * 8)
+    assert frame == b"\x19" + b"\x07" * 8 and frame_kind(frame) == 0x19
+    assert decode_busy(frame) == b"\x07" * 8
+    for bad in (b"\x19", b"\x19" + bytes(7), b"\x19" + bytes(9)):
+        with pytest.raises(Truncated):
+            decode_busy(bad)
+    with pytest.raises(UnknownVersion):
+        decode_busy(b"\x11" + bytes(8))
+    with pytest.raises(UsageError):
+        encode_busy(bytes(16))

@@ -525,6 +525,42 @@ async def test_a_name_claim_is_kept_only_under_its_members_key(
             await a.router.submit(message(a, "kai://b/echo", "whose?"))
 
 
+def slow_agents(node: Node, seconds: float) -> None:
+    """Make every request `node` serves take `seconds` (an agent that stalls): its DELIVER slots
+    stay full while it serves."""
+    assert node.router is not None
+    real = node.router._answer
+
+    async def slow(node_id: bytes, message: StandardMessage) -> StandardMessage:
+        await trio.sleep(seconds)
+        return await real(node_id, message)
+
+    node.router._answer = slow  # type: ignore[method-assign]
+
+
+async def test_a_busy_recipient_is_not_stormed_with_retries(
+    tmp_path: Path, autojump_clock: MockClock
+) -> None:
+    """b's agent takes 2 s a message and b serves 8 of a's at once, dropping the rest as busy:
+    b says BUSY, a's window shrinks, and the 60 messages arrive in ~3 attempts each, in the
+    same 15 s (without the BUSY answer: 1,212 attempts, 20 per message, each on a fresh link)."""
+    async with mesh(tmp_path, ["a", "b"]) as m:
+        a, b = m.nodes["a"], m.nodes["b"]
+        assert a.router is not None and b.router is not None and a.router.outbox is not None
+        slow_agents(b, 2.0)
+        msgs = [message(a, f"kai://{b.node_id.hex()}/echo", i) for i in range(60)]
+        for msg in msgs:
+            await a.router.submit(msg)
+        await wait_for(
+            lambda: all(row_state(a, msg.message_id) == "delivered" for msg in msgs), within=120
+        )
+        attempts = a.router.outbox.counters["attempts"]
+        assert b.router.counters.get("busy.deliver", 0) > 0  # b was busy, and said so
+        assert a.router.outbox.counters["busy"] > 0
+        assert attempts <= 4 * len(msgs), attempts  # measured: 181 (1,212 without BUSY)
+        assert b.store is not None and b.store.seen_count() == len(msgs)
+
+
 def lose_first_reply(node: Node) -> list[bytes]:
     """Make `node`'s transport lose the first packet it sends that holds an envelope (a reply),
     alone or in a batch with other frames; returns what it lost."""
