@@ -87,6 +87,7 @@ from kai_mesh.core.messaging.envelope import (
     StandardMessage,
     encode,
 )
+from kai_mesh.core.messaging.name_claims import claim_name, decode_claims, encode_claims
 from kai_mesh.core.nostr import nip44
 from kai_mesh.core.nostr.event import (
     check_fresh,
@@ -410,6 +411,8 @@ def router_target() -> Target:
         frames.encode_swim(SendNack(to=B.node_id, target=A.node_id, seq=9)),
         frames.encode_swim(SendAlive(to=B.node_id, node_id=A.node_id, incarnation=4)),
         frames.encode_swim(SendSuspect(to=B.node_id, node_id=A.node_id, incarnation=4)),
+        encode_claims([claim_name(A, "gateway-1", MESH), claim_name(B, "b", MESH)]),
+        frames.encode_busy(bytes(8)),
     ]
 
     def decode(data: bytes) -> None:
@@ -420,6 +423,8 @@ def router_target() -> Target:
             frames.decode_acks,
             lambda d: frames.decode_swim(d, B.node_id),
             lambda d: frames.decode_heartbeat(d, MESH, KEYS),
+            decode_claims,
+            frames.decode_busy,
         ):
             with contextlib.suppress(ProtocolError):
                 fn(data)

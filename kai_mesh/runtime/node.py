@@ -396,6 +396,7 @@ class Node:
             liveness_share=self.config.liveness_share,
             announce_share=self.config.announce_share,
             names=self._name_of,
+            name=self.name,
             state=self.state,
             governance=self.governance,
         )

@@ -17,6 +17,7 @@ from kai_mesh.core.errors import TransportError
 from kai_mesh.core.mesh.identity import NodeSecrets
 from kai_mesh.core.messaging.airtime import adaptive_interval
 from kai_mesh.core.messaging.envelope import Priority
+from kai_mesh.core.messaging.name_claims import claim_name
 from kai_mesh.core.messaging.retry import RetryPolicy
 from kai_mesh.runtime.governance.service import GOV_DIGEST, GovernanceService
 from kai_mesh.runtime.liveness.service import Liveness, detector_config, heartbeat_interval
@@ -78,6 +79,7 @@ def wire_delivery(
     liveness_share: float,
     announce_share: float,
     names: Callable[[bytes], str | None] = lambda node_id: None,
+    name: str | None = None,
     rng: random.Random | None = None,
     state: StateService | None = None,
     governance: GovernanceService | None = None,
@@ -87,6 +89,9 @@ def wire_delivery(
     `governance` are given). Call before `remote.run()`."""
     remote.store = store
     remote.members = keys
+    # This node's own signed name, and the members' it learns, for sends by name to a member
+    # not heard now (runtime/messaging/names.py).
+    remote.attach_names(mesh_id, None if name is None else claim_name(secrets, name, mesh_id))
     if state is not None:
         state.register_frames(remote.frames)
     if governance is not None:

@@ -15,6 +15,10 @@ A transport carries opaque byte strings; the first byte says what each one is::
     0x16 ASK         0x16 ‖ op ‖ 8-byte message id: a lost reply (core.messaging.reply_asks)
     0x17 BATCH       0x17 ‖ (varint length ‖ frame)+: frames to one peer in one packet
                        (core.messaging.batch)
+    0x18 NAME_CLAIMS 0x18 ‖ msgpack [[node_id, name, signature], ...]: members' own signed names
+                       (core.messaging.name_claims)
+    0x19 BUSY        0x19 ‖ 8-byte message id: a DELIVER dropped because the receiver's delivery
+                       slots for this peer were full (no ack will come; the sender slows down)
     0x1E EVENT       mesh events and interest in them (core.events.wire)
     0x1A TELEMETRY   0x1A ‖ a telemetry sample (core.orchestration.telemetry, format 0x51) or
                      node facts (core.orchestration.facts, format 0x52); ephemeral, never stored
@@ -80,6 +84,8 @@ FRAME_STATE = 0x14  # replicated-state sync (core.state.wire)
 FRAME_GOVERNANCE = 0x15  # governance sync: [1, records] or [2, head] (core.governance.sync_wire)
 FRAME_ASK = 0x16  # asking for a lost reply: op ‖ 8-byte message id (core.messaging.reply_asks)
 FRAME_BATCH = 0x17  # several frames in one packet (core.messaging.batch)
+FRAME_NAME_CLAIMS = 0x18  # members' signed names (core.messaging.name_claims)
+FRAME_BUSY = 0x19  # a DELIVER dropped as busy: 0x19 ‖ 8-byte message id (9 bytes in all)
 FRAME_EVENT = 0x1E  # mesh events and the interest in them (core.events.wire)
 FRAME_TELEMETRY = 0x1A  # node telemetry and facts (core.orchestration.telemetry, .facts)
 _KINDS = frozenset(
@@ -93,6 +99,8 @@ _KINDS = frozenset(
         FRAME_GOVERNANCE,
         FRAME_ASK,
         FRAME_BATCH,
+        FRAME_NAME_CLAIMS,
+        FRAME_BUSY,
         FRAME_EVENT,
         FRAME_TELEMETRY,
     }
@@ -108,6 +116,8 @@ FRAME_NAMES: Mapping[int, str] = {
     FRAME_GOVERNANCE: "GOVERNANCE",
     FRAME_ASK: "ASK",
     FRAME_BATCH: "BATCH",
+    FRAME_NAME_CLAIMS: "NAME_CLAIMS",
+    FRAME_BUSY: "BUSY",
     FRAME_EVENT: "EVENT",
     FRAME_TELEMETRY: "TELEMETRY",
 }
@@ -194,6 +204,20 @@ def decode_acks(data: bytes) -> list[bytes]:
     if n > MAX_ACKS:
         raise Malformed(f"acks: {n} ids, at most {MAX_ACKS} per frame")
     return [rest[i : i + MESSAGE_ID_BYTES] for i in range(0, len(rest), MESSAGE_ID_BYTES)]
+
+
+def encode_busy(message_id: bytes) -> bytes:
+    """9 bytes: on a radio the answer to a dropped DELIVER must cost next to nothing."""
+    if type(message_id) is not bytes or len(message_id) != MESSAGE_ID_BYTES:
+        raise UsageError(f"busy: a message id is {MESSAGE_ID_BYTES} bytes")
+    return bytes([FRAME_BUSY]) + message_id
+
+
+def decode_busy(data: bytes) -> bytes:
+    rest = split_format(data, FRAME_BUSY, "busy")
+    if len(rest) != MESSAGE_ID_BYTES:
+        raise Truncated(f"busy: {len(rest)} bytes, expected a {MESSAGE_ID_BYTES}-byte message id")
+    return rest
 
 
 # SWIM ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ Each message is in one phase; these are all the transitions the code below makes
     SENDING      sent                     HANDING_OFF   HandOff, if the hand-off is due
     SENDING      sent                     WAITING       Record (due after the backoff)
     HANDING_OFF  handed_off               WAITING       Record (due after the backoff)
+    WAITING      busy (recipient)         WAITING       (due after its backoff, same link)
     any          acked                    (gone)        MarkDelivered
 
 Decisions, with their reasons:
@@ -38,6 +39,17 @@ Decisions, with their reasons:
 - Expiry is judged when an attempt comes due: a message past its expiry is given up, not sent.
 - Each finished attempt is recorded (`Record`) so that a restart resumes its count; a message
   added again after a restart (`add` with its `attempts`) is due at once, over a fresh link.
+- A recipient that answers BUSY (its DELIVER slots are full: it dropped the frame, so no ack
+  will come) is reachable and slow, not lost, so the scheduler treats it as TCP treats
+  congestion: the peer gets a **window** of attempts in flight (sent, and neither acked nor
+  past the message's backoff), halved on every BUSY (at least 1) and grown by one per ack;
+  past `MAX_WINDOW` the peer is unlimited again, as every peer starts. Attempts past the window
+  wait for an answer to open it; a message answered BUSY keeps its place in the window until
+  it is due again after its backoff, over the same link (the link works: resetting it would
+  cost a handshake for nothing), and hearing from a congested peer does not make its messages
+  due at once (hearing it is no news).
+  Without this, a recipient with 8 slots and a sender with 1,722 messages saw 63,648 attempts
+  (the soak: every heartbeat made every waiting message due, each on a fresh link).
 """
 
 from __future__ import annotations
@@ -65,8 +77,12 @@ __all__ = [
 ]
 
 ATTEMPT_TIMEOUT = 60.0  # an attempt that cannot even hand the frame over in this long has failed
+#: A congested peer's window grows past this back to unlimited. 64: several times a recipient's
+#: DELIVER slots (8), so a peer that has caught up is not held to a window it no longer needs.
+MAX_WINDOW = 64
 
 INTERRUPTED = "interrupted: the recipient was heard again"
+BUSY = "busy: the recipient's deliveries were full"
 
 
 class RandomSource(Protocol):
@@ -184,6 +200,10 @@ class _Message:
     cancel: _Cancel | None = None  # SENDING: why it was cancelled, once it was
     tried_at: float | None = None  # when the last attempt ended, if one did since `add`
     again_now: bool = False  # HANDING_OFF: the next attempt goes at once
+    awaiting: bool = False  # WAITING: sent without error, its answer may still come (window)
+    busy: bool = False  # the last answer was BUSY: the link works, keep it
+    held: bool = False  # WAITING: due, but its peer's window is full
+    busy_answer: bool = False  # SENDING: BUSY came back before the send was over
 
 
 class OutboxScheduler:
@@ -204,6 +224,8 @@ class OutboxScheduler:
         self.can_hand_off = can_hand_off
         self._rng = rng
         self._messages: dict[bytes, _Message] = {}
+        #: Peers that answered BUSY: attempts that may await an answer at once (module doc).
+        self._windows: dict[bytes, int] = {}
 
     # ---- inputs -------------------------------------------------------------------------------
 
@@ -241,7 +263,7 @@ class OutboxScheduler:
                     m.cancel = _Cancel.HEARD
                     out.append(CancelSend(message_id=message_id))
                 continue
-            if m.phase is not Phase.WAITING or not m.attempts:
+            if m.phase is not Phase.WAITING or not m.attempts or peer in self._windows:
                 continue
             recent = m.tried_at is not None and now - m.tried_at < self.policy.base
             if m.last_error is None and recent:
@@ -259,7 +281,39 @@ class OutboxScheduler:
                 continue
             del self._messages[message_id]
             out.append(MarkDelivered(message_id=message_id))
+            window = self._windows.get(peer)
+            if window is not None:
+                self._windows[peer] = window + 1
+                if window + 1 > MAX_WINDOW:
+                    del self._windows[peer]
+        if out:
+            self._release(peer, now)
         return out
+
+    def busy(self, peer: bytes, message_id: bytes, now: float) -> list[Command]:
+        """`peer` dropped this message's DELIVER because its slots were full (a BUSY answer):
+        halve the peer's window and try the message again after its backoff on the same link.
+        Ignored for a message not waiting for `peer`."""
+        m = self._messages.get(message_id)
+        if m is None or m.peer != peer:
+            return []
+        window = self._windows.get(peer)
+        if window is None:  # first BUSY: start from what is awaiting an answer now
+            window = max(1, self._outstanding(peer))
+        self._windows[peer] = max(1, window // 2)
+        if m.phase is Phase.SENDING:
+            m.busy_answer = True  # the answer overtook the end of the send: `sent` applies it
+        elif m.phase is Phase.WAITING:
+            self._busy_wait(m, now)
+        return []
+
+    def _busy_wait(self, m: _Message, now: float) -> None:
+        # It keeps its place in the window until it is due again: were a BUSY to open the
+        # window, the next message would go at once and be dropped in turn, a ping-pong at the
+        # link's round trip (seen: 1,198 attempts for 60 messages).
+        m.busy, m.awaiting, m.held, m.busy_answer = True, True, False, False
+        m.last_error = BUSY
+        m.due = now + self.policy.delay(max(1, m.attempts), self._rng.random())
 
     def sent(
         self,
@@ -285,6 +339,10 @@ class OutboxScheduler:
         m.last_error = error
         m.tried_at = now
         m.cancel = None
+        m.awaiting = error is None
+        m.busy = False
+        if error is not None:
+            self._release(m.peer, now)
         if self.can_hand_off and not m.handed_off and self.policy.handoff_due(m.created_at, now):
             m.phase = Phase.HANDING_OFF
             m.again_now = again_now
@@ -303,14 +361,25 @@ class OutboxScheduler:
         """Begin the attempts that are due, give up the expired, cancel the attempts that
         overran."""
         out: list[Command] = []
+        for m in list(self._messages.values()):
+            if m.phase is Phase.WAITING and m.due <= now and m.awaiting:
+                m.awaiting = False  # no answer in its backoff: lost, out of the window
+                self._release(m.peer, now)
         for message_id, m in list(self._messages.items()):
             if m.phase is Phase.WAITING and m.due <= now:
                 if m.expires_at <= now:
                     del self._messages[message_id]
                     out.append(Expire(message_id=message_id))
                     continue
+                if m.held:
+                    continue
+                window = self._windows.get(m.peer)
+                if window is not None and self._outstanding(m.peer) >= window:
+                    m.held = True  # `_release` makes it due when an answer opens the window
+                    continue
                 m.phase, m.started = Phase.SENDING, now
-                out.append(SendNow(message_id=message_id, peer=m.peer, fresh_link=m.attempts > 0))
+                fresh = m.attempts > 0 and not m.busy
+                out.append(SendNow(message_id=message_id, peer=m.peer, fresh_link=fresh))
             elif self._overran(m, now):
                 m.cancel = _Cancel.TIMEOUT
                 out.append(CancelSend(message_id=message_id))
@@ -321,8 +390,11 @@ class OutboxScheduler:
         times = [
             m.due if m.phase is Phase.WAITING else m.started + self.attempt_timeout
             for m in self._messages.values()
-            if m.phase is Phase.WAITING or (m.phase is Phase.SENDING and m.cancel is None)
+            if (m.phase is Phase.WAITING and not m.held)
+            or (m.phase is Phase.SENDING and m.cancel is None)
         ]
+        # A held message waits for an answer, but still expires on time.
+        times += [m.expires_at for m in self._messages.values() if m.held]
         return min(times, default=None)
 
     # ---- views --------------------------------------------------------------------------------
@@ -345,6 +417,25 @@ class OutboxScheduler:
 
     # ---- internals ----------------------------------------------------------------------------
 
+    def window(self, peer: bytes) -> int | None:
+        """The peer's window of attempts awaiting an answer; None when unlimited."""
+        return self._windows.get(peer)
+
+    def _outstanding(self, peer: bytes) -> int:
+        """The peer's attempts under way or awaiting an answer."""
+        return sum(
+            1
+            for m in self._messages.values()
+            if m.peer == peer and (m.phase is not Phase.WAITING or m.awaiting)
+        )
+
+    def _release(self, peer: bytes, now: float) -> None:
+        """An answer may have opened the peer's window: its held messages are due now (the
+        next `handle_timer` sends as many as the window lets through)."""
+        for m in self._messages.values():
+            if m.peer == peer and m.held:
+                m.held, m.due = False, min(m.due, now)
+
     def _overran(self, m: _Message, now: float) -> bool:
         return (
             m.phase is Phase.SENDING
@@ -355,6 +446,8 @@ class OutboxScheduler:
     def _wait(self, message_id: bytes, m: _Message, now: float, again_now: bool) -> Record:
         m.phase = Phase.WAITING
         m.due = now if again_now else now + self.policy.delay(m.attempts, self._rng.random())
+        if m.busy_answer:
+            self._busy_wait(m, now)
         return Record(
             message_id=message_id,
             attempts=m.attempts,

@@ -15,7 +15,9 @@ Handlers are of two kinds:
 
 Policy when a peer's tasks are full: the frame is **dropped and counted** (`busy.<name>`), never
 queued. Every frame that goes through a task has a sender that repeats it — the outbox retries
-DELIVER until acked, anti-entropy repeats STATE and GOVERNANCE rounds, ASK backs off and asks
+DELIVER until acked (a dropped DELIVER is answered with a 9-byte BUSY, so that the sender's
+outbox slows down instead of retrying at its usual pace: core.messaging.outbox),
+anti-entropy repeats STATE and GOVERNANCE rounds, ASK backs off and asks
 again, a requester asks for a reply it lacks and resends the request — so dropping bounds the
 memory and tasks one member can make this node hold without losing anything acknowledged.
 Broadcasts have no proven sender: they share one bucket (`BROADCAST_PEER`).

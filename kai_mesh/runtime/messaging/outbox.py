@@ -133,6 +133,11 @@ class Outbox:
         it went out so recently that its ack may still be on the way."""
         self._start(self.scheduler.heard_from(node_id, trio.current_time()))
 
+    def busy(self, node_id: bytes, message_id: bytes) -> None:
+        """The recipient dropped this message's DELIVER as busy: slow down (core scheduler)."""
+        self.counters["busy"] = self.counters.get("busy", 0) + 1
+        self._start(self.scheduler.busy(node_id, message_id, trio.current_time()))
+
     async def acked(self, node_id: bytes, message_ids: list[bytes]) -> None:
         await self._carry_out(self.scheduler.acked(node_id, message_ids, trio.current_time()))
 

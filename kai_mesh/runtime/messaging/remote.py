@@ -41,8 +41,9 @@ a message is counted as `late_replies` (no one waits for it any more).
 
 A message that must arrive (`submit`) goes to the outbox even when its node is not heard now:
 named by id, or by a name a transport reported for that node when it was heard, in this run or
-an earlier one (kept in the store's meta, names of current members only). A node restarted after
-a crash can so queue for a peer it has not heard from yet.
+an earlier one (kept in the store's meta, names of current members only), or by the name the
+member signed for itself and the mesh passed on (NAME_CLAIMS, runtime/messaging/names.py). A
+node restarted after a crash, or one that never heard that member, can so queue for it.
 """
 
 from __future__ import annotations
@@ -80,19 +81,25 @@ from kai_mesh.core.messaging.frames import (
     FRAME_ACKS,
     FRAME_ASK,
     FRAME_BATCH,
+    FRAME_BUSY,
     FRAME_DELIVER,
     FRAME_ENVELOPE,
     FRAME_HEARTBEAT,
+    FRAME_NAME_CLAIMS,
     decode_acks,
+    decode_busy,
     decode_deliver,
     encode_acks,
+    encode_busy,
     frame_kind,
 )
+from kai_mesh.core.messaging.name_claims import NameClaim, decode_claims
 from kai_mesh.runtime.liveness.service import Liveness
 from kai_mesh.runtime.messaging.durable_inbox import Inbox
 from kai_mesh.runtime.messaging.egress import AirtimeShed, Egress
 from kai_mesh.runtime.messaging.frame_registry import FrameRegistry, PeerTasks
 from kai_mesh.runtime.messaging.lost_replies import LostReplies, Waiter, asks_over, first_wait
+from kai_mesh.runtime.messaging.names import NameBook
 from kai_mesh.runtime.messaging.outbox import Outbox
 from kai_mesh.runtime.store import OutboxRow, Store
 from transports.base import (
@@ -128,6 +135,7 @@ ACKS_PER_PEER = 4  # outbox commits of a peer's acks
 OUTBOX_REPLIES_PER_PEER = 8  # outbox commits of replies to must-arrive messages
 ASKS_PER_PEER = 4  # lost-reply asks being answered
 LATE_REPLIES_PER_PEER = 8  # delivered must-arrive messages whose late reply is being asked for
+BUSY_ANSWERS_PER_PEER = 4  # BUSY frames being sent to a peer; past it a dropped DELIVER is silent
 
 
 class RemoteRouter:
@@ -158,6 +166,9 @@ class RemoteRouter:
         #: node id -> key of the mesh's members now (wire_delivery: the governance fold's)
         self.members: Mapping[bytes, bytes] | None = None
         self._names: dict[str, bytes] | None = None  # NAMES_META, read on first use
+        #: Members' own signed names (runtime/messaging/names.py; set by `wire_delivery`).
+        self.names: NameBook | None = None
+        self._claims_sent: set[bytes] = set()  # peers handed every claim in this run
         self.decoder = decoder
         self.local = local
         self.error_reply = error_reply
@@ -185,6 +196,8 @@ class RemoteRouter:
         self.frames.on(FRAME_ACKS, self._on_acks)
         self.frames.on_task(FRAME_ASK, self._on_ask, per_peer=ASKS_PER_PEER)
         self.frames.on(FRAME_BATCH, self._on_batch)
+        self.frames.on(FRAME_NAME_CLAIMS, self._on_name_claims)
+        self.frames.on(FRAME_BUSY, self._on_busy)
         #: Called for each peer a live-link transport announces: (node id, rtt, bitrate).
         self.peer_seen: list[Callable[[bytes, float | None, int | None], None]] = []
         #: Services that run inside the router's nursery, after its transports (the outbox,
@@ -358,6 +371,8 @@ class RemoteRouter:
             except UsageError:
                 remembered = self._member_named(node)
                 if remembered is None:
+                    remembered = self._claimed(node)
+                if remembered is None:
                     raise
                 node_id = remembered  # a member not heard now (it is away, or we restarted)
         row = OutboxRow(
@@ -439,6 +454,62 @@ class RemoteRouter:
         names[peer.name] = peer.node_id
         self.store.put_meta(NAMES_META, pack(names))  # rare: only when a name is new
 
+    def attach_names(self, mesh_id: bytes, own: NameClaim | None) -> None:
+        """Keep members' signed names in the store (set `store` and `members` first)."""
+        assert self.store is not None and self.members is not None
+        self.names = NameBook(
+            store=self.store, mesh_id=mesh_id, members=self.members, own=own, refuse=self._refuse
+        )
+
+    def _claimed(self, name: str) -> bytes | None:
+        """The member whose own signed claim is `name` (names.py); `UsageError` when two
+        members claim it."""
+        if self.names is None:
+            return None
+        claimants = self.names.claimants(name)
+        if len(claimants) > 1:
+            ids = ", ".join(sorted(c.hex() for c in claimants))
+            raise UsageError(f"two members claim the name {name!r} ({ids}): send by node id")
+        return claimants[0] if claimants else None
+
+    def _share_names(self, node_id: bytes) -> None:
+        """Hand a peer heard for the first time in this run every member's claim we hold."""
+        names, nursery = self.names, self.tasks.nursery
+        if names is None or nursery is None or node_id in self._claims_sent:
+            return
+        frames = names.frames()
+        if frames:
+            self._claims_sent.add(node_id)
+            nursery.start_soon(self._send_claims, node_id, frames)
+
+    async def _send_claims(self, node_id: bytes, frames: list[bytes]) -> None:
+        # Background and low: names matter only once a message is sent by name.
+        try:
+            for frame in frames:
+                await self.send_frame(node_id, frame, Priority.LOW, background=True)
+        except (TransportError, AirtimeShed):
+            self._claims_sent.discard(node_id)  # handed over again when next heard
+
+    def _on_name_claims(self, transport: Transport, node_id: bytes, frame: bytes) -> None:
+        """Claims a peer passed on: keep those that verify; pass the new ones to the peers
+        heard now, so a claim crosses the mesh once per link."""
+        names, nursery = self.names, self.tasks.nursery
+        if names is None:
+            self._refuse("name_claims.no_book")
+            return
+        try:
+            claims = decode_claims(frame)
+        except ProtocolError as exc:
+            self._refuse(f"name_claims.{exc.reason}")
+            return
+        new = names.take(claims)
+        if not new or nursery is None:
+            return
+        frames = names.frames(new)
+        for peer in {p.node_id for p in self.peers()} - {node_id}:
+            if peer in self._claims_sent:  # the others get every claim when first heard
+                nursery.start_soon(self._send_claims, peer, frames)
+
     def _member_named(self, name: str) -> bytes | None:
         node_id = self._known_names().get(name)
         if node_id is None or self.members is None or node_id not in self.members:
@@ -457,6 +528,7 @@ class RemoteRouter:
             elif isinstance(event, PeerSeen):
                 log.debug("peer %s seen on %s", event.peer.name, transport.name)
                 self._remember_name(event.peer)
+                self._share_names(event.peer.node_id)
                 if transport.abilities.live_links:
                     bitrate = self._bitrate(transport, event.peer.interface)
                     for seen in self.peer_seen:
@@ -576,12 +648,40 @@ class RemoteRouter:
         if not decoded.signed and message.sender.node.node_id != node_id:
             self._refuse("envelope.spoofed_sender")
             return
-        self.tasks.start(
+        if not self.tasks.start(
             node_id,
             "deliver",
             DELIVERIES_PER_PEER,
             lambda: self._take_delivery(transport, node_id, message, data),
-        )
+        ):
+            # Dropped: say so in 9 bytes, so the sender slows down instead of retrying at its
+            # usual pace on a fresh link (the outbox scheduler's window). Bounded in turn.
+            busy = encode_busy(message.message_id)
+            self.tasks.start(
+                node_id,
+                "busy_answer",
+                BUSY_ANSWERS_PER_PEER,
+                lambda: self._answer_busy(transport, node_id, busy, message.priority),
+            )
+
+    async def _answer_busy(
+        self, transport: Transport, node_id: bytes, frame: bytes, priority: Priority
+    ) -> None:
+        try:
+            await self.egress.send(transport, node_id, frame, priority)
+        except (TransportError, AirtimeShed) as exc:
+            log.debug("busy answer to %s not sent: %s", node_id.hex(), exc)
+
+    def _on_busy(self, transport: Transport, node_id: bytes, frame: bytes) -> None:
+        try:
+            message_id = decode_busy(frame)
+        except ProtocolError as exc:
+            self._refuse(f"busy.{exc.reason}")
+            return
+        if self.outbox is None:
+            self._refuse("busy.no_outbox")
+            return
+        self.outbox.busy(node_id, message_id)
 
     async def _take_delivery(
         self, transport: Transport, node_id: bytes, message: StandardMessage, envelope: bytes

@@ -36,10 +36,12 @@ from kai_mesh.core.messaging.frames import (
     HeartbeatGuard,
     SwimCommand,
     decode_acks,
+    decode_busy,
     decode_deliver,
     decode_heartbeat,
     decode_swim,
     encode_acks,
+    encode_busy,
     encode_deliver,
     encode_heartbeat,
     encode_swim,
@@ -219,7 +221,8 @@ def test_frame_kind_refusals() -> None:
     with pytest.raises(Truncated):
         frame_kind(b"")
     assert frame_kind(b"\x17") == 0x17  # several frames in one packet (core.batch)
-    for first in (0x00, 0x02, 0x0F, 0x18, 0xFF):
+    assert frame_kind(b"\x18") == 0x18  # members' signed names (core.name_claims)
+    for first in (0x00, 0x02, 0x0F, 0x7F, 0xFF):
         with pytest.raises(UnknownVersion):
             frame_kind(bytes([first]))
 
@@ -462,3 +465,16 @@ def test_guard_admits_exactly_the_increasing_counters(events: list[tuple[bytes, 
 def test_guard_capacity_must_be_positive() -> None:
     with pytest.raises(UsageError):
         HeartbeatGuard(capacity=0)
+
+
+def test_busy_is_nine_bytes_and_refuses_anything_else() -> None:
+    frame = encode_busy(b"\x07" * 8)
+    assert frame == b"\x19" + b"\x07" * 8 and frame_kind(frame) == 0x19
+    assert decode_busy(frame) == b"\x07" * 8
+    for bad in (b"\x19", b"\x19" + bytes(7), b"\x19" + bytes(9)):
+        with pytest.raises(Truncated):
+            decode_busy(bad)
+    with pytest.raises(UnknownVersion):
+        decode_busy(b"\x11" + bytes(8))
+    with pytest.raises(UsageError):
+        encode_busy(bytes(16))

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from kai_mesh.core.errors import UsageError
+from kai_mesh.core.messaging.outbox import BUSY as _BUSY
 from kai_mesh.core.messaging.outbox import (
+    MAX_WINDOW,
     CancelSend,
     Command,
     Expire,
@@ -438,6 +440,113 @@ _PEERS = [PEER, OTHER]
 _INTERRUPTED = "interrupted: the recipient was heard again"
 
 
+# ---- a busy recipient ----------------------------------------------------------------------------
+
+
+def send_all(s: OutboxScheduler, now: float) -> list[bytes]:
+    """Begin every attempt due at `now`; each ends at once without error. Their ids."""
+    ids = [c.message_id for c in s.handle_timer(now) if isinstance(c, SendNow)]
+    for message_id in ids:
+        s.sent(message_id, now)
+    return ids
+
+
+def ids(n: int) -> list[bytes]:
+    return [i.to_bytes(16, "big") for i in range(n)]
+
+
+def test_a_busy_answer_retries_after_base_over_the_same_link() -> None:
+    s = scheduler()
+    add(s)
+    attempt(s, 0.0, error=None)  # its own backoff would be 2 s, then 4, 8...
+    assert s.busy(PEER, M1, 0.5) == []
+    assert s.due(M1) == 0.5 + POLICY.base
+    (again,) = s.handle_timer(2.5)
+    assert isinstance(again, SendNow) and not again.fresh_link  # reachable: keep the link
+    s.sent(M1, 2.5)
+    (third,) = s.handle_timer(2.5 + POLICY.delay(2, 0.0))  # no answer this time: a fresh link
+    assert isinstance(third, SendNow) and third.fresh_link
+
+
+def test_busy_halves_the_peers_window_and_attempts_wait_for_answers() -> None:
+    """40 messages out at once, all but 4 dropped BUSY: the window shrinks, and the next round
+    sends only as many as it allows, not 36 again."""
+    s = scheduler()
+    for message_id in ids(40):
+        add(s, message_id)
+    assert len(send_all(s, 0.0)) == 40  # an unlimited peer until it says busy
+    for message_id in ids(40)[4:]:
+        s.busy(PEER, message_id, 0.1)
+    assert s.window(PEER) == 1  # 40 awaiting → 20 → 10 → ... → 1
+    assert s.window(OTHER) is None
+    # At 2.1 s the 4 unanswered ones are past their backoff (lost) and the 36 busy ones due:
+    # one attempt goes, not 40.
+    assert send_all(s, 0.1 + POLICY.base) == ids(40)[:1]
+    got = s.acked(PEER, ids(40)[:2], 3.0)
+    assert [type(c) for c in got] == [MarkDelivered, MarkDelivered]
+    assert s.window(PEER) == 3  # one more per ack
+    assert len(send_all(s, 3.0)) == 3
+    assert send_all(s, 3.5) == []
+    timer = s.get_timer()
+    assert timer is not None and timer > 3.0  # held messages never make the driver spin
+
+
+def test_held_messages_go_when_an_attempt_goes_unanswered() -> None:
+    s = scheduler()
+    add(s, ids(3)[0], attempts=2)  # tried twice before a restart: its backoff is 8 s now
+    for message_id in ids(3)[1:]:
+        add(s, message_id)
+    send_all(s, 0.0)
+    s.busy(PEER, ids(3)[1], 0.0)
+    s.busy(PEER, ids(3)[2], 0.0)
+    assert s.window(PEER) == 1
+    assert send_all(s, POLICY.base) == []  # message 0 awaits its ack: the window is full
+    assert s.get_timer() == POLICY.delay(3, 0.0)
+    lost_after = POLICY.delay(3, 0.0)  # message 0's backoff ends without an answer
+    assert sorted(send_all(s, lost_after)) == [ids(3)[0]]  # it goes again, the window allows 1
+    assert s.phase(ids(3)[1]) is Phase.WAITING and s.phase(ids(3)[2]) is Phase.WAITING
+
+
+def test_acks_grow_the_window_back_to_unlimited() -> None:
+    s = scheduler()
+    for message_id in ids(MAX_WINDOW + 2):
+        add(s, message_id)
+    first = send_all(s, 0.0)
+    s.busy(PEER, first[0], 0.0)
+    s.busy(PEER, first[1], 0.0)
+    assert s.window(PEER) == (MAX_WINDOW + 2) // 4
+    s.acked(PEER, first[2:], 1.0)
+    assert s.window(PEER) is None
+
+
+def test_hearing_from_a_busy_peer_does_not_make_its_messages_due() -> None:
+    s = scheduler()
+    add(s)
+    add(s, M2)
+    send_all(s, 0.0)
+    s.busy(PEER, M2, 0.0)
+    assert s.heard_from(PEER, 1.0) == []
+    assert s.due(M1) == POLICY.delay(1, 0.0)  # still its backoff, not 1.0
+
+
+def test_busy_that_overtakes_the_end_of_the_send_applies_when_it_ends() -> None:
+    s = scheduler()
+    add(s)
+    assert [type(c) for c in s.handle_timer(0.0)] == [SendNow]
+    assert s.busy(PEER, M1, 0.01) == []
+    (record,) = s.sent(M1, 0.02)
+    assert isinstance(record, Record) and record.last_error == _BUSY
+    assert s.due(M1) == 0.02 + POLICY.base
+
+
+def test_busy_for_another_peers_message_is_ignored() -> None:
+    s = scheduler()
+    add(s)
+    send_all(s, 0.0)
+    assert s.busy(OTHER, M1, 0.1) == [] and s.window(OTHER) is None
+    assert s.due(M1) == POLICY.delay(1, 0.0)
+
+
 class SchedulerModel(RuleBasedStateMachine):
     """Random inputs against the invariants: at most one attempt per message at a time; each
     message settles at most once and hears nothing after; attempts count up by one; nothing is
@@ -456,6 +565,7 @@ class SchedulerModel(RuleBasedStateMachine):
         self.cancelling: set[bytes] = set()
         self.handing: set[bytes] = set()
         self.settled: set[bytes] = set()
+        self.busied: set[bytes] = set()  # answered BUSY since their last SendNow
 
     @initialize(seed=st.integers(0, 2**32 - 1))
     def seed(self, seed: int) -> None:
@@ -470,7 +580,9 @@ class SchedulerModel(RuleBasedStateMachine):
                 assert mid not in self.sending and mid not in self.handing
                 assert self.now < self.expires[mid]
                 assert self.now >= self.earliest.get(mid, self.now)
-                assert c.fresh_link == (self.attempts[mid] > 0)
+                # A retry goes over a fresh link, except right after a BUSY (the link works).
+                assert c.fresh_link == (self.attempts[mid] > 0 and mid not in self.busied)
+                self.busied.discard(mid)
                 self.sending.add(mid)
             elif isinstance(c, CancelSend):
                 assert mid in self.sending
@@ -483,6 +595,8 @@ class SchedulerModel(RuleBasedStateMachine):
                 self.attempts[mid] = c.attempts
                 self.handing.discard(mid)
                 shortest = POLICY.delay(c.attempts, 0.999999)
+                if c.last_error == _BUSY:  # BUSY came back before the send was over
+                    shortest = POLICY.base * (1 - POLICY.jitter)
                 again = c.last_error == _INTERRUPTED
                 self.earliest[mid] = self.now if again else self.now + shortest * 0.999
             else:
@@ -507,6 +621,15 @@ class SchedulerModel(RuleBasedStateMachine):
             if p == peer:
                 self.earliest.pop(mid, None)
         self.check(self.s.heard_from(peer, self.now))
+
+    @rule(peer=st.sampled_from(_PEERS), mid=st.sampled_from(_IDS))
+    def busy(self, peer: bytes, mid: bytes) -> None:
+        assert self.s.busy(peer, mid, self.now) == []
+        if self.peer_of.get(mid) != peer or mid in self.settled or mid in self.handing:
+            return
+        self.busied.add(mid)
+        if mid not in self.sending:  # due after `base` (less the jitter), not the backoff
+            self.earliest[mid] = self.now + POLICY.base * (1 - POLICY.jitter) * 0.999
 
     @rule(peer=st.sampled_from(_PEERS), mid=st.sampled_from(_IDS))
     def ack(self, peer: bytes, mid: bytes) -> None:

@@ -34,6 +34,7 @@ from kai_mesh.core.messaging.envelope import (
     encode,
 )
 from kai_mesh.core.messaging.frames import FRAME_BATCH, FRAME_ENVELOPE, encode_deliver
+from kai_mesh.core.messaging.name_claims import CLAIM_KIND, NameClaim, claim_name
 from kai_mesh.core.messaging.retry import RetryPolicy
 from kai_mesh.runtime.agents.host import AgentHost, AgentSpec
 from kai_mesh.runtime.blocking import inline
@@ -145,6 +146,7 @@ class Mesh:
                 policy=self.policy,
                 liveness_share=1.0,
                 announce_share=1.0,
+                name=node.name,
                 rng=random.Random(1),
             )
             node.router = router
@@ -463,6 +465,100 @@ async def test_must_arrive_to_a_member_not_heard_now_is_queued_by_name(tmp_path:
             await a.router.submit(message(a, "kai://c/echo", "nobody"))
         m.net.heal()
         await wait_for(lambda: row_state(a, msg.message_id) == "delivered")
+
+
+@asynccontextmanager
+async def line(tmp: Path, names: list[str]) -> AsyncIterator[Mesh]:
+    """As `mesh`, but linked in a line (a - c - b for ["a", "c", "b"]): the ends never hear
+    each other directly."""
+    async with trio.open_nursery() as nursery:
+        m = Mesh(tmp, names, nursery)
+        for name in names:
+            await m.start(name)
+        m.net.line([m.nodes[n].node_id for n in names], LINK)
+        yield m
+        nursery.cancel_scope.cancel()
+
+
+async def test_must_arrive_by_name_to_a_member_never_heard_is_queued(
+    tmp_path: Path, autojump_clock: MockClock
+) -> None:
+    """a never hears b (a - c - b), yet learns b's own signed name claim through c; restarted
+    and cut off, a queues a must-arrive message to `kai://b/...` by name, and it is delivered
+    once a and b are linked. A name no member claims is still refused."""
+    async with line(tmp_path, ["a", "c", "b"]) as m:
+        a, b = m.nodes["a"], m.nodes["b"]
+        assert a.router is not None
+        await wait_for(lambda: a.router.names.lookup("b") == b.node_id)  # type: ignore[union-attr]
+        m.net.partition([a.node_id], [m.nodes["c"].node_id, b.node_id])
+        a = await m.restart("a")
+        assert a.router is not None and a.router.peers() == []
+        assert "b" not in a.router._known_names()  # never heard: only b's claim names it
+        msg = message(a, "kai://b/echo", "never heard")
+        queued = await a.router.submit(msg)
+        assert queued["queued"] == "outbox" and queued["node_id"] == b.node_id.hex()
+        with pytest.raises(UsageError, match="no known node 'nobody'"):
+            await a.router.submit(message(a, "kai://nobody/echo", "x"))
+        m.net.heal()
+        m.net.link(a.node_id, b.node_id, LINK)
+        await wait_for(lambda: row_state(a, msg.message_id) == "delivered", within=30)
+
+
+async def test_a_name_claim_is_kept_only_under_its_members_key(
+    tmp_path: Path, autojump_clock: MockClock
+) -> None:
+    """c cannot name b (a claim for b's id signed by c is refused), and when c claims b's
+    name for itself the name is refused as ambiguous rather than resolved to either."""
+    async with line(tmp_path, ["a", "c", "b"]) as m:
+        a, b, c = m.nodes["a"], m.nodes["b"], m.nodes["c"]
+        assert a.router is not None and a.router.names is not None
+        await wait_for(lambda: a.router.names.lookup("b") == b.node_id)  # type: ignore[union-attr]
+        body = NameClaim(b.node_id, "mallory", b"").body()
+        forged = NameClaim(b.node_id, "mallory", c.secrets.sign(CLAIM_KIND, MESH, body))
+        assert a.router.names.take([forged]) == []
+        assert a.router.refused["name_claims.bad_signature"] == 1
+        assert a.router.names.lookup("b") == b.node_id
+        squat = claim_name(c.secrets, "b", MESH)
+        assert a.router.names.take([squat]) == [squat]  # c's own claim: valid, for c
+        m.net.partition([a.node_id], [c.node_id, b.node_id])
+        with pytest.raises(UsageError, match="two members claim the name 'b'"):
+            await a.router.submit(message(a, "kai://b/echo", "whose?"))
+
+
+def slow_agents(node: Node, seconds: float) -> None:
+    """Make every request `node` serves take `seconds` (an agent that stalls): its DELIVER slots
+    stay full while it serves."""
+    assert node.router is not None
+    real = node.router._answer
+
+    async def slow(node_id: bytes, message: StandardMessage) -> StandardMessage:
+        await trio.sleep(seconds)
+        return await real(node_id, message)
+
+    node.router._answer = slow  # type: ignore[method-assign]
+
+
+async def test_a_busy_recipient_is_not_stormed_with_retries(
+    tmp_path: Path, autojump_clock: MockClock
+) -> None:
+    """b's agent takes 2 s a message and b serves 8 of a's at once, dropping the rest as busy:
+    b says BUSY, a's window shrinks, and the 60 messages arrive in ~3 attempts each, in the
+    same 15 s (without the BUSY answer: 1,212 attempts, 20 per message, each on a fresh link)."""
+    async with mesh(tmp_path, ["a", "b"]) as m:
+        a, b = m.nodes["a"], m.nodes["b"]
+        assert a.router is not None and b.router is not None and a.router.outbox is not None
+        slow_agents(b, 2.0)
+        msgs = [message(a, f"kai://{b.node_id.hex()}/echo", i) for i in range(60)]
+        for msg in msgs:
+            await a.router.submit(msg)
+        await wait_for(
+            lambda: all(row_state(a, msg.message_id) == "delivered" for msg in msgs), within=120
+        )
+        attempts = a.router.outbox.counters["attempts"]
+        assert b.router.counters.get("busy.deliver", 0) > 0  # b was busy, and said so
+        assert a.router.outbox.counters["busy"] > 0
+        assert attempts <= 4 * len(msgs), attempts  # measured: 181 (1,212 without BUSY)
+        assert b.store is not None and b.store.seen_count() == len(msgs)
 
 
 def lose_first_reply(node: Node) -> list[bytes]:
