@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import ClassVar
+from weakref import WeakKeyDictionary
 
-from textual.app import App
+from textual.app import App, ScreenStackError
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
+from textual.screen import Screen
 
 from tui.commands import MeshCommands
 from tui.config import TuiConfig
@@ -125,6 +127,9 @@ class MeshApp(App[None], inherit_bindings=False):
         self.painted = -1
         self.painted_lines = -1
         self.paints = 0
+        #: What the CSS was last refreshed for (`refresh_css`).
+        self._css_state: object = None
+        self._css_seen: WeakKeyDictionary[Screen[object], object] = WeakKeyDictionary()
         if self.config.keys:
             self.set_keymap(self.config.keys)
         if self.config.theme:
@@ -172,6 +177,37 @@ class MeshApp(App[None], inherit_bindings=False):
         (bench/tui.py traced it: paint done 2 ms after the key, first byte out 55 ms after).
         A millisecond still ends the batch after the switch (Textual's timers refuse 0)."""
         super().delay_update(0.001)
+
+    def refresh_css(self, animate: bool = True) -> None:
+        """Textual calls this on the first show of every mode's screen (its stamp of the CSS
+        state is older than the app's), and each call re-tokenizes every stylesheet from
+        scratch and restyles every widget: ~20 ms, twice per first visit, and its cleared parse
+        cache made the new screen's widgets parse it all a third time (bench/tui.py: the first
+        visits were the p99). A screen not mounted yet gets the current styles as its widgets
+        mount, so it needs none of that. A full refresh still runs when the theme moved (a new
+        theme, dark/light, the terminal's ANSI colours) and for a mounted screen that has not
+        seen the current theme: a hidden mode's screen as it is shown again
+        (tests/tui/test_widgets.py checks a theme changed on another screen)."""
+        state = (
+            self.get_css_variables(),
+            self.theme,
+            self.ansi_theme_dark,
+            self.ansi_theme_light,
+        )
+        try:
+            screen = self.screen
+        except ScreenStackError:
+            super().refresh_css(animate)
+            return
+        if state == self._css_state and (
+            self._css_seen.get(screen) == state or not screen.is_mounted
+        ):
+            self._css_seen[screen] = state
+            return
+        self._css_state = state
+        super().refresh_css(animate)
+        for shown in self.screen_stack:
+            self._css_seen[shown] = state
 
     def _current_mesh_screen(self) -> MeshScreen | None:
         for screen in reversed(self.screen_stack):

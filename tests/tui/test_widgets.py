@@ -145,3 +145,34 @@ async def test_a_theme_chosen_on_one_screen_restyles_the_others_as_they_resume()
         assert isinstance(app.screen, PeersScreen)
         assert app.screen.styles.background == overview_now
         assert app.screen.query_one(DataTable).styles.background != table_before
+
+
+@on_asyncio
+async def test_showing_each_screen_the_first_time_does_not_reparse_the_stylesheet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Textual re-tokenizes every stylesheet when a mode's screen is first shown (twice); that
+    was most of a first visit's cost. A theme change still reparses (and restyles)."""
+    from textual.css.stylesheet import Stylesheet
+
+    reparses: list[int] = []
+    original = Stylesheet.reparse
+
+    def counted(self: Stylesheet) -> None:
+        reparses.append(1)
+        original(self)
+
+    monkeypatch.setattr(Stylesheet, "reparse", counted)
+    app = MeshApp(None, view=fixture_view())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        at_start = len(reparses)
+        for key in "2345671":
+            await pilot.press(key)
+            await pilot.pause()
+        assert app.current_mode == "overview"
+        assert len(reparses) == at_start
+        assert app.screen.has_class("-narrow")
+        app.action_toggle_dark()
+        await pilot.pause()
+        assert len(reparses) > at_start

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import events
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.containers import Vertical
 from textual.markup import escape
 from textual.screen import Screen
@@ -36,6 +36,14 @@ TABS: tuple[tuple[str, str], ...] = (
 )
 
 
+def width_classes(app: App[object]) -> dict[str, bool]:
+    """The app's horizontal breakpoint classes for its width now, as Textual's screen sets
+    them on resize: the widest breakpoint the width reaches, and none of the others."""
+    points = sorted(app.HORIZONTAL_BREAKPOINTS or [])
+    reached = [name for at, name in points if app.size.width >= at]
+    return {name: bool(reached) and name == reached[-1] for _, name in points}
+
+
 class MeshScreen(Screen[None]):
     """The frame around one screen's body."""
 
@@ -48,6 +56,10 @@ class MeshScreen(Screen[None]):
     SHOWS_LINES: ClassVar[bool] = False
 
     def compose(self) -> ComposeResult:
+        # The width class (-narrow/-wide) is set before the widgets mount, not after: Textual
+        # sets it on the screen's first resize, and a class that changes then restyles every
+        # widget of the screen again (a fifth of a first visit, profiled).
+        self.update_classes(width_classes(self.app))
         yield Static(id="tabs")
         yield Static(id="banner")
         with Vertical(id="body"):
