@@ -118,7 +118,10 @@ class TaskService:
 
     def show(self, task_id: str) -> dict[str, Any]:
         check_id(task_id)
-        record = self.records().get(task_id)
+        try:
+            record = self.state.read(("tasks", task_id)) if self.state.replica else None
+        except UsageError:
+            record = None
         spec = parse_spec(record)
         if spec is None:
             raise UsageError(f"no task {task_id!r} (see `kai-mesh tasks list`)")
@@ -190,11 +193,15 @@ class TaskService:
         live = self.orch.live()
         now = self._wall()
         capable_of: dict[str, tuple[set[bytes], tuple[ServiceView, str] | None]] = {}
-        for task_id, record in self.records().items():
+        for task_id in self.state.keys(("tasks",)):
             if task_id in self._final or task_id in self._running:
                 continue
             if len(self._running) >= RUNS_AT_ONCE:
                 return
+            try:
+                record = self.state.read(("tasks", task_id))
+            except UsageError:  # deleted meanwhile
+                continue
             spec = parse_spec(record)
             if spec is None:
                 continue
