@@ -280,6 +280,7 @@ class Node:
                 self.services.hosting.loads,
                 lambda: sum(self.bus.queue_depths().values()),
                 self._airtime_used,
+                lambda: self.tasks.counters["done"] + self.tasks.counters["failed"],
             ),
             peers=lambda: alive_peers(self.remote),
             policy=lan_profile(),
