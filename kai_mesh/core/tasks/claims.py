@@ -229,7 +229,8 @@ def describe(
         "created_by": spec.created_by,
         "created_at": spec.created_at,
         "deadline": spec.deadline,
-        "claimed_by": label,
+        "claimed_by": label,  # a name where this node knows one
+        "claimer": st.claimer.hex() if st.claimer is not None else None,
         "result": st.result,
         "reason": st.reason,
         "runs": st.runs,

@@ -11,6 +11,7 @@ import trio
 
 from kai_mesh.core.messaging.envelope import StandardMessage
 from kai_mesh.core.orchestration.manifest import parse_manifest
+from kai_mesh.core.tasks.claims import kept
 from tests.runtime.orchestration.test_reactive_rules import OCR
 from tests.runtime.scale_mesh import Mesh, ScaleNode, build, ready
 
@@ -126,4 +127,52 @@ async def test_a_task_nobody_can_run_says_so_then_a_rule_creates_a_runner(
         await until_all(mesh.nodes, [task_id], "done", 120)
         assert mesh.nodes[4].tasks.show(task_id)["result"] == {"page": 1}
         assert mesh.nodes[4].tasks.show(orphan)["state"] == "open"
+        nursery.cancel_scope.cancel()
+
+
+async def test_both_halves_of_a_partition_run_it_and_the_merge_keeps_one(
+    autojump_clock: object,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        mesh = await build(nursery, 5, seed=64)
+        await deploy_echo(mesh)
+        gate = trio.Event()
+        ran: list[bytes] = []
+        for node in mesh.nodes:
+            inner = node.tasks.request
+
+            async def request(
+                message: StandardMessage,
+                within: float | None,
+                node: ScaleNode = node,
+                inner: Any = inner,
+            ) -> StandardMessage:
+                ran.append(node.node_id)
+                await gate.wait()
+                return await inner(message, within)
+
+            node.tasks.request = request
+        task_id = (await mesh.nodes[0].tasks.submit("echo", "echo", "split"))["id"]
+        with trio.fail_after(30):
+            while not ran:  # noqa: ASYNC110
+                await trio.sleep(0.1)
+        await trio.sleep(2)  # the claim is everywhere
+        first = ran[0]
+        half = [first, next(n.node_id for n in mesh.nodes if n.node_id != first)]
+        rest = [n.node_id for n in mesh.nodes if n.node_id not in half]
+        mesh.net.partition(half, rest)
+        with trio.fail_after(120):  # the other half declares the claimer dead and runs it too
+            while len(ran) < 2:  # noqa: ASYNC110
+                await trio.sleep(0.5)
+        assert ran[1] in rest
+        gate.set()
+        await trio.sleep(10)
+        mesh.net.heal()
+        with trio.fail_after(120):
+            while any(n.tasks.show(task_id)["runs"] != 2 for n in mesh.nodes):  # noqa: ASYNC110
+                await trio.sleep(0.5)
+        shown = [n.tasks.show(task_id) for n in mesh.nodes]
+        assert {s["state"] for s in shown} == {"done"}
+        # every node keeps the same result, the rendezvous winner's among the two runners
+        assert {s["claimer"] for s in shown} == {kept(task_id, ran).hex()}  # type: ignore[union-attr]
         nursery.cancel_scope.cancel()
