@@ -61,6 +61,13 @@ def _count_runs(node: ScaleNode, runs: Counter[str]) -> None:
     node.tasks.request = request
 
 
+def _state_counters(nodes: list[ScaleNode]) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for node in nodes:
+        total.update(node.state.counters)
+    return total
+
+
 def _states(node: ScaleNode, ids: list[str]) -> Counter[str]:
     records = node.tasks.records()
     live, now = node.orch.live(), time.time()
@@ -88,6 +95,7 @@ async def _run(count: int) -> dict[str, Any]:
         idle_rate = (carried[0] - idle_bytes) / (trio.current_time() - idle_from)
 
         started, before = trio.current_time(), carried[0]
+        state_before = _state_counters(mesh.nodes)
         ids = []
         for i in range(count):
             task = await mesh.nodes[i % 5].tasks.submit("echo2", "echo", {"n": i})
@@ -107,6 +115,8 @@ async def _run(count: int) -> dict[str, Any]:
             await trio.sleep(1)
         done_all = trio.current_time() - started
         task_bytes = carried[0] - before - idle_rate * done_all
+        state_after = _state_counters(mesh.nodes)
+        state_sync = {k: state_after[k] - state_before[k] for k in state_after}
         results = Counter(observer.tasks.show(i)["runs"] for i in ids)
         nursery.cancel_scope.cancel()
     return {
@@ -119,6 +129,10 @@ async def _run(count: int) -> dict[str, Any]:
         "results_per_task": dict(results),
         "bytes_per_task": round(task_bytes / count),
         "idle_mesh_bytes_per_s": round(idle_rate),
+        "state_sync_bytes_per_task": round(state_sync["bytes_sent"] / count),
+        "state_sync_frames_per_task": round(state_sync["frames_sent"] / count, 1),
+        "anti_entropy_rounds": state_sync["rounds"],
+        "local_writes_per_task": round(state_sync["local_entries"] / count, 2),
     }
 
 
@@ -142,6 +156,12 @@ def main() -> None:
     print(
         f"bytes per task on the links: {result['bytes_per_task']} (idle mesh: "
         f"{result['idle_mesh_bytes_per_s']} B/s subtracted)"
+    )
+    print(
+        f"of which state sync:         {result['state_sync_bytes_per_task']} B, "
+        f"{result['state_sync_frames_per_task']} frames per task; "
+        f"{result['local_writes_per_task']} writes per task; "
+        f"{result['anti_entropy_rounds']} anti-entropy rounds"
     )
     print(f"wall time: {result['wall_s']} s")
 
