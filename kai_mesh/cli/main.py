@@ -30,6 +30,7 @@ from kai_mesh.cli.relays import add_relays_parser
 from kai_mesh.cli.services import add_services_parser
 from kai_mesh.cli.state import add_state_parser
 from kai_mesh.cli.supervise import add_supervise_parser
+from kai_mesh.cli.tasks import add_tasks_parser
 from kai_mesh.cli.views import cmd_agents, cmd_outbox, cmd_peers, cmd_status
 from kai_mesh.core.control.errors import ControlError
 from kai_mesh.core.errors import ConfigError, KaiMeshError, StoreError, UsageError
@@ -329,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_services_parser(sub, common)
     add_publish_parser(sub, common)
     add_supervise_parser(sub, common)
+    add_tasks_parser(sub, common)
     add_governance_parser(sub, common)
     add_genesis_parser(sub, common)
     add_invite_parser(sub, common)

@@ -63,6 +63,8 @@ from kai_mesh.runtime.state.control import WithStateAgent, state_method
 from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import OutboxRow, Store
 from kai_mesh.runtime.supervision.service import Supervised, WithSuperviseAgent
+from kai_mesh.runtime.tasks.control import TASK_METHODS, tasks_method
+from kai_mesh.runtime.tasks.service import TaskService
 from kai_mesh.runtime.wiring import alive_peers, liveness_generation, sync_peers, wire_delivery
 from transports.base import Transport
 
@@ -266,6 +268,9 @@ class Node:
         self.rules = ReactiveRules(
             orch=self.services, events=self.events, autoscaler=self.autoscaler
         )
+        self.tasks = TaskService(
+            orch=self.services, state=self.state, events=self.events, request=self.bus.request
+        )
         self.autoscaler.ticks.append(
             lambda: self.event_sources.check_queues(self.bus.queue_depths())
         )
@@ -276,6 +281,7 @@ class Node:
                 self.services.hosting.loads,
                 lambda: sum(self.bus.queue_depths().values()),
                 self._airtime_used,
+                lambda: self.tasks.counters["done"] + self.tasks.counters["failed"],
             ),
             peers=lambda: alive_peers(self.remote),
             policy=lan_profile(),
@@ -363,6 +369,7 @@ class Node:
                     await nursery.start(self.events.run)
                     await nursery.start(self.autoscaler.run)
                     await nursery.start(self.rules.run)
+                    await nursery.start(self.tasks.run)
                     if self.remote.transports:
                         # Decided now: a transport knows its interfaces once it runs.
                         self.telemetry.policy = policy_for(list(self.remote.transports))
@@ -469,6 +476,8 @@ class Node:
             return await state_method(self.state, method, params, self._name_of)
         if method == "supervise":
             return await self._supervise(params)
+        if method in TASK_METHODS:
+            return await tasks_method(self.tasks, method, params)
         if method in EVENT_METHODS:
             return events_method(self.events, method, params)
         if method in SERVICE_METHODS:
@@ -558,6 +567,7 @@ class Node:
             "autoscaler": self.autoscaler.status(),
             "rules": {**self.rules.counters, "recent": self.rules.fired},
             "supervision": self.supervised.status(),
+            "tasks": self.tasks.status(),
             "telemetry": self.telemetry.status(),
             "governance": self.governance.status(),
             "liveness": None

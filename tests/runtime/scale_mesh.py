@@ -33,6 +33,7 @@ from kai_mesh.runtime.orchestration.service import Orchestrator
 from kai_mesh.runtime.state.service import StateService
 from kai_mesh.runtime.store import Store
 from kai_mesh.runtime.supervision.service import Supervised, WithSuperviseAgent
+from kai_mesh.runtime.tasks.service import TaskService
 from kai_mesh.runtime.wiring import alive_peers, liveness_generation
 from tests.runtime.builders import background_send, state_service, wire_test_node
 from transports.memory import LinkProfile, MemoryNetwork
@@ -56,6 +57,7 @@ class ScaleNode:
     load: LoadMeter
     rules: ReactiveRules
     supervised: Supervised
+    tasks: TaskService
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     @property
@@ -177,8 +179,23 @@ async def _node(
     autoscaler.attach()
     load = LoadMeter(agents=host.info, queues=bus.queue_depths, hosted=autoscaler.hosted_here)
     rules = ReactiveRules(orch=orch, events=events, autoscaler=autoscaler)
+    tasks = TaskService(
+        orch=orch, state=state, events=events, request=bus.request, rng=random.Random(seed)
+    )
     node = ScaleNode(
-        secrets, name, orch, bus, host, state, router, events, autoscaler, load, rules, supervised
+        secrets,
+        name,
+        orch,
+        bus,
+        host,
+        state,
+        router,
+        events,
+        autoscaler,
+        load,
+        rules,
+        supervised,
+        tasks,
     )
 
     async def run_all(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -194,6 +211,7 @@ async def _node(
                     events.run,
                     autoscaler.run,
                     rules.run,
+                    tasks.run,
                 ):
                     await inner.start(service)
                 task_status.started()

@@ -204,6 +204,19 @@ def _plain(value: Any, where: str, budget: int, keep_text: bool) -> Any:
     raise Malformed(f"value at {where} is a {type(value).__name__}, which kai-mesh does not use")
 
 
+def keys(doc: Doc[Any], path: PathLike) -> list[str]:
+    """The keys of the Map at `path` (a root or deeper), without reading their values: a reader
+    that skips most entries (finished tasks) does not convert the whole tree each time."""
+    segments = _path(path)
+    node: Any = _root(doc, segments[0])
+    if len(segments) > 1:
+        parent = _parent(doc, segments, create=False)
+        node = parent.get(segments[-1])
+    if not isinstance(node, Map):
+        raise UsageError(f"{'/'.join(segments)!r} is not a map")
+    return list(node.keys())
+
+
 def write(doc: Doc[Any], path: PathLike, value: Any) -> None:
     """Store `value` (checked by `check_value`) at `path`, making missing Maps on the way.
 

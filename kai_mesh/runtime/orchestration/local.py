@@ -50,13 +50,16 @@ class Sampler:
         replicas: Callable[[], list[tuple[str, int, str, bool]]],
         queue_depth: Callable[[], int] = lambda: 0,
         airtime: Callable[[], list[tuple[str, int]]] = list,
+        tasks_done: Callable[[], int] = lambda: 0,
     ) -> None:
         """`replicas`: (service, replica number, agent, ready) for each replica hosted here;
-        `airtime`: (interface, permille of its budget used) for each budgeted interface."""
+        `airtime`: (interface, permille of its budget used) for each budgeted interface;
+        `tasks_done`: tasks this node has run to a result since it started."""
         self._host = host
         self._replicas = replicas
         self._queue = queue_depth
         self._airtime = airtime
+        self._tasks_done = tasks_done
         self._served: tuple[float, int] | None = None
         self._rate = 0
         psutil.cpu_percent(None)  # the first call only starts the measurement
@@ -82,6 +85,7 @@ class Sampler:
             queue=max(0, self._queue()),
             served=self._rate,
             errors=errors,
+            tasks_done=max(0, self._tasks_done()),
             replicas=loads,
             airtime=tuple((name[:MAX_NAME], max(0, p)) for name, p in self._airtime()[:MAX_ITEMS]),
         )

@@ -224,6 +224,9 @@ class StateService:
     def read(self, path: tuple[str, ...] = ()) -> Any:
         return ydoc.read(self._need().doc, path)
 
+    def keys(self, path: tuple[str, ...]) -> list[str]:
+        return ydoc.keys(self._need().doc, path)
+
     async def write(self, path: tuple[str, ...], value: Any) -> int:
         """Write `value` at `path` as a local transaction; committed before this returns.
         Returns the number of records made (0: nothing changed). Raises `UsageError`."""

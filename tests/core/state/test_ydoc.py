@@ -405,3 +405,16 @@ def test_any_valid_value_round_trips(value: Any) -> None:
     assert_same(plain(value), ydoc.read(doc, "shared/v"))
     imported = ydoc.import_values(ydoc.export_update(doc))
     assert_same(value, imported["shared"]["v"])
+
+
+def test_keys_lists_a_maps_keys_and_refuses_what_is_not_one() -> None:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    assert ydoc.keys(doc, ("tasks",)) == []
+    ydoc.write(doc, ("tasks", "a"), {"spec": {"x": 1}, "claims": {}})
+    ydoc.write(doc, ("tasks", "b"), 3)
+    assert sorted(ydoc.keys(doc, ("tasks",))) == ["a", "b"]
+    assert sorted(ydoc.keys(doc, ("tasks", "a"))) == ["claims", "spec"]
+    with pytest.raises(UsageError, match="not a map"):
+        ydoc.keys(doc, ("tasks", "b"))
+    with pytest.raises(UsageError, match="no such path"):
+        ydoc.keys(doc, ("tasks", "c", "d"))

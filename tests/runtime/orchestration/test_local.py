@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from kai_mesh.config.settings import load_config
-from kai_mesh.runtime.orchestration.local import detect_facts
+from kai_mesh.runtime.agents.host import AgentHost
+from kai_mesh.runtime.orchestration.local import Sampler, detect_facts
 
 
 def test_detected_facts_with_and_without_a_gpu(tmp_path: Path) -> None:
@@ -27,3 +28,12 @@ def test_config_capabilities(tmp_path: Path) -> None:
         assert "capabilities" in str(exc) and "\n" not in str(exc)
     else:
         raise AssertionError("a bad capability was accepted")
+
+
+async def test_the_sample_carries_the_tasks_run_here() -> None:
+    host = AgentHost([], on_event=lambda topic, data: None)
+    runs = [0]
+    sample = Sampler(host, list, tasks_done=lambda: runs[0])
+    assert sample().tasks_done == 0
+    runs[0] = 7
+    assert sample().tasks_done == 7
