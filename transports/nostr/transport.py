@@ -127,6 +127,7 @@ class NostrTransport(TransportBase):
         self,
         *,
         relays: Iterable[str],
+        markers: Mapping[str, str] | None = None,
         nostr_secret: bytes,
         mesh_id: bytes,
         node_id: bytes,
@@ -155,7 +156,9 @@ class NostrTransport(TransportBase):
         self._randbytes = randbytes
         self._clock = clock
         self._hello_key = hello_key(mesh_id)
-        self.pool = RelayPool(relays, handler=self._on_event, signer=self._sign_auth)
+        self.pool = RelayPool(
+            relays, handler=self._on_event, signer=self._sign_auth, markers=markers
+        )
         self._counters: dict[str, int] = {"received": 0, "sent": 0, "dropped_events": 0}
         self._send_events, self._events = trio.open_memory_channel[TransportEvent](EVENT_BUFFER)
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -199,13 +202,13 @@ class NostrTransport(TransportBase):
     async def _hello_loop(self) -> None:
         while True:
             with trio.move_on_after(30):  # the first hello waits for a relay, not forever
-                await self.pool.wait_connected()
+                await self.pool.wait_writable()
             await self._publish_hello()
             await trio.sleep(self.announce_interval)
 
     async def _digest_loop(self) -> None:
         """Drive the beacon: publish our digests when it says so."""
-        await self.pool.wait_connected()
+        await self.pool.wait_writable()
         while True:
             due = self._beacon.get_timer()
             if self._our_digests is None or due is None:
@@ -332,9 +335,9 @@ class NostrTransport(TransportBase):
         return self._sign(KIND_AUTH, [["relay", url], ["challenge", challenge]], "")
 
     def event_plaintext(self) -> int:
-        """The largest plaintext one event carries to every connected relay (NIP-11)."""
-        limits = [r.max_message_length for r in self.pool.connected] or [
-            r.max_message_length for r in self.pool.relays
+        """The largest plaintext one event carries to every connected write relay (NIP-11)."""
+        limits = [r.max_message_length for r in self.pool.writers] or [
+            r.max_message_length for r in self.pool.relays if r.write
         ]
         limit = min(limits, default=DEFAULT_MAX_MESSAGE)
         return giftwrap.max_plaintext(limit) if self.gift_wrap else chunks.max_plaintext(limit)
