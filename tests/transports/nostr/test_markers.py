@@ -1,9 +1,11 @@
-"""NIP-65 markers on real relays (nostr-sdk's LocalRelay, two of them, on ports kept for this
-module): a node publishes only to its write relays and subscribes only on its read relays.
+"""What a node asks relays for, on real relays (nostr-sdk's LocalRelay, two of them, on ports
+kept for this module). NIP-65 markers: a node publishes only to its write relays and
+subscribes only on its read relays.
 
 A writes to X and reads Y; B reads X and writes Y. They meet and exchange frames only because
 each reads where the other writes; and a raw client's event that A's filters match, published
-on X, reaches B (who reads X) but not A: A holds no subscription on X."""
+on X, reaches B (who reads X) but not A: A holds no subscription on X. Digest events: only the
+other members', never one's own echo."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import trio
@@ -21,7 +24,7 @@ from tests.transports.nostr.conftest import MESH, member, start_relay, stop_rela
 from tests.transports.nostr.test_transport import meet, next_of, running
 from transports.base import MessageReceived
 from transports.nostr import NostrTransport
-from transports.nostr.transport import KIND_HELLO
+from transports.nostr.transport import KIND_DIGESTS, KIND_HELLO
 
 PORTS = (47101, 47102)  # this module's relays (others' tests use free ports the OS picks)
 
@@ -84,3 +87,39 @@ async def test_write_only_and_read_only_relays(two_relays: tuple[str, str]) -> N
     states = {s["url"]: s for s in ta.describe()["relays"]}
     assert (states[x]["read"], states[x]["write"]) == (False, True)
     assert (states[y]["read"], states[y]["write"]) == (True, False)
+
+
+async def test_our_own_digest_events_do_not_come_back(two_relays: tuple[str, str]) -> None:
+    """The digest subscription names the bound members as authors: the relay sends each node
+    the other's digest events, never its own (before, every one came back to its author)."""
+    x, _ = two_relays
+    keys = trusted(member(1), member(2))
+    ta, tb = node(1, {x: "read"}, keys), node(2, {x: "read"}, keys)
+    for t in (ta, tb):
+        t.pool.relays[0].write = True  # read and write X (no marker)
+    arrived: list[tuple[str, int]] = []  # (author, kind) of each EVENT the relay sent A
+
+    def record(relay: object, sub_id: str, obj: Any) -> None:
+        arrived.append((obj["pubkey"], obj["kind"]))
+        ta._on_event(relay, sub_id, obj)  # type: ignore[arg-type]
+
+    ta.pool.relays[0]._handler = record
+    heard: list[bytes] = []
+    ta.set_sync_digests(lambda: {1: b"a" * 8}, lambda node_id, d: heard.append(node_id))
+    tb.set_sync_digests(lambda: {1: b"b" * 8}, lambda node_id, d: None)
+    with trio.fail_after(30):
+        async with running(ta, tb):
+            await meet(ta, tb)
+            for _ in range(3):  # a few digest events each way (the beacon's gap is 1 s)
+                sent = ta.counters().get("digests_sent", 0)
+                ta.sync_changed()
+                tb.sync_changed()
+                while ta.counters().get("digests_sent", 0) == sent:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+            while not heard:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            await trio.sleep(0.5)  # an echo of A's last digest would be back by now
+    assert ta.counters()["digests_sent"] >= 3 and tb.node_id in heard
+    assert (tb.pubkey, KIND_DIGESTS) in arrived
+    assert (ta.pubkey, KIND_DIGESTS) not in arrived
+    assert ta.digest_filter() == {"kinds": [KIND_DIGESTS], "#m": [ta.tag], "authors": [tb.pubkey]}
