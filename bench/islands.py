@@ -212,10 +212,12 @@ async def islands(url: str, size: int, writes: int, away: float) -> dict[str, An
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    proc, url = start_relay()
+    proc, url = start_relay(*(["--port", str(args.relay_port)] if args.relay_port else []))
     try:
         result = {"writes": args.writes, "votes": args.votes, "island_size": args.size}
         result.update(await bytes_per_update(url, args.writes, args.votes))
+        if args.bytes_only:
+            return result
         runs = [await islands(url, args.size, args.writes, args.away) for _ in range(args.runs)]
         result["converge_s"] = statistics.median(r["converge_s"] for r in runs)
         result["away_s"] = args.away
@@ -233,6 +235,8 @@ if __name__ == "__main__":
     parser.add_argument("--away", type=float, default=20.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--relay-port", type=int, default=0, help="0: a free port")
+    parser.add_argument("--bytes-only", action="store_true", help="skip converge and catch-up")
     args = parser.parse_args()
     out = trio.run(main, args)
     if args.json:

@@ -20,6 +20,7 @@ import re
 import sys
 import time
 import tomllib
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -203,7 +204,7 @@ def make_joined_node(paths: NodePaths, token: InviteToken, name: str, now: int) 
     if not paths.config_file.exists():
         write_private(paths.config_file, default_config_text(name).encode())
     added = add_tcp_clients(paths.config_file, token.tcp)
-    relays = add_relays(paths.config_file, token.relays)
+    relays = add_relays(paths.config_file, token.relays, token.markers)
     claim = Governance(genesis).redeem(token.secret, secrets, now)
     write_private(claim_path(paths), claim)
     NodeFiles(secrets, genesis, member).write(paths)
@@ -215,20 +216,26 @@ def make_joined_node(paths: NodePaths, token: InviteToken, name: str, now: int) 
         "reach": list(token.tcp),
         "interfaces_added": added,
         "relays": relays,
+        "relay_markers": dict(token.markers),
         "config": str(paths.config_file),
         "data": str(paths.data_dir),
     }
 
 
-def add_relays(config_file: Path, relays: tuple[str, ...]) -> list[str]:
-    """Add the token's Nostr relays to `[nostr] relays` (those the config lacks); the list now."""
+def add_relays(
+    config_file: Path, relays: tuple[str, ...], markers: Mapping[str, str] | None = None
+) -> list[str]:
+    """Add the token's Nostr relays to `[nostr] relays` (those the config lacks), each with the
+    NIP-65 marker the token gives it; the list now. A relay the config has keeps its marker."""
     from kai_mesh.config.nostr import MAX_RELAYS, write_relays
     from kai_mesh.config.settings import load_config
 
-    have = list(load_config(config_file).nostr.relays)
+    nostr = load_config(config_file).nostr
+    have = list(nostr.relays)
     want = list(dict.fromkeys([*have, *relays]))[:MAX_RELAYS]
     if want != have:
-        write_relays(config_file, want)
+        new = {url: m for url, m in (markers or {}).items() if url not in have}
+        write_relays(config_file, want, {**nostr.markers, **new})
     return want
 
 

@@ -339,6 +339,7 @@ guest_intents = ["echo", "sysinfo"]
 [nostr]
 # Relays (ws:// or wss://) that carry this node's traffic to islands no radio or LAN reaches.
 # Empty: no Nostr at all. Every payload is NIP-44 encrypted to its recipient (docs/nostr.md).
+# A relay only read from or only written to (NIP-65): {{url = "wss://...", marker = "read"}}.
 relays = []
 # Seconds between this node's hellos (its encrypted member record) to the mesh on the relays.
 hello_interval = 300

@@ -81,6 +81,7 @@ def _nostr(paths: NodePaths, config: Config, files: NodeFiles) -> Built:
 
     transport = NostrTransport(
         relays=config.nostr.relays,
+        markers=config.nostr.markers,
         nostr_secret=files.secrets.nostr_secret,
         mesh_id=files.genesis.mesh_id,
         node_id=files.secrets.node_id,

@@ -39,8 +39,9 @@ def test_add_list_remove_keep_the_rest_of_the_file(
     assert main(["--home", home, "relays", "add", "wss://relay.one"]) == ExitCode.OK  # no-op
     capsys.readouterr()
     assert main(["--home", home, "relays", "list", "--json"]) == ExitCode.OK
-    listed = json.loads(capsys.readouterr().out)["relays"]
-    assert listed == ["wss://relay.one", "ws://127.0.0.1:7777"]
+    out = json.loads(capsys.readouterr().out)
+    listed = out["relays"]
+    assert listed == ["wss://relay.one", "ws://127.0.0.1:7777"] and out["markers"] == {}
     assert load_config(config_file).nostr.relays == tuple(listed)
     after = config_file.read_text()
     # Only the relays line changed: every comment and setting is still there.
@@ -80,6 +81,31 @@ def test_a_config_without_a_nostr_table_gets_one(tmp_path: Path) -> None:
     assert load_config(config_file).nostr.relays == ("wss://relay.one",)
 
 
+def test_add_read_or_write_sets_the_marker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home, config_file = init(tmp_path)
+    assert main(["--home", home, "relays", "add", "wss://out", "--write"]) == ExitCode.OK
+    assert main(["--home", home, "relays", "add", "wss://in", "--read"]) == ExitCode.OK
+    assert main(["--home", home, "relays", "add", "wss://both"]) == ExitCode.OK
+    nostr = load_config(config_file).nostr
+    assert nostr.relays == ("wss://out", "wss://in", "wss://both")
+    assert dict(nostr.markers) == {"wss://out": "write", "wss://in": "read"}
+    capsys.readouterr()
+    assert main(["--home", home, "relays", "list"]) == ExitCode.OK
+    shown = capsys.readouterr().out.splitlines()
+    assert shown == ["wss://out (write)", "wss://in (read)", "wss://both (read+write)"]
+    # `add` on a listed relay changes its marker; without a flag it reads and writes again.
+    assert main(["--home", home, "relays", "add", "wss://in", "--write"]) == ExitCode.OK
+    assert main(["--home", home, "relays", "add", "wss://out"]) == ExitCode.OK
+    assert dict(load_config(config_file).nostr.markers) == {"wss://in": "write"}
+    assert main(["--home", home, "relays", "remove", "wss://in"]) == ExitCode.OK
+    assert dict(load_config(config_file).nostr.markers) == {}
+    with pytest.raises(SystemExit) as exc:  # argparse: one or the other
+        main(["--home", home, "relays", "add", "wss://x", "--read", "--write"])
+    assert exc.value.code == 2
+
+
 def test_join_takes_the_tokens_relays(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     admin = NodeSecrets.generate(os.urandom)
     genesis = Genesis.of_one(admin, "team", os.urandom(16))
@@ -93,24 +119,40 @@ def test_join_takes_the_tokens_relays(tmp_path: Path, capsys: pytest.CaptureFixt
     assert config.nostr.enabled
 
 
-def test_status_line_says_state_latency_limits_and_refusals() -> None:
-    line = _line(
-        {
-            "url": "wss://r",
-            "connected": True,
-            "demoted": False,
-            "attempts": 3,
-            "successes": 2,
-            "latency": 0.0123,
-            "max_message_length": 65536,
-            "sent": 10,
-            "accepted": 9,
-            "received": 4,
-            "refused": {"rate-limited": 1},
-        }
+def test_join_takes_the_tokens_relay_markers(tmp_path: Path) -> None:
+    admin = NodeSecrets.generate(os.urandom)
+    genesis = Genesis.of_one(admin, "team", os.urandom(16))
+    markers = {"wss://relay.two": "write"}
+    text = encode_token(
+        genesis, os.urandom(32), [], ["wss://relay.one", "wss://relay.two"], markers
     )
+    home = str(tmp_path / "far")
+    assert main(["--home", home, "join", text, "--name", "far"]) == ExitCode.OK
+    config = load_config(NodePaths.resolve(home).config_file)
+    assert config.nostr.relays == ("wss://relay.one", "wss://relay.two")
+    assert dict(config.nostr.markers) == markers
+
+
+def test_status_line_says_state_latency_limits_and_refusals() -> None:
+    state = {
+        "url": "wss://r",
+        "connected": True,
+        "demoted": False,
+        "attempts": 3,
+        "successes": 2,
+        "latency": 0.0123,
+        "max_message_length": 65536,
+        "sent": 10,
+        "accepted": 9,
+        "received": 4,
+        "refused": {"rate-limited": 1},
+    }
+    line = _line(state)
     assert "connected" in line and "12.3 ms" in line and "65536" in line
     assert "rate-limited 1" in line and "connections 2/3" in line
+    assert "wss://r: read+write, connected" in line  # a status without markers: both
+    write_only = _line({**state, "read": False, "write": True, "connected": False})
+    assert "wss://r: write, down" in write_only
 
 
 def test_status_without_a_node_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

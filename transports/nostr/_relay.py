@@ -93,8 +93,11 @@ class Relay:
         ok_timeout: float = OK_TIMEOUT,
         ping_interval: float = _policy.PING_INTERVAL,
         on_change: Callable[[], None] = lambda: None,
+        read: bool = True,
+        write: bool = True,
     ) -> None:
         self.url = url
+        self.read, self.write = read, write  # NIP-65: subscribed on, published to
         self.stats = RelayStats()
         self.max_message_length = DEFAULT_MAX_MESSAGE
         self.backoff = _policy.RateLimitBackoff()
@@ -297,8 +300,9 @@ class Relay:
     # ---- what the pool calls ------------------------------------------------------------------
 
     async def subscribe(self, sub_id: str, flt: dict[str, Any]) -> None:
-        """Send a REQ now if connected (the pool's map restores it on every reconnect)."""
-        if self._ws is not None:
+        """Send a REQ now if connected (the pool's map restores it on every reconnect); a relay
+        we only write to gets none."""
+        if self._ws is not None and self.read:
             self._unsettled.add(sub_id)
             self._check_settled()
             with contextlib.suppress(ConnectionClosed):
@@ -308,6 +312,8 @@ class Relay:
         """Send `event`, wait for the relay's answer; never raises for the relay's sake."""
         if self._ws is None:
             return Published(self.url, False, "not_connected")
+        if not self.write:
+            return Published(self.url, False, "read_only")
         if text_length > self.max_message_length:
             self._refused("too_large_for_relay")
             return Published(self.url, False, "too_large_for_relay")

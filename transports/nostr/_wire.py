@@ -40,6 +40,8 @@ def relay_state(relay: Relay) -> dict[str, Any]:
     stats = relay.stats
     return {
         "url": relay.url,
+        "read": relay.read,
+        "write": relay.write,
         "connected": relay.is_connected,
         "demoted": relay.demoted,
         "attempts": stats.attempts,

@@ -26,7 +26,12 @@ encrypted like a hello, when they change (`sync_changed`: at most once per secon
 writes is one event) and every `digest_interval` seconds besides (`core.sync.beacon`). A digest
 event is believed only from a key a hello bound; its digests go to the runtime's anti-entropy
 (`heard`), which asks that peer for a round when they differ from ours, exactly as a heartbeat's
-would. The rounds themselves are frames like any other.
+would. The rounds themselves are frames like any other. Digest events are asked for only from
+the members a hello bound (`authors`, re-sent when that set changes): NIP-01 has no "every
+author but me", and without the list the relay echoed each digest event back to its author,
+about a third of all relay bytes (bench/islands.py); a digest from an unbound key was dropped
+anyway. Past `MAX_AUTHORS` members the list is left out (relays cap filter sizes) and our own
+echo is dropped on arrival, before any signature work.
 
 Large frames. A frame whose event would not fit the smallest `max_message_length` the connected
 relays declare (NIP-11, read at each connect) is split into content-addressed chunks
@@ -104,6 +109,7 @@ MAX_PAYLOAD = 256 * 1024
 EVENT_BUFFER = 1024
 INTERFACE = "nostr"
 HELLO_ANSWER_GAP = 5.0  # seconds between two hellos sent in answer to one member
+MAX_AUTHORS = 256  # members named in the digest subscription; past it, no author list
 HELD_FRAMES = 256  # verified frames from a key no hello has bound yet, kept until one does
 
 
@@ -127,6 +133,7 @@ class NostrTransport(TransportBase):
         self,
         *,
         relays: Iterable[str],
+        markers: Mapping[str, str] | None = None,
         nostr_secret: bytes,
         mesh_id: bytes,
         node_id: bytes,
@@ -155,7 +162,9 @@ class NostrTransport(TransportBase):
         self._randbytes = randbytes
         self._clock = clock
         self._hello_key = hello_key(mesh_id)
-        self.pool = RelayPool(relays, handler=self._on_event, signer=self._sign_auth)
+        self.pool = RelayPool(
+            relays, handler=self._on_event, signer=self._sign_auth, markers=markers
+        )
         self._counters: dict[str, int] = {"received": 0, "sent": 0, "dropped_events": 0}
         self._send_events, self._events = trio.open_memory_channel[TransportEvent](EVENT_BUFFER)
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -173,6 +182,7 @@ class NostrTransport(TransportBase):
         self._beacon_moved = trio.Event()
         self._our_digests: Callable[[], dict[int, bytes]] | None = None
         self._heard_digests: Callable[[bytes, dict[int, bytes]], None] | None = None
+        self._authors_moved = trio.Event()
         self._nursery: trio.Nursery | None = None
 
     # ---- life cycle ---------------------------------------------------------------------------
@@ -183,9 +193,7 @@ class NostrTransport(TransportBase):
             await nursery.start(self.pool.run)
             # Subscribe before publishing (NIP-46/ContextVM's rule): an answer to our hello
             # must find the subscription in place.
-            await self.pool.subscribe(
-                "kai-hello", {"kinds": [KIND_HELLO, KIND_DIGESTS], "#m": [self.tag]}
-            )
+            await self.pool.subscribe("kai-hello", {"kinds": [KIND_HELLO], "#m": [self.tag]})
             since = max(0, int(self._clock()) - self.catch_up)
             kinds = sorted(FRAME_KINDS | WRAP_KINDS)
             inbound = {"kinds": kinds, "#p": [self.pubkey], "since": since}
@@ -193,19 +201,20 @@ class NostrTransport(TransportBase):
             nursery.start_soon(self._hello_loop)
             nursery.start_soon(self._digest_loop)
             nursery.start_soon(self._reconnect_loop)
+            nursery.start_soon(self._digest_subscription_loop)
             task_status.started()
             await trio.sleep_forever()
 
     async def _hello_loop(self) -> None:
         while True:
             with trio.move_on_after(30):  # the first hello waits for a relay, not forever
-                await self.pool.wait_connected()
+                await self.pool.wait_writable()
             await self._publish_hello()
             await trio.sleep(self.announce_interval)
 
     async def _digest_loop(self) -> None:
         """Drive the beacon: publish our digests when it says so."""
-        await self.pool.wait_connected()
+        await self.pool.wait_writable()
         while True:
             due = self._beacon.get_timer()
             if self._our_digests is None or due is None:
@@ -227,6 +236,29 @@ class NostrTransport(TransportBase):
             if after > before and self._our_digests is not None:
                 self.sync_changed()
             before = after
+
+    def digest_filter(self) -> dict[str, Any] | None:
+        """The digest subscription's filter: from the members a hello bound, never from us;
+        None while none is bound (an empty `authors` means nothing, or everything, by relay)."""
+        authors = sorted(self._nodes)
+        if not authors:
+            return None
+        flt: dict[str, Any] = {"kinds": [KIND_DIGESTS], "#m": [self.tag]}
+        if len(authors) <= MAX_AUTHORS:
+            flt["authors"] = authors
+        return flt
+
+    async def _digest_subscription_loop(self) -> None:
+        """One task re-sends the digest REQ when the bound members change, so two changes close
+        together never reach a relay in the wrong order."""
+        sent: dict[str, Any] | None = None
+        while True:
+            await self._authors_moved.wait()
+            self._authors_moved = trio.Event()
+            flt = self.digest_filter()
+            if flt is not None and flt != sent:
+                await self.pool.subscribe("kai-digests", flt)
+                sent = flt
 
     def _now(self) -> float:
         return trio.current_time()
@@ -303,6 +335,7 @@ class NostrTransport(TransportBase):
         if key is not None:
             self._nodes.pop(key, None)
             self._conversations.pop(key, None)
+            self._authors_moved.set()
         self._peers.pop(node_id, None)
         self._answered.pop(node_id, None)
 
@@ -332,9 +365,9 @@ class NostrTransport(TransportBase):
         return self._sign(KIND_AUTH, [["relay", url], ["challenge", challenge]], "")
 
     def event_plaintext(self) -> int:
-        """The largest plaintext one event carries to every connected relay (NIP-11)."""
-        limits = [r.max_message_length for r in self.pool.connected] or [
-            r.max_message_length for r in self.pool.relays
+        """The largest plaintext one event carries to every connected write relay (NIP-11)."""
+        limits = [r.max_message_length for r in self.pool.writers] or [
+            r.max_message_length for r in self.pool.relays if r.write
         ]
         limit = min(limits, default=DEFAULT_MAX_MESSAGE)
         return giftwrap.max_plaintext(limit) if self.gift_wrap else chunks.max_plaintext(limit)
@@ -493,6 +526,10 @@ class NostrTransport(TransportBase):
         if old_key is not None and new:
             self._nodes.pop(old_key, None)
         self._keys[node_id], self._nodes[event.pubkey] = event.pubkey, node_id
+        if new:
+            self._authors_moved.set()  # ask for its digests from now on
+            if self._our_digests is not None:
+                self.sync_changed()  # and tell it ours: it has just bound us, or will
         peer = PeerInfo(
             node_id=node_id,
             name=record.name,

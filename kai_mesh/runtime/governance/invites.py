@@ -186,9 +186,11 @@ async def _report(
     elif status.status == "certified":
         tcp = reach if reach is not None else tcp_reach(config)
         relays = list(config.nostr.relays)  # a peer anywhere joins through a relay alone
-        result["token"] = encode_token(genesis, seed, tcp, relays)
+        markers = dict(config.nostr.markers)  # the joiner reads and writes each as we do
+        result["token"] = encode_token(genesis, seed, tcp, relays, markers)
         result["reach"] = tcp
         result["relays"] = relays
+        result["relay_markers"] = markers
     return result
 
 

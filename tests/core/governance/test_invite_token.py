@@ -84,3 +84,23 @@ def test_mutated_tokens_raise_only_bad_token_or_decode(data: st.DataObject) -> N
 def test_any_text_raises_only_bad_token(text: str) -> None:
     with pytest.raises(BadToken):
         decode_token(text)
+
+
+def test_a_token_carries_relay_markers() -> None:
+    relays = ["wss://both", "wss://out", "wss://in"]
+    markers = {"wss://out": "write", "wss://in": "read"}
+    token = decode_token(encode_token(GENESIS, SEED, [], relays, markers))
+    assert token.relays == tuple(relays) and dict(token.markers) == markers
+    plain = decode_token(encode_token(GENESIS, SEED, [], ["wss://a"]))
+    assert plain.relays == ("wss://a",) and dict(plain.markers) == {}
+
+
+@pytest.mark.parametrize(
+    "item", [["wss://a", "both"], ["wss://a"], ["wss://a", "read", "x"], [1, "read"]]
+)
+def test_a_bad_relay_marker_in_a_token_is_refused(item: list[object]) -> None:
+    raw = pack([1, GENESIS.to_bytes(), SEED, {"relays": [item], "tcp": []}])
+    raw += hashlib.sha256(b"kaimesh-invite" + raw).digest()[:4]
+    text = PREFIX + base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    with pytest.raises(BadToken, match="damaged"):
+        decode_token(text)
