@@ -20,8 +20,9 @@ governance fold changes:
    node reports them ready, picked by the service's strategy with this node's `Balancer`, and
    retried once on another replica when the first fails, times out or cannot be reached; the
    message keeps its `message_id`. The candidates are cached per service between changes
-   (`candidates`): routing is per message, a rebuild ranks every live node. No candidate: an `error` reply with code `no_replica` whose
-   message says "none placed", "none ready" or "none reachable".
+   (`candidates`): routing is per message, a rebuild ranks every live node. No candidate: an
+   `error` reply with code `no_replica` whose message says "none placed", "none ready" or
+   "none reachable".
 
 Beside this module: health checks (health.py), hosting and rolling upgrades (hosting.py),
 Nomad's disconnect (disconnect.py), telemetry and node facts (telemetry.py, local.py), drain

@@ -51,19 +51,26 @@ class HostileProxy:
 
     async def _handle(self, request: WebSocketRequest) -> None:
         client = await request.accept()
+        authors: set[str] = set()  # keys this client published under: its own echoes
         try:
             async with open_websocket_url(self.upstream) as relay, trio.open_nursery() as n:
-                n.start_soon(self._up, client, relay, n.cancel_scope)
-                n.start_soon(self._down, relay, client, n.cancel_scope)
+                n.start_soon(self._up, client, relay, n.cancel_scope, authors)
+                n.start_soon(self._down, relay, client, n.cancel_scope, authors)
         except (ConnectionClosed, OSError):
             pass
 
     async def _up(
-        self, client: WebSocketConnection, relay: WebSocketConnection, done: trio.CancelScope
+        self,
+        client: WebSocketConnection,
+        relay: WebSocketConnection,
+        done: trio.CancelScope,
+        authors: set[str],
     ) -> None:
         try:
             while True:
                 text = await client.get_message()
+                if text.startswith('["EVENT"'):
+                    authors.add(str(json.loads(text)[1].get("pubkey")))
                 if text.startswith('["EVENT"') and self.rng.random() < self.drop:
                     self._did("dropped_publish")
                     continue
@@ -72,18 +79,22 @@ class HostileProxy:
             done.cancel()
 
     async def _down(
-        self, relay: WebSocketConnection, client: WebSocketConnection, done: trio.CancelScope
+        self,
+        relay: WebSocketConnection,
+        client: WebSocketConnection,
+        done: trio.CancelScope,
+        authors: set[str],
     ) -> None:
         held: list[str] = []
         try:
             while True:
                 text = await relay.get_message()
-                for out in self._mutate(text, held):
+                for out in self._mutate(text, held, authors):
                     await client.send_message(out)
         except ConnectionClosed:
             done.cancel()
 
-    def _mutate(self, text: str, held: list[str]) -> list[str]:
+    def _mutate(self, text: str, held: list[str], authors: set[str]) -> list[str]:
         if not text.startswith('["EVENT"'):
             return [text]
         rng, out = self.rng, []
@@ -104,6 +115,9 @@ class HostileProxy:
         elif roll < self.drop + 0.32:
             out.append(_rewrite(text, rng))
             self._did("rewritten")
+            if str(json.loads(text)[2].get("pubkey")) not in authors:
+                # Only these reach verification: a node drops its own echo unverified.
+                self._did("rewritten_foreign")
             out.append(text)
         else:
             out.append(text)

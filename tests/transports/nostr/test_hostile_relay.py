@@ -36,24 +36,30 @@ async def test_a_hostile_relay_makes_nodes_neither_diverge_nor_accept_twice(
                 for i, s in enumerate((a, b))
             ]
             nodes = [na, nb]
-            for i in range(WRITES):
-                await (na if i % 2 else nb).state.write(("shared", f"k{i}"), i)
-            await until(
-                lambda: (
-                    len({n.state.replica.digest() for n in nodes if n.state.replica}) == 1
-                    and na.state.read(("shared",)) == {f"k{i}": i for i in range(WRITES)}
+            # Write in rounds of WRITES until the proxy has done every kind of harm (fewer
+            # events cross a relay now that nodes do not read their own digests back).
+            kinds = {"dropped", "duplicated", "reordered", "replayed", "rewritten"}
+            written = 0
+            while written == 0 or not kinds <= set(proxy.done):
+                for i in range(written, written + WRITES):
+                    await (na if i % 2 else nb).state.write(("shared", f"k{i}"), i)
+                written += WRITES
+                want = {f"k{i}": i for i in range(written)}
+                await until(
+                    lambda want=want: (  # type: ignore[misc]
+                        len({n.state.replica.digest() for n in nodes if n.state.replica}) == 1
+                        and na.state.read(("shared",)) == want
+                    )
                 )
-            )
             # Each side's log holds each stream's entries once, in one chain, however often and
             # in whatever order they came: two streams of WRITES/2 entries, no fork, nothing
             # quarantined or kept as evidence of forgery.
             for n in nodes:
                 replica = n.state.replica
                 assert replica is not None
-                assert sorted(seq for seq, _ in replica.vector().values()) == [WRITES // 2] * 2
+                assert sorted(seq for seq, _ in replica.vector().values()) == [written // 2] * 2
                 assert not replica.evidence() and not replica.quarantined
             nursery.cancel_scope.cancel()
-    assert {"dropped", "duplicated", "reordered", "replayed", "rewritten"} <= set(proxy.done)
     counted: dict[str, int] = {}
     for n in nodes:
         assert n.nostr is not None
@@ -63,6 +69,7 @@ async def test_a_hostile_relay_makes_nodes_neither_diverge_nor_accept_twice(
             for key, value in relay.stats.refused.items():
                 counted[key] = counted.get(key, 0) + value
     assert counted.get("duplicate", 0) > 0
-    assert counted.get("bad_id", 0) + counted.get("bad_signature", 0) > 0
+    if proxy.done.get("rewritten_foreign"):  # a rewrite of a node's own echo is not verified
+        assert counted.get("bad_id", 0) + counted.get("bad_signature", 0) > 0
     if proxy.done.get("garbage"):
         assert counted.get("relay_malformed", 0) + counted.get("malformed", 0) > 0
