@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -222,42 +222,33 @@ def _broadcast_state(remote: RemoteRouter, state: StateService) -> None:
     a push per peer would cost a shared channel once per peer. Background traffic, as its
     link frames are; one that finds no airtime within a few seconds falls back to links."""
     senders = remote.broadcasts(background=True, wait=STATE_BROADCAST_WAIT)
-    if not senders:
-        return
-
-    async def broadcast(frame: bytes) -> bool:
-        try:
-            for send in senders:
-                await send(frame)
-        except TransportError as exc:
-            log.debug("state broadcast not sent: %s", exc)
-            return False
-        return True
-
-    state.broadcast = broadcast
-    state.hops = partial(_hops, remote)
-
-
-def _hops(remote: RemoteRouter, node_id: bytes) -> int | None:
-    known = [p.hops for p in remote.peers() if p.node_id == node_id and p.hops is not None]
-    return min(known, default=None)
+    if senders:
+        state.broadcast = partial(_broadcast, senders, "state")
+        state.hops = partial(_hops, remote)
 
 
 def _broadcast_governance(remote: RemoteRouter, governance: GovernanceService) -> None:
     """Governance pushes by broadcast where a transport can (one packet for every neighbour)."""
     # Governance is rare and decides who may do what: not background, and worth a short wait.
     senders = remote.broadcasts(background=False, wait=GOVERNANCE_BROADCAST_WAIT)
-    if not senders:
-        return
+    if senders:
+        governance.broadcast = partial(_broadcast, senders, "governance")
+        governance.hops = partial(_hops, remote)
 
-    async def broadcast(frame: bytes) -> bool:
-        try:
-            for send in senders:
-                await send(frame)
-        except TransportError as exc:
-            log.debug("governance broadcast not sent: %s", exc)
-            return False
-        return True
 
-    governance.broadcast = broadcast
-    governance.hops = partial(_hops, remote)
+async def _broadcast(
+    senders: list[Callable[[bytes], Awaitable[None]]], what: str, frame: bytes
+) -> bool:
+    """`frame` by every broadcast sender; False (nothing raised) when one could not send it."""
+    try:
+        for send in senders:
+            await send(frame)
+    except TransportError as exc:
+        log.debug("%s broadcast not sent: %s", what, exc)
+        return False
+    return True
+
+
+def _hops(remote: RemoteRouter, node_id: bytes) -> int | None:
+    known = [p.hops for p in remote.peers() if p.node_id == node_id and p.hops is not None]
+    return min(known, default=None)

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
 
 from kai_mesh.core.mesh.identity import NodeSecrets
 from kai_mesh.core.messaging.envelope import EnvelopeDecoder, Priority
 from kai_mesh.core.messaging.retry import RetryPolicy
 from kai_mesh.runtime.agents.host import AgentHost
+from kai_mesh.runtime.blocking import inline
 from kai_mesh.runtime.governance.service import GovernanceService
 from kai_mesh.runtime.liveness.service import Liveness
 from kai_mesh.runtime.messaging.bus import Bus
@@ -100,3 +104,22 @@ def wire_test_node(
         state=state,
         governance=governance,
     )
+
+
+async def start_state_node(
+    nursery: trio.Nursery,
+    net: MemoryNetwork,
+    secrets: NodeSecrets,
+    mesh_id: bytes,
+    keys: dict[bytes, bytes],
+    seed: int,
+) -> tuple[StateService, RemoteRouter]:
+    """A running router with the replicated state wired in, on an in-memory store."""
+    store = Store(Path(":memory:"), run_sync=inline)
+    router = memory_router(net, secrets, mesh_id, keys)
+    state = state_service(router, secrets, mesh_id, keys, seed)
+    await state.start(store)
+    wire_test_node(router, store, secrets, mesh_id, keys, seed, state=state)
+    await nursery.start(router.run)
+    await nursery.start(state.run)
+    return state, router

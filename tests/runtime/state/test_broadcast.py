@@ -6,16 +6,13 @@ Memory transport (its broadcast reaches every current neighbour), autojump clock
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import trio
 
 from kai_mesh.core.mesh.identity import NodeSecrets
 from kai_mesh.core.state.wire import Buckets, encode_sync
-from kai_mesh.runtime.blocking import inline
 from kai_mesh.runtime.state.service import StateService
-from kai_mesh.runtime.store import Store
-from tests.runtime.builders import memory_router, state_service, wire_test_node
+from tests.runtime.builders import start_state_node
 from transports.memory import LinkProfile, MemoryNetwork, MemoryTransport
 
 MESH = b"b" * 32
@@ -28,13 +25,7 @@ async def start_node(
     keys: dict[bytes, bytes],
     seed: int,
 ) -> tuple[StateService, MemoryTransport]:
-    store = Store(Path(":memory:"), run_sync=inline)
-    router = memory_router(net, secrets, MESH, keys)
-    state = state_service(router, secrets, MESH, keys, seed)
-    await state.start(store)
-    wire_test_node(router, store, secrets, MESH, keys, seed, state=state)
-    await nursery.start(router.run)
-    await nursery.start(state.run)
+    state, router = await start_state_node(nursery, net, secrets, MESH, keys, seed)
     transport = router.transports[0]
     assert isinstance(transport, MemoryTransport)
     return state, transport

@@ -16,7 +16,7 @@ from kai_mesh.core.messaging.frames import FRAME_STATE
 from kai_mesh.runtime.blocking import inline
 from kai_mesh.runtime.state.service import STATE_DIGEST, StateService
 from kai_mesh.runtime.store import Store
-from tests.runtime.builders import memory_router, state_service, wire_test_node
+from tests.runtime.builders import start_state_node
 from transports.memory import LinkProfile, MemoryNetwork
 
 MESH = b"s" * 32
@@ -33,13 +33,7 @@ async def start_node(
     keys: dict[bytes, bytes],
     seed: int,
 ) -> StateService:
-    store = Store(Path(":memory:"), run_sync=inline)
-    router = memory_router(net, secrets, MESH, keys)
-    state = state_service(router, secrets, MESH, keys, seed)
-    await state.start(store)
-    wire_test_node(router, store, secrets, MESH, keys, seed, state=state)
-    await nursery.start(router.run)
-    await nursery.start(state.run)
+    state, _ = await start_state_node(nursery, net, secrets, MESH, keys, seed)
     return state
 
 
