@@ -7,26 +7,13 @@ import selectors
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from kai_mesh.cli.main import ExitCode
-from tests.cli.helpers import KAI_MESH, Home, _env, fresh_home, stop
-
-
-@pytest.fixture
-def running() -> Iterator[Home]:
-    with fresh_home() as home:
-        done = home.run("init", "--name", "pi1", "--local-only")
-        assert done.returncode == 0, done.stderr
-        proc = home.start()
-        try:
-            yield home
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            stop(proc)
+from tests.cli.helpers import (
+    KAI_MESH,
+    Home,
+    _env,
+)
 
 
 def _first_line(proc: subprocess.Popen[str], poke: list[str], home: Home) -> str:

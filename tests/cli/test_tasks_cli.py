@@ -3,29 +3,13 @@ for a capability nobody offers stays open and says why, one for echo runs and sh
 
 from __future__ import annotations
 
-import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from kai_mesh.cli.main import ExitCode
-from tests.cli.helpers import Home, fresh_home, stop
-
-
-@pytest.fixture
-def running() -> Iterator[Home]:
-    with fresh_home() as home:
-        done = home.run("init", "--name", "pi1", "--local-only")
-        assert done.returncode == 0, done.stderr
-        proc = home.start()
-        try:
-            yield home
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            stop(proc)
+from tests.cli.helpers import (
+    Home,
+)
 
 
 def test_submit_list_show(running: Home, tmp_path: Path) -> None:
