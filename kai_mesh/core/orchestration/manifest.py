@@ -65,6 +65,10 @@ DEFAULT_CPU = 0.1
 DEFAULT_MEMORY_MB = 64
 DEFAULT_HEALTH_INTERVAL = 10.0
 DEFAULT_TTL = 30.0
+# Nomad's `shutdown_delay` is 0 by default because Consul deregisters a task before Nomad stops
+# it; here the "deregistration" (a replica's record leaving the replicated state) reaches the
+# senders by gossip, so a moved or replaced copy keeps serving this long after it (see hosting).
+DEFAULT_SHUTDOWN_DELAY = 5.0
 
 _VERSION_RE = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9}){0,3}")
 _WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")
@@ -89,6 +93,7 @@ _TOP_KEYS = frozenset(
         "disconnect",
         "autoscaling",
         "rules",
+        "shutdown_delay",
     }
 )
 # The kind a well-known metric has unless the manifest says otherwise.
@@ -179,6 +184,7 @@ class Manifest:
     disconnect: Disconnect = field(default_factory=Disconnect)
     autoscaling: AutoscaleSpec | None = None
     rules: tuple[Rule, ...] = ()  # reactive rules (core.orchestration.rules), run by the owner
+    shutdown_delay: float = DEFAULT_SHUTDOWN_DELAY
 
     @property
     def version_key(self) -> tuple[int, ...]:
@@ -220,6 +226,8 @@ class Manifest:
                 del table["autoscaling"]["idle"]
         if self.rules:  # likewise absent stays absent
             table["rules"] = [r.to_table() for r in self.rules]
+        if self.shutdown_delay != DEFAULT_SHUTDOWN_DELAY:  # likewise
+            table["shutdown_delay"] = self.shutdown_delay
         return table
 
 
@@ -387,6 +395,9 @@ class _Reader:
             disconnect=self.disconnect(t.get("disconnect", {})),
             autoscaling=self.autoscaling(t.get("autoscaling"), replicas),
             rules=self.rules(t.get("rules")),
+            shutdown_delay=self.duration(
+                t.get("shutdown_delay", DEFAULT_SHUTDOWN_DELAY), "shutdown_delay", zero=True
+            ),
         )
 
     def rules(self, value: object) -> tuple[Rule, ...]:

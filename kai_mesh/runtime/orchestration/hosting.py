@@ -12,6 +12,12 @@ replicas during an upgrade (Kubernetes' RollingUpdate with maxUnavailable 0; the
 copy per node). A newer upgrade arriving before the previous one finished replaces the unready
 copy and the old one keeps serving.
 
+A copy that stops because the placement moved it elsewhere, the service was removed, or a
+rolling upgrade replaced it is first dropped from the node's record (deregistered) and then
+keeps running for the manifest's `shutdown_delay` (Nomad's: the delay between deregistration
+and the shutdown signal): senders that routed to it before they heard of the change, and
+requests in flight, are still answered. Coming back within the delay, it is simply kept.
+
 The node's `replicas/NODE` record says which agent serves (`agent`) and, during an upgrade, the
 old copy still serving (`previous`: its agent and manifest); senders forward to the copy that is
 ready (`serving_agent`).
@@ -38,6 +44,7 @@ CONFLICT = "a configured agent of this node has the name"
 class Copy:
     agent: str
     manifest: str
+    shutdown_delay: float = 0.0
 
 
 class Hosting:
@@ -48,6 +55,7 @@ class Hosting:
         self._health = health
         self.current: dict[str, Copy] = {}  # service -> the copy running the manifest in force
         self.previous: dict[str, Copy] = {}  # service -> the old copy serving until then
+        self.lingering: dict[str, tuple[Copy, float]] = {}  # agent -> (its copy, stop at)
         self._info: dict[str, dict[str, Any]] = {}
         self._replicas: dict[str, list[int]] = {}
         self.counters = {"upgrades": 0}
@@ -56,27 +64,37 @@ class Hosting:
         """Start, upgrade and stop agents so this node runs what `wanted` (service -> its view
         and the replica numbers placed here) asks."""
         self._replicas = {service: numbers for service, (_, numbers) in wanted.items()}
+        for agent, (_, stop_at) in list(self.lingering.items()):
+            if now >= stop_at:
+                del self.lingering[agent]
+                self._host.remove(agent)
         for service in list(self.current):
             if service not in wanted:
-                self._stop(self.current.pop(service))
+                self._linger(self.current.pop(service), now)
                 if service in self.previous:
-                    self._stop(self.previous.pop(service))
+                    self._linger(self.previous.pop(service), now)
         for service, (view, _) in wanted.items():
             copy = self.current.get(service)
             if copy is not None and copy.manifest == view.manifest_id:
                 continue
             agent = service if copy is None else upgrade_name(service, view.manifest_id)
+            if agent in self.lingering:
+                old, _ = self.lingering.pop(agent)
+                if old.manifest == view.manifest_id and copy is None:
+                    self.current[service] = old  # back within its shutdown delay: kept
+                    continue
+                self._host.remove(agent)
             if agent in self._host.names():
                 continue  # a configured agent (or a leftover) has the name: shown as failed
             if copy is not None:
                 if service in self.previous:  # upgraded again before the last one was ready
-                    self._stop(copy)
+                    self._host.remove(copy.agent)  # never ready: nothing routed to it
                 else:
                     self.previous[service] = copy
                 self.counters["upgrades"] += 1
                 log.info("service %s: starting %s beside %s", service, agent, copy.agent)
             self._host.add(_agent_spec(agent, view.spec))
-            self.current[service] = Copy(agent, view.manifest_id)
+            self.current[service] = Copy(agent, view.manifest_id, view.spec.shutdown_delay)
         self._info = {a["name"]: a for a in self._host.info()}
         self._health.sync(
             {
@@ -95,7 +113,7 @@ class Hosting:
                     self.current[service].agent,
                     old.agent,
                 )
-                self._stop(self.previous.pop(service))
+                self._linger(self.previous.pop(service), now)
 
     def loads(self) -> list[tuple[str, int, str, bool]]:
         """(service, replica number, agent, ready) of every replica hosted here, for telemetry."""
@@ -105,8 +123,12 @@ class Hosting:
             out.extend((service, r, copy.agent, ready) for r in self._replicas.get(service, ()))
         return out
 
-    def _stop(self, copy: Copy) -> None:
-        self._host.remove(copy.agent)
+    def _linger(self, copy: Copy, now: float) -> None:
+        """Stop `copy` once its shutdown delay has passed (at once without one)."""
+        if copy.shutdown_delay <= 0:
+            self._host.remove(copy.agent)
+        else:
+            self.lingering[copy.agent] = (copy, now + copy.shutdown_delay)
 
     def _status(self, service: str) -> tuple[str, str]:
         copy = self.current.get(service)

@@ -527,6 +527,11 @@ class Orchestrator:
             if code not in RETRY_CODES or attempt == 1:
                 return reply
             self.counters["svc_retries"] += 1
+            # Picked again from what this node knows now: the first try took time, and a
+            # replica that moved meanwhile (its record changed) is where the retry should go.
+            fresh, now_replicas = self.candidates(name)
+            if fresh is not None and fresh.active:
+                view, replicas = fresh, now_replicas
             picked = self.balancer.retry(name, strategy, replicas, self._rng, failed=key)
         assert reply is not None
         return reply

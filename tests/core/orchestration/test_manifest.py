@@ -36,6 +36,7 @@ strategy = "weighted"
 health = { intent = "ping", interval = "15s" }
 placement = { roles = ["edge"], nodes = ["cam-1", "cam-2"], spread = false }
 disconnect = { lost_after = "1h", replace = false, reconcile = "keep_original" }
+shutdown_delay = "30s"
 """
 
 
@@ -53,6 +54,8 @@ def test_smallest_manifest_from_the_issue() -> None:
         "best_score",
         0.0,
     )
+    assert m.shutdown_delay == 5.0  # not Nomad's 0: deregistration travels by gossip here
+    assert "shutdown_delay" not in m.to_table()  # absent stays absent: signed tables unchanged
 
 
 def test_every_key() -> None:
@@ -65,6 +68,7 @@ def test_every_key() -> None:
     assert m.placement.spread is False
     assert m.disconnect.lost_after == 3600.0 and m.disconnect.replace is False
     assert m.disconnect.reconcile == "keep_original"
+    assert m.shutdown_delay == 30.0 and m.to_table()["shutdown_delay"] == 30.0
 
 
 def test_class_reference_and_integer_replicas_and_version() -> None:
@@ -117,6 +121,8 @@ BASE = 'name = "s"\nversion = "1"\nagent = "echo"\nreplicas = { min = 1, max = 2
         (BASE + 'disconnect = { reconcile = "newest" }\n', "disconnect.reconcile", "one of"),
         (BASE + "disconnect = { lost_after = -1 }\n", "disconnect.lost_after", "from 0"),
         (BASE + "disconnect = { replace = 1 }\n", "disconnect.replace", "true or false"),
+        (BASE + 'shutdown_delay = "soon"\n', "shutdown_delay", "duration"),
+        (BASE + "shutdown_delay = -1\n", "shutdown_delay", "from 0"),
         ("name = ", "", "not valid TOML"),
     ],
 )

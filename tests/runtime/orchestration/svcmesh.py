@@ -154,10 +154,14 @@ async def svc_mesh(
     seed: int,
     facts: dict[int, NodeFacts] | None = None,
     profile: LinkProfile | None = None,
+    keys_seed: int | None = None,
 ) -> tuple[MemoryNetwork, list[SvcNode]]:
     """`count` nodes, node 0 the admin, fully linked; `facts` by node index (else defaults)."""
     net = MemoryNetwork(seed=seed)
-    secrets = [NodeSecrets.generate(os.urandom) for _ in range(count)]
+    # Node ids decide rendezvous ranks, so placement; `keys_seed` fixes them for a test that
+    # must see one particular draw.
+    draw = os.urandom if keys_seed is None else random.Random(keys_seed).randbytes
+    secrets = [NodeSecrets.generate(draw) for _ in range(count)]
     genesis = genesis_of(secrets[0], secrets)
     facts = facts or {}
     nodes = [
