@@ -35,6 +35,7 @@ from transports.reticulum._state import (
     PING,
     PONG,
     _Link,
+    _usable,
 )
 
 
@@ -81,6 +82,7 @@ class _RnsCallbacks(_RnsAdmission):
             # JOIN (member record and invite claim) is larger than one link packet.
             if resource.get_data_size() > MAX_JOIN + 1:
                 self._post(self._count, "resource_unverified")
+                self._post(self._peer_lacks_our_hello, resource.link.link_id)
                 return False
             return True
         ok = resource.get_data_size() <= MAX_PAYLOAD + 1
@@ -125,6 +127,14 @@ class _RnsCallbacks(_RnsAdmission):
         if state is not None:
             state.established.set()
 
+    def _peer_lacks_our_hello(self, link_id: bytes) -> None:
+        """A frame or Resource came on a link we opened and have not verified: the peer sends
+        as on a verified link, so it verified our HELLO and its HELLO to us was lost (a link
+        packet is not retransmitted). Our HELLO again asks for its (see `_on_hello`)."""
+        state = self._links.get(link_id)
+        if state is not None and state.outbound and state.hello_sent:
+            self._resend_hello(state)
+
     def _on_closed(self, link_id: bytes) -> None:
         state = self._links.pop(link_id, None)
         if state is None:
@@ -136,7 +146,10 @@ class _RnsCallbacks(_RnsAdmission):
         if state.node_id is not None:
             peer = self._peers.get(state.node_id)
             if peer is not None and peer.link is state:
-                peer.link = None
+                # Another verified link to the peer (crossing links are both kept) carries on.
+                others = [s for s in self._links.values() if s.node_id == peer.node_id]
+                usable = [s for s in others if _usable(s)]
+                peer.link = max(usable, key=lambda s: s.verified_at) if usable else None
 
     def _on_identified(self, link_id: bytes, public_key: bytes) -> None:
         state = self._links.get(link_id)
@@ -157,6 +170,7 @@ class _RnsCallbacks(_RnsAdmission):
             return
         if not state.verified.is_set() or state.node_id is None:
             self._count("unverified_frame")  # and it does not keep the link open
+            self._peer_lacks_our_hello(link_id)
             return
         state.last_activity = trio.current_time()
         peer = self._peers.get(state.node_id)

@@ -27,6 +27,7 @@ from transports.reticulum._state import (
     APP_NAME,
     ASPECT,
     HELLO,
+    HELLO_RESEND_GAP,
     JOIN,
     MAX_LINKS_PER_PEER,
     _Link,
@@ -52,7 +53,23 @@ class _RnsAdmission(_RnsState):
             return
         self._send_frame(state, HELLO, self.member.to_bytes(), verified_only=False)
 
+    def _resend_hello(self, state: _Link) -> None:
+        """Send our HELLO again on `state`, at most once per `HELLO_RESEND_GAP` s per link."""
+        now = trio.current_time()
+        if state.closed or now - state.hello_resent_at < HELLO_RESEND_GAP:
+            return
+        state.hello_resent_at = now
+        self._count("hello_resent")
+        self._send_hello(state)
+
     def _on_hello(self, state: _Link, body: bytes, kind: int = HELLO) -> None:
+        if state.verified.is_set():
+            # Again on a verified link: if the peer opened it, it lacks our HELLO (lost, or it
+            # asks with its own: `_peer_lacks_our_hello`). The end that opened the link never
+            # answers this way, so the two ends cannot keep each other sending.
+            if not state.outbound:
+                self._resend_hello(state)
+            return
         if state.remote_public is None and not state.outbound:
             # RNS runs each packet's callback on a thread of its own, so the HELLO can reach us
             # before the identify that precedes it on the wire: ask the link, else wait for it.

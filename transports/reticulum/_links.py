@@ -133,10 +133,15 @@ class _RnsLinks(_RnsCallbacks):
         self, state: _Link, frame: bytes, concluded: trio.Event, outcome: list[bool]
     ) -> None:
         def done(resource: Any) -> None:  # on an RNS thread
-            self._post(_conclude, resource.status == RNS.Resource.COMPLETE)
+            self._post(_conclude, resource.status)
 
-        def _conclude(ok: bool) -> None:
-            outcome.append(ok)
+        def _conclude(status: int) -> None:
+            outcome.append(status == RNS.Resource.COMPLETE)
+            if status == RNS.Resource.REJECTED and not state.closed:
+                # Refused at once by a peer that takes Resources on every link it verified:
+                # it has not verified this one (our HELLO to it was lost, see `_resend_hello`).
+                # Leave the link, so the retry goes on another one or a new one.
+                self._drop(state, "resource_rejected")
             concluded.set()
 
         state.last_activity = trio.current_time()

@@ -45,6 +45,10 @@ MAX_UNVERIFIED = 32
 # peer that resets or restarts sends on its new link; one link per peer is the rule, the rest
 # is room for links crossing at start-up and a reset racing the old link's close.
 MAX_LINKS_PER_PEER = 4
+# A HELLO is one link packet, never retransmitted by RNS: a lost one leaves the end that opened
+# the link unverified while the other end sends on it. Asked for again at most this often per
+# link (`_RnsAdmission._resend_hello`): bounded bytes, even on a link that keeps losing.
+HELLO_RESEND_GAP = 2.0
 
 
 @dataclass(eq=False)
@@ -64,6 +68,7 @@ class _Link:
     last_activity: float = 0.0
     opened_at: float = 0.0
     verified_at: float = 0.0
+    hello_resent_at: float = float("-inf")  # `_resend_hello`'s rate limit
 
 
 @dataclass(eq=False)

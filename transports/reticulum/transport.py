@@ -22,6 +22,12 @@ they are: the initiator `identify()`s on the link, then each side sends a HELLO 
 member record; the record must verify for this mesh, its Ed25519 key must be trusted, and its
 Reticulum key must be the link's (remote identity for the responder, the destination's identity
 for the initiator). Names therefore resolve through signed records, never first-come.
+A HELLO is one link packet, which RNS never retransmits. If the responder's HELLO is lost, the
+responder (it verified the initiator's) sends on a link the initiator still refuses: the
+initiator then sends its HELLO again, a responder answers a HELLO on a link it verified with its
+own, each at most every 2 s per link (`hello_resent`); a Resource refused that way is sent again
+on another link (`resource_rejected`), and a closing link leaves the peer on another verified
+one if there is one.
 
 Heartbeats: `broadcast(data)` sends one unencrypted packet to the PLAIN destination
 `kai_mesh.heartbeat`, which every neighbour on every interface hears and no transport node
@@ -194,6 +200,8 @@ class ReticulumTransport(_RnsLinks):
             "dropped_callbacks": 0,
             "resource_failed": 0,
             "hello_timeout": 0,
+            "hello_resent": 0,
+            "resource_rejected": 0,
             "unverified_evicted": 0,
             "resource_unverified": 0,
         }
